@@ -1,0 +1,70 @@
+"""torchnde: neural differential equations in PyTorch.
+
+One function, :func:`solve`, solves every equation; its arguments are small objects with one job
+each: a term (what the equation is), a solver (how a step is taken), a step-size controller, what
+to save, how gradients flow, and events.
+"""
+
+from ._errors import SolveError
+from ._saveat import SaveAt
+from ._solution import Solution, Status
+from ._solve import DEFAULT_MAX_STEPS, solve
+from .adjoints import AbstractAdjoint, DirectAdjoint
+from .controllers import AbstractController, ConstantStepSize, PIDController
+from .events import Event
+from .paths import AbstractPath, LinearInterpolation
+from .solvers import (
+    RK4,
+    RK38,
+    AbstractExplicitRungeKutta,
+    AbstractSolver,
+    Bosh3,
+    ButcherTableau,
+    Dopri5,
+    Euler,
+    Fehlberg2,
+    Heun,
+    Heun3,
+    HeunEuler,
+    Midpoint,
+    Ralston,
+)
+from .terms import AbstractTerm, ControlTerm, MultiTerm, ODETerm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "RK4",
+    "RK38",
+    "AbstractAdjoint",
+    "AbstractController",
+    "AbstractExplicitRungeKutta",
+    "AbstractPath",
+    "AbstractSolver",
+    "AbstractTerm",
+    "Bosh3",
+    "ButcherTableau",
+    "ConstantStepSize",
+    "ControlTerm",
+    "DirectAdjoint",
+    "Dopri5",
+    "Euler",
+    "Event",
+    "Fehlberg2",
+    "Heun",
+    "Heun3",
+    "HeunEuler",
+    "LinearInterpolation",
+    "Midpoint",
+    "MultiTerm",
+    "ODETerm",
+    "PIDController",
+    "Ralston",
+    "SaveAt",
+    "Solution",
+    "SolveError",
+    "Status",
+    "__version__",
+    "solve",
+]

@@ -1,0 +1,432 @@
+"""The step loop, in named phases: propose → step → accept/reject → commit → event → save.
+
+Everything per sample is a tensor: time ``t: (batch,)``, state ``y: (batch, n)``, statuses and
+counters. :func:`attempt` (propose, step, accept/reject, commit) makes no Python decision on tensor
+values, so it can go under ``torch.compile(fullgraph=True)``; the event and save phases, and the
+``while any sample is running`` test, live outside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._problem import Problem
+from ._pytree import tree_where
+from ._solution import Status
+from .controllers import AbstractController
+from .events import Event, crossed
+from .solvers._base import AbstractSolver, StepResult
+
+__all__ = ["Context", "LoopState", "Recorder", "attempt", "init_state", "run"]
+
+
+@dataclass
+class Context:
+    """What stays fixed during one solve (internal times, ``(batch,)`` unless noted)."""
+
+    problem: Problem
+    solver: AbstractSolver
+    controller: AbstractController
+    t0: torch.Tensor
+    t_end: torch.Tensor
+    snap_tol: torch.Tensor  # a proposal this close to t_end lands on it
+    min_dt: torch.Tensor  # smaller steps cannot move t in floating point
+    max_steps: int
+    stops: torch.Tensor | None = None  # (batch, K) sorted, +inf padded: steps land on these
+    jumps: torch.Tensor | None = None  # (batch, J): after landing on these, re-evaluate vf
+    events: tuple[Event, ...] = ()
+    dense_matrix: torch.Tensor | None = None  # (rows, degree + 1)
+
+
+@dataclass
+class LoopState:
+    """The loop's state after a step; every field is a tensor (or a tree of tensors)."""
+
+    t: torch.Tensor
+    y: torch.Tensor
+    t_next: torch.Tensor  # proposed end of the next step
+    solver_state: Any
+    ctrl_state: Any
+    running: torch.Tensor
+    status: torch.Tensor
+    fail_t: torch.Tensor
+    num_steps: torch.Tensor
+    num_accepted: torch.Tensor
+    num_rejected: torch.Tensor
+    nfe: torch.Tensor
+    save_idx: torch.Tensor
+    event_vals: tuple[torch.Tensor, ...] = ()
+
+
+@dataclass
+class StepInfo:
+    """One attempted step, for the save and event phases."""
+
+    t0: torch.Tensor
+    t1: torch.Tensor
+    y0: torch.Tensor
+    result: StepResult
+    accepted: torch.Tensor
+    _rows: torch.Tensor | None = field(default=None, repr=False)
+
+    def rows(self, ctx: Context) -> torch.Tensor:
+        if self._rows is None:
+            self._rows = ctx.solver.dense_rows(ctx.problem, self.result)
+        return self._rows
+
+
+# ------------------------------------------------------------------------------------------------
+# interpolation inside a step
+
+
+def interpolate(matrix: torch.Tensor, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """``y(θ) = Σ_p θ^p Σ_r M[r, p] rows[:, r]``; ``rows: (batch, R, n)``, ``θ: (batch,)``."""
+    powers = theta[:, None] ** torch.arange(matrix.shape[1], device=theta.device)
+    weights = (powers.to(matrix.dtype) @ matrix.T).to(rows.dtype)  # (batch, R)
+    return torch.bmm(weights[:, None, :], rows)[:, 0]
+
+
+# ------------------------------------------------------------------------------------------------
+# the phases of one step
+
+
+def _propose(ctx: Context, st: LoopState) -> tuple[torch.Tensor, torch.Tensor]:
+    """The end of the next step: the controller's proposal, clipped to ``t_end`` and stop times."""
+    t1 = torch.minimum(st.t_next, ctx.t_end)
+    t1 = torch.where(ctx.t_end - t1 <= ctx.snap_tol, ctx.t_end, t1)
+    clipped = t1 < st.t_next
+    if ctx.stops is not None:
+        idx = torch.searchsorted(ctx.stops, st.t[:, None].contiguous(), right=True)
+        nxt = ctx.stops.gather(1, idx.clamp(max=ctx.stops.shape[1] - 1))[:, 0]
+        hit = nxt < t1
+        t1 = torch.where(hit, nxt, t1)
+        clipped = clipped | hit
+    return torch.where(st.running, t1, st.t), clipped
+
+
+def _finite(result: StepResult) -> torch.Tensor:
+    finite = torch.isfinite(result.y1).all(dim=1)
+    if result.y_error is not None:
+        finite = finite & torch.isfinite(result.y_error.sum(dim=1))
+    return finite
+
+
+def attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
+    """Propose, step, accept/reject and commit one step for every running sample."""
+    t0 = st.t
+    t1, clipped = _propose(ctx, st)
+    result = ctx.solver.step(ctx.problem, t0, t1, st.y, st.solver_state)
+    finite = _finite(result)
+    accept, next_end, ctrl_state, too_small = ctx.controller.adapt(
+        ctx.solver, t0, t1, st.y, result, st.ctrl_state, clipped, finite
+    )
+    acc = accept & finite & st.running
+    new = _commit(
+        ctx, st, t1, result, acc, accept & finite, next_end, ctrl_state, too_small, finite
+    )
+    return new, StepInfo(t0, t1, st.y, result, acc)
+
+
+def _commit(ctx, st, t1, result, acc, ok, next_end, ctrl_state, too_small, finite) -> LoopState:
+    running = st.running
+    t = torch.where(acc, t1, st.t)
+    y = torch.where(acc[:, None], result.y1, st.y)
+    solver_state = tree_where(acc, result.state, st.solver_state)
+    ctrl_state = tree_where(running, ctrl_state, st.ctrl_state)
+    t_next = torch.where(running, next_end, st.t_next)
+    num_steps = st.num_steps + running.long()
+    reached = acc & (t1 >= ctx.t_end)
+    going = running & ~reached
+    underflow = going & ((t_next - t) <= ctx.min_dt)
+    dt_fail = too_small | underflow
+    nonfinite = running & ~finite & (dt_fail if ctx.controller.adaptive else True)
+    out_of_steps = going & (num_steps >= ctx.max_steps)
+    code = torch.where(
+        nonfinite,
+        int(Status.NONFINITE),
+        torch.where(dt_fail, int(Status.DTMIN), int(Status.MAX_STEPS)),
+    )
+    failed = going & (nonfinite | dt_fail | out_of_steps)
+    return LoopState(
+        t=t,
+        y=y,
+        t_next=t_next,
+        solver_state=solver_state,
+        ctrl_state=ctrl_state,
+        running=going & ~failed,
+        status=torch.where(failed, code, st.status),
+        fail_t=torch.where(failed, st.t, st.fail_t),
+        num_steps=num_steps,
+        num_accepted=st.num_accepted + acc.long(),
+        num_rejected=st.num_rejected + (running & ~ok).long(),
+        nfe=st.nfe + running.long() * result.nfe,
+        save_idx=st.save_idx,
+        event_vals=st.event_vals,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# start
+
+
+def init_state(
+    ctx: Context, y0: torch.Tensor, dt0: torch.Tensor | None, solver_state: Any, nfe0: int
+) -> LoopState:
+    """The state before the first step (``solver_state`` is the first vector-field value)."""
+    t0 = ctx.t0
+    t_next, ctrl_state, nfe = ctx.controller.init(
+        ctx.problem, ctx.solver, t0, ctx.t_end, y0, dt0, solver_state
+    )
+    batch = t0.shape[0]
+    zeros = torch.zeros(batch, dtype=torch.long, device=t0.device)
+    running = ctx.t_end > t0
+    event_vals = tuple(_cond(ctx, ev, t0, y0) for ev in ctx.events)
+    return LoopState(
+        t=t0,
+        y=y0,
+        t_next=t_next,
+        solver_state=solver_state,
+        ctrl_state=ctrl_state,
+        running=running,
+        status=zeros.clone(),
+        fail_t=torch.full_like(t0, float("nan")),
+        num_steps=zeros.clone(),
+        num_accepted=zeros.clone(),
+        num_rejected=zeros.clone(),
+        nfe=zeros + (nfe0 + nfe),
+        save_idx=zeros.clone(),
+        event_vals=event_vals,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# recording what is saved
+
+
+class Recorder:
+    """Collects the saved values of a solve.
+
+    Args:
+        ctx: the solve's context.
+        save_ts: internal save times ``(batch, T)``, or ``None``.
+        steps: record every accepted step.
+        dense: record the dense output.
+    """
+
+    def __init__(self, ctx: Context, save_ts: torch.Tensor | None, steps: bool, dense: bool):
+        self.ctx = ctx
+        self.save_ts = save_ts
+        self.steps = steps
+        self.dense = dense
+        self.ts_out: torch.Tensor | None = None
+        self.step_records: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.dense_records: list[tuple[torch.Tensor, ...]] = []
+        self.crossings: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in ctx.events]
+        self.event_t: torch.Tensor | None = None
+        self.event_index: torch.Tensor | None = None
+
+    def start(self, st: LoopState) -> LoopState:
+        """Save the values at ``ts == t0`` before the first step."""
+        if self.ctx.events:
+            self.event_t = torch.full_like(st.t, float("nan"))
+            self.event_index = torch.full_like(st.status, -1)
+        if self.save_ts is None:
+            return st
+        batch, count = self.save_ts.shape
+        n = st.y.shape[1]
+        self.ts_out = torch.full(
+            (batch, count, n), float("nan"), dtype=st.y.dtype, device=st.y.device
+        )
+        at_start = self.save_ts <= self.ctx.t0[:, None]
+        starts = int(at_start.sum(dim=1).max())  # ts are sorted: the first few
+        if starts:
+            self.ts_out[:, :starts] = torch.where(
+                at_start[:, :starts, None], st.y[:, None, :], self.ts_out[:, :starts]
+            )
+        return dataclasses.replace(st, save_idx=at_start.sum(dim=1))
+
+    def save(self, st: LoopState, info: StepInfo, t_stop: torch.Tensor) -> LoopState:
+        """Save every value inside the accepted part ``(t0, t_stop]`` of the last step."""
+        ctx = self.ctx
+        if self.steps:
+            self.step_records.append((t_stop, st.y, info.accepted))
+        if self.dense:
+            reached = torch.where(info.accepted, t_stop, info.t0)
+            self.dense_records.append((info.t0, info.t1 - info.t0, reached, info.rows(ctx)))
+        if self.save_ts is None:
+            return st
+        batch, count = self.save_ts.shape
+        arange = torch.arange(batch, device=st.t.device)
+        idx = st.save_idx
+        dt = info.t1 - info.t0
+        safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
+        while True:
+            pending = idx < count
+            cursor = idx.clamp(max=count - 1)
+            t_save = self.save_ts[arange, cursor]
+            hit = info.accepted & pending & (t_save <= t_stop)
+            if not bool(hit.any()):
+                break
+            theta = ((t_save - info.t0) / safe_dt).clamp(0.0, 1.0)
+            value = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
+            old = self.ts_out[arange, cursor]
+            self.ts_out[arange, cursor] = torch.where(hit[:, None], value, old)
+            idx = idx + hit.long()
+        return dataclasses.replace(st, save_idx=idx)
+
+
+# ------------------------------------------------------------------------------------------------
+# events
+
+
+def _cond(ctx: Context, event: Event, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    problem = ctx.problem
+    value = event.cond(problem.user_time(tau), problem.spec.unflatten(y), problem.args)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"the event function `{getattr(event.cond, '__name__', event.cond)}` returned "
+            f"{type(value).__name__}; it must return a tensor"
+        )
+    batch = tau.shape[0]
+    if value.numel() != batch:
+        raise ValueError(
+            f"the event function `{getattr(event.cond, '__name__', event.cond)}` returned shape "
+            f"{tuple(value.shape)}; it must return one value per sample "
+            f"({'(batch,)' if problem.spec.batched else 'a 0-dim tensor'})"
+        )
+    return value.reshape(batch).real
+
+
+def _root(ctx, event, info, lo, hi, f_lo, f_hi, mask) -> torch.Tensor:
+    """Illinois (modified regula falsi) on the dense output, per sample, within ``[lo, hi]``."""
+    rows = info.rows(ctx).detach()
+    dt = info.t1 - info.t0
+    safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
+    lo, hi, f_lo, f_hi = lo.detach(), hi.detach(), f_lo.detach(), f_hi.detach()
+    eps = torch.finfo(lo.dtype).eps
+    side = torch.zeros_like(lo)
+    with torch.no_grad():
+        for _ in range(200):
+            width = (hi - lo).abs()
+            if not bool(((width > 4 * eps * hi.abs().clamp(min=1.0)) & mask).any()):
+                break
+            denom = f_hi - f_lo
+            mid = torch.where(denom != 0, lo - f_lo * (hi - lo) / denom, (lo + hi) / 2)
+            mid = torch.where((mid > lo) & (mid < hi), mid, (lo + hi) / 2)
+            y_mid = interpolate(ctx.dense_matrix, rows, ((mid - info.t0) / safe_dt).clamp(0, 1))
+            f_mid = _cond(ctx, event, mid, y_mid)
+            left = (f_mid * f_hi) < 0  # root in [mid, hi]
+            exact = f_mid == 0
+            lo_new = torch.where(left, mid, lo)
+            hi_new = torch.where(left | exact, hi, mid)
+            hi_new = torch.where(exact, mid, hi_new)
+            lo_new = torch.where(exact, mid, lo_new)
+            # Illinois: halve the value at an end kept twice in a row
+            f_lo = torch.where(left, f_mid, torch.where(side < 0, f_lo / 2, f_lo))
+            f_hi = torch.where(left, torch.where(side > 0, f_hi / 2, f_hi), f_mid)
+            side = torch.where(left, torch.ones_like(side), -torch.ones_like(side))
+            lo, hi = lo_new, hi_new
+    return hi
+
+
+def _differentiable_time(ctx, event, info, t_star) -> torch.Tensor:
+    """One Newton step from the root with the derivative held fixed: the value is unchanged, the
+    gradient is the implicit-function-theorem one."""
+    dt = info.t1 - info.t0
+    safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
+    rows = info.rows(ctx)
+    with torch.enable_grad():
+        tt = t_star.detach().requires_grad_(True)
+        y = interpolate(ctx.dense_matrix, rows.detach(), (tt - info.t0.detach()) / safe_dt.detach())
+        c = _cond(ctx, event, tt, y)
+        (slope,) = torch.autograd.grad(c.sum(), tt, allow_unused=True)
+    if slope is None:
+        slope = torch.zeros_like(t_star)
+    slope = torch.where(slope == 0, torch.ones_like(slope), slope).detach()
+    theta = (t_star.detach() - info.t0) / safe_dt
+    c_graph = _cond(ctx, event, t_star.detach(), interpolate(ctx.dense_matrix, rows, theta))
+    if not c_graph.requires_grad and not info.t0.requires_grad:
+        return t_star.detach()
+    return t_star.detach() - (c_graph - c_graph.detach()) / slope
+
+
+def event_phase(ctx: Context, rec: Recorder, st: LoopState, info: StepInfo):
+    """Check every event over the accepted step; stop samples at terminal ones.
+
+    Returns the new state and the time up to which the step counts for saving."""
+    t_stop = info.t1
+    if not ctx.events:
+        return st, t_stop
+    values = tuple(_cond(ctx, ev, st.t, st.y) for ev in ctx.events)
+    first_t = torch.full_like(st.t, float("inf"))
+    first_e = torch.full_like(st.status, -1)
+    for e, (ev, before, after) in enumerate(zip(ctx.events, st.event_vals, values)):
+        hit = info.accepted & crossed(ev, before, after)
+        if not bool(hit.any()):
+            continue
+        t_root = _root(ctx, ev, info, info.t0, info.t1, before, after, hit)
+        if ev.terminal:
+            earlier = hit & (t_root < first_t)
+            first_t = torch.where(earlier, t_root, first_t)
+            first_e = torch.where(earlier, torch.full_like(first_e, e), first_e)
+        else:
+            rec.crossings[e].append((hit, t_root))
+    new_vals = tuple(torch.where(info.accepted, a, b) for a, b in zip(values, st.event_vals))
+    st = dataclasses.replace(st, event_vals=new_vals)
+    fired = first_e >= 0
+    if not bool(fired.any()):
+        return st, t_stop
+    # a terminal event: the step ends at the crossing
+    t_star = first_t.clone()
+    for e, ev in enumerate(ctx.events):
+        which = fired & (first_e == e)
+        if bool(which.any()):
+            t_diff = _differentiable_time(ctx, ev, info, torch.where(which, first_t, info.t1))
+            t_star = torch.where(which, t_diff, t_star)
+    t_star = torch.where(fired, t_star, info.t1)
+    dt = info.t1 - info.t0
+    safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
+    y_star = interpolate(ctx.dense_matrix, info.rows(ctx), (t_star - info.t0) / safe_dt)
+    rec.event_t = torch.where(fired, t_star, rec.event_t)
+    rec.event_index = torch.where(fired, first_e, rec.event_index)
+    st = dataclasses.replace(
+        st,
+        t=torch.where(fired, t_star, st.t),
+        y=torch.where(fired[:, None], y_star, st.y),
+        running=st.running & ~fired,
+        status=torch.where(fired, int(Status.EVENT), st.status),
+    )
+    return st, torch.where(fired, t_star, t_stop)
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+
+
+def run(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
+    """Step until no sample is running; every sample stops by ``max_steps`` at the latest."""
+    st = rec.start(st)
+    while bool(st.running.any()):
+        st, info = attempt(ctx, st)
+        st, t_stop = event_phase(ctx, rec, st, info)
+        st = rec.save(st, info, t_stop)
+        if ctx.jumps is not None:
+            st = _refresh_after_jump(ctx, st, info)
+    return st
+
+
+def _refresh_after_jump(ctx: Context, st: LoopState, info: StepInfo) -> LoopState:
+    """After a step lands on a discontinuity of the vector field, evaluate it afresh there."""
+    jumped = info.accepted & (ctx.jumps == info.t1[:, None]).any(dim=1)
+    if not bool(jumped.any()):
+        return st
+    fresh = ctx.solver.first_state(ctx.problem, st.t, st.y)
+    return dataclasses.replace(
+        st,
+        solver_state=tree_where(jumped, fresh, st.solver_state),
+        nfe=st.nfe + st.running.long(),
+    )

@@ -1,0 +1,419 @@
+"""``solve``: check the arguments, set up the problem, hand the loop to the adjoint, build the
+:class:`Solution`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ._dense import DenseOutput
+from ._errors import SolveError, check_finite_time, describe
+from ._loop import Context
+from ._problem import Problem
+from ._pytree import StateSpec, tree_leaves, tree_structure_str
+from ._saveat import SaveAt
+from ._solution import Solution, Status
+from .adjoints._base import AbstractAdjoint, SavePlan
+from .adjoints.direct import DirectAdjoint
+from .controllers import AbstractController, ConstantStepSize
+from .events import Event
+from .solvers._base import AbstractSolver
+from .terms import AbstractTerm
+
+__all__ = ["DEFAULT_MAX_STEPS", "solve"]
+
+#: the default bound on attempted steps per sample: no solve can run forever
+DEFAULT_MAX_STEPS = 10_000
+
+
+def solve(
+    terms: AbstractTerm,
+    solver: AbstractSolver,
+    t0: float | torch.Tensor,
+    t1: float | torch.Tensor,
+    y0: Any,
+    *,
+    dt0: float | torch.Tensor | None = None,
+    args: Any = None,
+    saveat: SaveAt | None = None,
+    controller: AbstractController | None = None,
+    adjoint: AbstractAdjoint | None = None,
+    event: Event | Sequence[Event] | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    throw: bool = True,
+    batch_axis: int | None = None,
+) -> Solution:
+    """Solve a differential equation from ``t0`` to ``t1``.
+
+    Args:
+        terms: the equation: :class:`ODETerm`, :class:`ControlTerm` or :class:`MultiTerm`.
+        solver: how a step is taken, e.g. ``Dopri5()``.
+        t0, t1: start and end times (``t1 < t0`` integrates backwards); 0-dim, or ``(batch,)``
+            per sample under ``batch_axis=0``.
+        y0: the initial state: a tensor, or a tuple/list/dict of tensors of one floating or
+            complex dtype, on one device.
+        dt0: the (first) step size; signed like ``t1 - t0``. Required by
+            :class:`ConstantStepSize`; chosen automatically by adaptive controllers when None.
+        args: passed to every vector field as ``f(t, y, args)``.
+        saveat: what to return (default: the value at ``t1``).
+        controller: the step-size controller (default :class:`ConstantStepSize`).
+        adjoint: how gradients flow (default :class:`DirectAdjoint`).
+        event: an :class:`Event` or a sequence of them.
+        max_steps: the most steps (accepted or rejected) any sample may attempt.
+        throw: raise :class:`SolveError` if any sample fails; with ``False`` the statuses are in
+            the solution and unreached outputs are NaN.
+        batch_axis: ``None`` (the whole state is one problem, one step size) or ``0`` (axis 0 of
+            every leaf indexes independent problems with their own steps and statuses).
+
+    Returns:
+        A :class:`Solution`.
+    """
+    saveat = SaveAt(t1=True) if saveat is None else saveat
+    controller = ConstantStepSize() if controller is None else controller
+    adjoint = DirectAdjoint() if adjoint is None else adjoint
+    _check_objects(terms, solver, saveat, controller, adjoint, max_steps, throw, batch_axis)
+    events = _check_events(event)
+    batched = batch_axis == 0
+    spec = _check_state(y0, batched)
+    batch, device = spec.batch, spec.device
+    tdtype = _time_dtype(spec.dtype, t0, t1, dt0, saveat.ts)
+
+    t0_ = _time("t0", t0, batched, batch, tdtype, device)
+    t1_ = _time("t1", t1, batched, batch, tdtype, device)
+    sign = torch.where(t1_ >= t0_, 1.0, -1.0).to(tdtype)
+    direction = None if bool((sign > 0).all()) else sign
+    tau0 = t0_ if direction is None else t0_ * direction
+    tau1 = t1_ if direction is None else t1_ * direction
+    save_ts = _check_ts(saveat.ts, batched, batch, tdtype, device, direction, tau0, tau1)
+    dt0_ = _check_dt0(dt0, batched, batch, tdtype, device, direction, t0_, t1_)
+    controller.check(solver)
+
+    problem = Problem(terms, spec, args, direction)
+    y0_flat = spec.flatten(y0)
+    vf0, nfe0 = solver.init(problem, tau0, y0_flat)
+    terms.check(vf0, y0, batched)
+
+    scale = torch.maximum(tau0.abs(), tau1.abs())
+    eps = torch.finfo(tdtype).eps
+    stops = controller.stops(problem, tdtype, device)
+    ctx = Context(
+        problem=problem,
+        solver=solver,
+        controller=controller,
+        t0=tau0,
+        t_end=tau1,
+        snap_tol=100 * eps * scale,
+        min_dt=4 * eps * scale,
+        max_steps=max_steps,
+        stops=None if stops is None else _pad_stops(stops[0], batch),
+        jumps=None if stops is None or stops[1] is None else stops[1].expand(batch, -1),
+        events=events,
+        dense_matrix=torch.tensor(solver.dense_matrix, dtype=tdtype, device=device),
+    )
+    plan = SavePlan(saveat.t0, saveat.t1, save_ts, saveat.steps, saveat.dense)
+    adjoint.check(ctx, plan)
+    out = adjoint.loop(ctx, y0_flat, dt0_, vf0, nfe0, plan)
+    sol = _solution(ctx, plan, out, spec, direction)
+    if throw and not sol.ok:
+        failed = [i for i, s in enumerate(sol.statuses) if not s.ok]
+        raise SolveError(_throw_message(sol, failed, batched), sol, failed)
+    return sol
+
+
+# ------------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_objects(terms, solver, saveat, controller, adjoint, max_steps, throw, batch_axis):
+    if not isinstance(terms, AbstractTerm):
+        hint = " (wrap a function as `ODETerm(f)`)" if callable(terms) else ""
+        raise TypeError(
+            f"`terms` must be a term such as `ODETerm(f)`, got {type(terms).__name__}{hint}"
+        )
+    for name, value, base, example in (
+        ("solver", solver, AbstractSolver, "Dopri5()"),
+        ("controller", controller, AbstractController, "PIDController(rtol=1e-6, atol=1e-8)"),
+        ("adjoint", adjoint, AbstractAdjoint, "DirectAdjoint()"),
+        ("saveat", saveat, SaveAt, "SaveAt(t1=True)"),
+    ):
+        if isinstance(value, type) and issubclass(value, base):
+            raise TypeError(
+                f"`{name}` must be an instance: write `{value.__name__}()`, not the class"
+            )
+        if not isinstance(value, base):
+            raise TypeError(
+                f"`{name}` must be a {base.__name__}, e.g. `{example}`, got {describe(value)}"
+            )
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(
+            f"`max_steps` must be a positive int (it bounds every solve), got {describe(max_steps)}"
+        )
+    if not isinstance(throw, bool):
+        raise TypeError(f"`throw` must be True or False, got {describe(throw)}")
+    if batch_axis not in (None, 0) or isinstance(batch_axis, bool):
+        raise ValueError(
+            f"`batch_axis` must be None (one problem) or 0 (axis 0 indexes independent problems), "
+            f"got {batch_axis!r}"
+        )
+
+
+def _check_events(event) -> tuple[Event, ...]:
+    if event is None:
+        return ()
+    events = (event,) if isinstance(event, Event) else tuple(event)
+    for i, ev in enumerate(events):
+        if not isinstance(ev, Event):
+            raise TypeError(
+                f"`event` must be an Event or a sequence of Events, but item {i} is "
+                f"{type(ev).__name__}; wrap the condition as `Event(cond)`"
+            )
+    return events
+
+
+def _check_state(y0: Any, batched: bool) -> StateSpec:
+    leaves = tree_leaves(y0)
+    if not leaves:
+        raise ValueError("`y0` is an empty container; give at least one tensor")
+    for i, leaf in enumerate(leaves):
+        where = "" if len(leaves) == 1 else f" (leaf {i} of {tree_structure_str(y0)})"
+        if not isinstance(leaf, torch.Tensor):
+            raise TypeError(
+                f"`y0` must hold tensors, got {type(leaf).__name__}{where}; convert it with "
+                "`torch.tensor(..., dtype=torch.float32)`"
+            )
+        if not (leaf.is_floating_point() or leaf.is_complex()):
+            raise TypeError(
+                f"`y0` must be floating point or complex, got {leaf.dtype}{where}; convert it with "
+                "`.float()` or `.double()`"
+            )
+        if leaf.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"`y0` has dtype {leaf.dtype}{where}, too coarse for error control; solve in "
+                "float32 (`.float()`) and cast the result"
+            )
+    first = leaves[0]
+    for i, leaf in enumerate(leaves[1:], start=1):
+        if leaf.dtype != first.dtype or leaf.device != first.device:
+            raise TypeError(
+                f"all leaves of `y0` must share one dtype and device, but leaf 0 is "
+                f"{first.dtype} on {first.device} and leaf {i} is {leaf.dtype} on {leaf.device}; "
+                "cast them to one dtype"
+            )
+    if batched:
+        for leaf in leaves:
+            if leaf.ndim == 0 or leaf.shape[0] != first.shape[0] or first.ndim == 0:
+                raise ValueError(
+                    f"with `batch_axis=0` every leaf of `y0` needs the same leading batch size, "
+                    f"got {tree_structure_str(y0)}; add the batch axis or use batch_axis=None"
+                )
+    for i, leaf in enumerate(leaves):
+        if not bool(torch.isfinite(leaf.detach()).all()):
+            where = "" if len(leaves) == 1 else f" leaf {i}"
+            bad = torch.nonzero(~torch.isfinite(leaf.detach().reshape(-1)))[0].item()
+            raise ValueError(
+                f"`y0`{where} holds a non-finite value (flat index {bad}: "
+                f"{leaf.detach().reshape(-1)[bad].item()}); the initial state must be finite"
+            )
+    return StateSpec.from_tree(y0, batched)
+
+
+def _time_dtype(state_dtype, *times) -> torch.dtype:
+    real = torch.empty((), dtype=state_dtype).real.dtype if state_dtype.is_complex else state_dtype
+    for value in times:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            real = torch.promote_types(real, value.dtype)
+    return real
+
+
+def _as_time_tensor(name, value, tdtype, device) -> torch.Tensor:
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise TypeError(f"`{name}` must be a number or a tensor, got {describe(value)}")
+    if isinstance(value, torch.Tensor) and value.is_complex():
+        raise TypeError(f"`{name}` must be real, got a complex tensor")
+    check_finite_time(name, value)
+    return torch.as_tensor(value, dtype=tdtype, device=device)
+
+
+def _time(name, value, batched, batch, tdtype, device) -> torch.Tensor:
+    """A time argument as a ``(batch,)`` tensor."""
+    t = _as_time_tensor(name, value, tdtype, device)
+    if t.ndim == 0:
+        return t.expand(batch).clone() if t.requires_grad else t.expand(batch)
+    if batched and t.shape == (batch,):
+        return t
+    want = f"a scalar or shape ({batch},) with batch_axis=0" if batched else "a scalar"
+    raise ValueError(f"`{name}` must be {want}, got shape {tuple(t.shape)}")
+
+
+def _check_ts(ts, batched, batch, tdtype, device, direction, tau0, tau1):
+    if ts is None:
+        return None
+    check_finite_time("SaveAt(ts)", ts)
+    ts = ts.to(dtype=tdtype, device=device)
+    if ts.ndim == 2 and not (batched and ts.shape[0] == batch):
+        raise ValueError(
+            f"`SaveAt(ts)` of shape {tuple(ts.shape)} needs batch_axis=0 and a leading axis of "
+            f"size {batch}; give 1-D times to share them across samples"
+        )
+    tau = ts.reshape(1, -1) if ts.ndim == 1 else ts
+    if direction is not None:
+        tau = tau * direction[:, None]
+    tau = tau.expand(batch, -1)
+    steps = tau[:, 1:] < tau[:, :-1]
+    if bool(steps.any()):
+        b, i = (int(x) for x in torch.nonzero(steps)[0])
+        row = ts if ts.ndim == 1 else ts[b]
+        order = "increasing" if direction is None or direction[b] > 0 else "decreasing (t1 < t0)"
+        raise ValueError(
+            f"`SaveAt(ts)` must be {order}, but ts[{i + 1}]={row[i + 1].item():g} comes after "
+            f"ts[{i}]={row[i].item():g}; sort it with `ts.sort()`"
+        )
+    lo = (tau < tau0[:, None]).any(dim=1)
+    hi = (tau > tau1[:, None]).any(dim=1)
+    if bool((lo | hi).any()):
+        b = int(torch.nonzero(lo | hi)[0])
+        row = ts if ts.ndim == 1 else ts[b]
+        user0 = tau0[b] * (1 if direction is None else direction[b])
+        user1 = tau1[b] * (1 if direction is None else direction[b])
+        raise ValueError(
+            f"`SaveAt(ts)` must lie within [t0, t1] = [{user0.item():g}, {user1.item():g}], but it "
+            f"spans [{row.min().item():g}, {row.max().item():g}]; drop the times outside"
+        )
+    return tau.contiguous() if direction is not None or ts.ndim == 2 else tau
+
+
+def _check_dt0(dt0, batched, batch, tdtype, device, direction, t0, t1):
+    if dt0 is None:
+        return None
+    dt = _time("dt0", dt0, batched, batch, tdtype, device)
+    if bool((dt == 0).any()):
+        raise ValueError("`dt0` must be non-zero; give a step size like `dt0=0.01`")
+    span = t1 - t0
+    wrong = dt * span < 0
+    if bool(wrong.any()):
+        i = int(torch.nonzero(wrong)[0])
+        raise ValueError(
+            f"`dt0`={dt[i].item():g} has the wrong sign: integrating from t0={t0[i].item():g} to "
+            f"t1={t1[i].item():g} needs dt0 {'> 0' if span[i] > 0 else '< 0'}"
+        )
+    return dt.abs()
+
+
+def _pad_stops(stops: torch.Tensor, batch: int) -> torch.Tensor:
+    inf = torch.full_like(stops[:, :1], math.inf)
+    return torch.cat([stops, inf], dim=1).expand(batch, -1).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------
+# building the solution
+
+
+def _solution(ctx, plan, out, spec, direction) -> Solution:
+    st, rec = out.state, out.recorder
+    batched = spec.batched
+
+    def user(tau):
+        return tau if direction is None else tau * direction.reshape(-1, *([1] * (tau.ndim - 1)))
+
+    def squeeze(x):
+        return x if batched else x[0]
+
+    ys = spec.unflatten_series(out.ys) if out.ys.shape[1] or plan.t1 or plan.t0 else None
+    ts = squeeze(user(out.ts))
+    stats = {
+        "num_steps": squeeze(st.num_steps),
+        "num_accepted": squeeze(st.num_accepted),
+        "num_rejected": squeeze(st.num_rejected),
+        "nfe": squeeze(st.nfe),
+        "nfe_backward": squeeze(
+            torch.zeros_like(st.nfe) if out.nfe_backward is None else out.nfe_backward
+        ),
+    }
+    messages = _messages(ctx, st, user)
+    sol = Solution(ts=ts, ys=ys, stats=stats, status=squeeze(st.status), messages=messages)
+    if ctx.events:
+        sol.event_t = squeeze(user(rec.event_t))
+        sol.event_index = squeeze(rec.event_index)
+        sol.event_crossings = [
+            squeeze(_crossings(rec.crossings[e], st.t, user)) for e in range(len(ctx.events))
+        ]
+    if plan.dense:
+        sol._dense = DenseOutput(ctx.problem, ctx.dense_matrix, rec.dense_records, ctx.t0, st.t)
+    return sol
+
+
+def _crossings(records, t_like, user) -> torch.Tensor:
+    batch = t_like.shape[0]
+    if not records:
+        return t_like.new_zeros(batch, 0)
+    hits = torch.stack([h for h, _ in records], dim=1)
+    times = torch.stack([t for _, t in records], dim=1)
+    pos = hits.long().cumsum(dim=1) - 1
+    width = int(hits.sum(dim=1).max())
+    out = torch.full((batch, width), float("nan"), dtype=times.dtype, device=times.device)
+    b, m = torch.nonzero(hits, as_tuple=True)
+    out = out.index_put((b, pos[b, m]), times[b, m])
+    return user(out)
+
+
+def _messages(ctx, st, user) -> list[str]:
+    status = st.status.tolist()
+    messages = []
+    for b, code in enumerate(status):
+        messages.append("" if code <= Status.EVENT else _message(ctx, st, b, Status(code), user))
+    return messages
+
+
+def _message(ctx, st, b, code, user) -> str:
+    t_fail = float(user(st.fail_t)[b])
+    t_reached = float(user(st.t)[b])
+    t0 = float(user(ctx.t0)[b])
+    t1 = float(user(ctx.t_end)[b])
+    dt = float((st.t_next - st.t)[b])
+    steps = int(st.num_steps[b])
+    if code == Status.NONFINITE:
+        return (
+            f"the state or the vector field became NaN/inf at t={t_fail:.6g} "
+            f"(solving from {t0:g} to {t1:g}): the solution may blow up there, or the model "
+            "overflows (e.g. exp of a large value); check the model, or use smaller steps"
+        )
+    if code == Status.DTMIN:
+        dtmin = getattr(ctx.controller, "dtmin", None)
+        limit = f"dtmin={dtmin:g}" if dtmin else "floating-point resolution"
+        return (
+            f"the step size fell below {limit} at t={t_fail:.6g} (solving from {t0:g} to "
+            f"{t1:g}): the problem may be stiff, or the solution may have a singularity there; "
+            "loosen rtol/atol, or use an implicit (stiff) solver"
+        )
+    span = abs(t1 - t0)
+    remaining = abs(t1 - t_reached)
+    stiff = ctx.controller.adaptive and dt > 0 and remaining / dt > steps
+    hint = (
+        f" The steps stayed tiny (last dt={dt:.3g} on an interval of {span:g}): the problem may be "
+        "stiff; explicit solvers need tiny steps on stiff problems, so loosen rtol/atol or use "
+        "an implicit (stiff) solver."
+        if stiff
+        else " Raise `max_steps`, or loosen rtol/atol."
+    )
+    return (
+        f"max_steps={ctx.max_steps} steps were not enough: reached t={t_reached:.6g} of "
+        f"[{t0:g}, {t1:g}].{hint}"
+    )
+
+
+def _throw_message(sol: Solution, failed: list[int], batched: bool) -> str:
+    if not batched:
+        status = sol.statuses[0]
+        return f"the solve failed ({status.name}): {sol.messages[0]}\n(pass throw=False to get the partial solution and per-sample statuses instead)"
+    shown = failed[:5]
+    lines = [f"  sample {b} ({Status(int(sol.status[b])).name}): {sol.messages[b]}" for b in shown]
+    more = f"\n  ... and {len(failed) - len(shown)} more" if len(failed) > len(shown) else ""
+    return (
+        f"{len(failed)} of {len(sol.messages)} samples failed:\n"
+        + "\n".join(lines)
+        + more
+        + "\n(pass throw=False to keep the others' results and get per-sample statuses)"
+    )

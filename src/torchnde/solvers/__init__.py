@@ -1,0 +1,38 @@
+"""Solvers: how one step is taken. Explicit Runge–Kutta methods are Butcher tableaux run by one
+generic stepper."""
+
+from ._base import AbstractSolver, StepResult
+from ._dopri5 import Dopri5
+from ._explicit import (
+    RK4,
+    RK38,
+    Bosh3,
+    Euler,
+    Fehlberg2,
+    Heun,
+    Heun3,
+    HeunEuler,
+    Midpoint,
+    Ralston,
+)
+from ._runge_kutta import AbstractExplicitRungeKutta
+from ._tableau import ButcherTableau, Interpolant
+
+__all__ = [
+    "RK4",
+    "RK38",
+    "AbstractExplicitRungeKutta",
+    "AbstractSolver",
+    "Bosh3",
+    "ButcherTableau",
+    "Dopri5",
+    "Euler",
+    "Fehlberg2",
+    "Heun",
+    "Heun3",
+    "HeunEuler",
+    "Interpolant",
+    "Midpoint",
+    "Ralston",
+    "StepResult",
+]

@@ -1,0 +1,77 @@
+"""The interface of a solver: how one step is taken."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .._problem import Problem
+
+__all__ = ["AbstractSolver", "StepResult"]
+
+
+@dataclass
+class StepResult:
+    """What one attempted step produces.
+
+    Attributes:
+        y1: the candidate state at ``t1``, ``(batch, n)``.
+        y_error: the local error estimate ``(batch, n)``, or ``None`` without an embedded method.
+        state: the solver state to carry to the next step if this one is accepted (e.g. the
+            vector field at ``(t1, y1)`` for first-same-as-last reuse).
+        dense: what :meth:`AbstractSolver.dense_rows` needs to interpolate inside the step.
+        nfe: vector-field evaluations this step made.
+    """
+
+    y1: torch.Tensor
+    y_error: torch.Tensor | None
+    state: Any
+    dense: Any
+    nfe: int
+
+
+class AbstractSolver(abc.ABC):
+    """Base class of solvers.
+
+    Attributes:
+        order: order of convergence of the propagated solution.
+        error_order: local order of the error estimate (``p + 1`` for an embedded method of order
+            ``p``), used by adaptive controllers; ``None`` when there is no estimate.
+        interpolation_order: order of the dense output.
+    """
+
+    order: int
+    error_order: int | None = None
+    interpolation_order: int = 1
+
+    @abc.abstractmethod
+    def init(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> tuple[Any, int]:
+        """The solver state at the start (e.g. the first vector-field value) and its cost."""
+
+    @abc.abstractmethod
+    def step(
+        self,
+        problem: Problem,
+        t0: torch.Tensor,
+        t1: torch.Tensor,
+        y0: torch.Tensor,
+        state: Any,
+    ) -> StepResult:
+        """Attempt a step from ``(t0, y0)`` to ``t1`` (internal times, ``(batch,)``)."""
+
+    @abc.abstractmethod
+    def dense_rows(self, problem: Problem, result: StepResult) -> torch.Tensor:
+        """The rows ``(batch, rows, n)`` that :attr:`dense_matrix` combines."""
+
+    #: ``dense_matrix[r][p]``: coefficient of ``θ^p`` for row ``r`` of :meth:`dense_rows`.
+    dense_matrix: tuple[tuple[float, ...], ...]
+
+    def first_state(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> Any:
+        """The vector field at the start of a step, recomputed (after a jump in the equation)."""
+        return self.init(problem, t0, y0)[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

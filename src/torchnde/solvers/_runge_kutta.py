@@ -1,0 +1,119 @@
+"""One generic stepper that runs every explicit Runge–Kutta tableau.
+
+Stages are ``k_i = prod(vf(t0 + c_i dt, y0 + Σ_j a_ij k_j), control)`` (for an ODE,
+``k_i = dt · f(...)``), the solution ``y1 = y0 + Σ_j b_j k_j`` and the error estimate
+``Σ_j (b_j - b̂_j) k_j``. The vector field at ``(t1, y1)`` is always returned as the next step's
+first stage: free for first-same-as-last (FSAL) methods, and for the others it replaces the
+evaluation the next step would make anyway, while giving every method a cubic Hermite dense
+output.
+
+Every coefficient is a Python float, so the step makes no Python decision on tensor values and
+compiles with ``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from .._problem import Problem
+from ._base import AbstractSolver, StepResult
+from ._tableau import ButcherTableau, Interpolant, hermite_interpolant
+
+__all__ = ["AbstractExplicitRungeKutta"]
+
+_Coeffs = tuple[tuple[int, float], ...]
+
+
+def _nonzero(row) -> _Coeffs:
+    return tuple((j, float(x)) for j, x in enumerate(row) if x != 0)
+
+
+def _combine(base: torch.Tensor | None, coeffs: _Coeffs, ks: list[torch.Tensor]) -> torch.Tensor:
+    """``base + Σ_j coeffs_j k_j``, allocating one tensor."""
+    if base is None:
+        (j0, c0), coeffs = coeffs[0], coeffs[1:]
+        acc = ks[j0] * c0
+    elif not coeffs:
+        return base
+    else:
+        (j0, c0), coeffs = coeffs[0], coeffs[1:]
+        acc = base.add(ks[j0], alpha=c0)
+    for j, c in coeffs:
+        acc.add_(ks[j], alpha=c)
+    return acc
+
+
+class AbstractExplicitRungeKutta(AbstractSolver):
+    """An explicit Runge–Kutta method: a subclass sets ``tableau`` and, if the method has a
+    published one, ``interpolant``; otherwise dense output is cubic Hermite."""
+
+    tableau: ClassVar[ButcherTableau]
+    interpolant: ClassVar[Interpolant | None] = None
+
+    # derived once per class
+    _a: ClassVar[tuple[_Coeffs, ...]]
+    _b: ClassVar[_Coeffs]
+    _e: ClassVar[_Coeffs | None]
+    _c: ClassVar[tuple[float, ...]]
+    _rows: ClassVar[tuple[int, ...]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "tableau" not in cls.__dict__:
+            return
+        tab = cls.tableau
+        cls.order = tab.order
+        cls.error_order = None if tab.b_hat is None else tab.embedded_order + 1
+        cls._a = tuple(_nonzero(row) for row in tab.a)
+        cls._b = _nonzero(tab.b)
+        cls._e = None if tab.b_error is None else _nonzero(tab.b_error)
+        cls._c = tuple(float(x) for x in tab.c)
+        interp = cls.interpolant or hermite_interpolant(tab.stages)
+        interp.check(tab)
+        cls.interpolation_order = interp.order
+        matrix = [list(row) for row in interp.matrix]
+        if tab.fsal:  # k_end is k_s: fold its row in
+            matrix[tab.stages + 1] = [x + y for x, y in zip(matrix[tab.stages + 1], matrix[-1])]
+            matrix[-1] = [0] * len(matrix[-1])
+        cls._rows = tuple(r for r, row in enumerate(matrix) if any(x != 0 for x in row))
+        cls.dense_matrix = tuple(tuple(float(x) for x in matrix[r]) for r in cls._rows)
+
+    def init(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> tuple[Any, int]:
+        return problem.vf(t0, y0), 1
+
+    def step(self, problem, t0, t1, y0, state):
+        control = problem.contr(t0, t1)
+        dt = t1 - t0
+        ks = [problem.prod(state, control)]
+        vf = state
+        y_stage = y0
+        for i in range(1, len(self._c)):
+            y_stage = _combine(y0, self._a[i], ks)
+            c = self._c[i]
+            t_stage = t1 if c == 1.0 else t0 + c * dt
+            vf = problem.vf(t_stage, y_stage)
+            ks.append(problem.prod(vf, control))
+        if self.tableau.fsal:
+            y1, vf_end, nfe = y_stage, vf, len(self._c) - 1
+        else:
+            y1 = _combine(y0, self._b, ks)
+            vf_end, nfe = problem.vf(t1, y1), len(self._c)
+        y_error = None if self._e is None else _combine(None, self._e, ks)
+        return StepResult(y1, y_error, vf_end, (y0, y1, ks, vf_end, control), nfe)
+
+    def dense_rows(self, problem: Problem, result: StepResult) -> torch.Tensor:
+        y0, y1, ks, vf_end, control = result.dense
+        rows = []
+        stages = len(ks)
+        for r in self._rows:
+            if r == 0:
+                rows.append(y0)
+            elif r == 1:
+                rows.append(y1)
+            elif r < stages + 2:
+                rows.append(ks[r - 2])
+            else:
+                rows.append(problem.prod(vf_end, control))
+        return torch.stack(rows, dim=1)
