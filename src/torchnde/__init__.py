@@ -10,7 +10,7 @@ from ._saveat import SaveAt
 from ._solution import Solution, Status
 from ._solve import DEFAULT_MAX_STEPS, solve
 from .adjoints import AbstractAdjoint, DirectAdjoint
-from .controllers import AbstractController, ConstantStepSize, PIDController
+from .controllers import AbstractController, ConstantStepSize, PIDController, StepTo
 from .events import Event
 from .paths import AbstractPath, LinearInterpolation
 from .solvers import (
@@ -65,6 +65,7 @@ __all__ = [
     "Solution",
     "SolveError",
     "Status",
+    "StepTo",
     "__version__",
     "solve",
 ]

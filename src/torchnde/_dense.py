@@ -90,4 +90,4 @@ class DenseOutput:
             tree = spec.unflatten_series(out)
             return tree_map(lambda x: x.reshape(batch, *lead, *x.shape[2:]), tree)
         tree = spec.unflatten_series(values.reshape(1, -1, n))
-        return tree_map(lambda x: x.reshape(*query_shape, *x.shape[1:]), tree)
+        return tree_map(lambda x: x.reshape((*query_shape, *x.shape[1:])), tree)

@@ -130,10 +130,10 @@ class StateSpec:
         """``(batch, n)`` → the state's tree."""
         lead = (self.batch,) if self.batched else ()
         if len(self.shapes) == 1:
-            return tree_unflatten(self.template, [flat.reshape(*lead, *self.shapes[0])])
+            return tree_unflatten(self.template, [flat.reshape((*lead, *self.shapes[0]))])
         parts = torch.split(flat, self.numels, dim=1)
         return tree_unflatten(
-            self.template, [p.reshape(*lead, *s) for p, s in zip(parts, self.shapes)]
+            self.template, [p.reshape((*lead, *s)) for p, s in zip(parts, self.shapes)]
         )
 
     def unflatten_series(self, flat: torch.Tensor) -> Any:

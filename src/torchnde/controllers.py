@@ -18,7 +18,7 @@ from ._errors import describe
 from ._problem import Problem
 from .solvers._base import AbstractSolver, StepResult
 
-__all__ = ["AbstractController", "ConstantStepSize", "PIDController"]
+__all__ = ["AbstractController", "ConstantStepSize", "PIDController", "StepTo"]
 
 
 class AbstractController(abc.ABC):
@@ -90,6 +90,64 @@ class ConstantStepSize(AbstractController):
         count = count + 1
         too_small = torch.zeros_like(accept)
         return accept, start + count * dt0, (start, dt0, count), too_small
+
+
+@dataclass(frozen=True, eq=False)
+class StepTo(AbstractController):
+    """Steps exactly from each time in ``ts`` to the next (a fixed, possibly uneven grid).
+
+    ``ts`` must start at ``t0``, end at ``t1`` and be strictly monotonic in the direction of
+    integration; ``dt0`` must be None.
+
+    Args:
+        ts: the grid, a 1-D sequence or tensor of times.
+    """
+
+    ts: Sequence[float] | torch.Tensor = ()
+    adaptive = False
+
+    def __post_init__(self) -> None:
+        ts = (
+            torch.as_tensor(self.ts, dtype=torch.float64)
+            if not isinstance(self.ts, torch.Tensor)
+            else self.ts
+        )
+        if ts.ndim != 1 or ts.numel() < 2:
+            raise ValueError(
+                f"`StepTo(ts)` needs a 1-D grid of at least two times, got {describe(ts)}"
+            )
+        if not bool(torch.isfinite(ts).all()):
+            raise ValueError("`StepTo(ts)` holds NaN or infinite times")
+        diffs = ts.diff()
+        if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
+            raise ValueError(
+                "`StepTo(ts)` must be strictly monotonic (increasing, or decreasing to integrate backwards)"
+            )
+
+    def init(self, problem, solver, t0, t1, y0, dt0, solver_state):
+        if dt0 is not None:
+            raise ValueError("`dt0` must be None with `StepTo(ts)`: the grid sets every step")
+        grid = torch.as_tensor(self.ts, dtype=t0.dtype, device=t0.device).reshape(1, -1)
+        if problem.direction is not None:
+            grid = grid * problem.direction.reshape(-1, 1)
+        grid = grid.expand(t0.shape[0], -1)
+        bad = (grid[:, 0] != t0) | (grid[:, -1] != t1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"`StepTo(ts)` must start at t0 and end at t1, but it spans "
+                f"[{float(self.ts[0]):g}, {float(self.ts[-1]):g}]; include t0 and t1 in the grid"
+            )
+        if not bool((grid.diff(dim=1) > 0).all()):
+            raise ValueError("`StepTo(ts)` must run from t0 towards t1")
+        index = torch.ones_like(t0, dtype=torch.long)
+        return grid[:, 1], (grid.contiguous(), index), 0
+
+    def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
+        grid, index = state
+        index = (index + 1).clamp(max=grid.shape[1] - 1)
+        accept = torch.ones_like(t0, dtype=torch.bool)
+        next_end = grid.gather(1, index[:, None])[:, 0]
+        return accept, next_end, (grid, index), torch.zeros_like(accept)
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:

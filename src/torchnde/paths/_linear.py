@@ -84,7 +84,7 @@ class LinearInterpolation(AbstractPath):
         return self.xs[idx]
 
     def _expand(self, w: torch.Tensor) -> torch.Tensor:
-        return w.reshape(*w.shape, *([1] * len(self.shape))).to(self.xs.dtype)
+        return w.reshape((*w.shape, *([1] * len(self.shape)))).to(self.xs.dtype)
 
     def evaluate(self, t: torch.Tensor) -> torch.Tensor:
         idx, left, right, tq = self._piece(t)
