@@ -9,7 +9,7 @@ from ._errors import SolveError
 from ._saveat import SaveAt
 from ._solution import Solution, Status
 from ._solve import DEFAULT_MAX_STEPS, solve
-from .adjoints import AbstractAdjoint, DirectAdjoint
+from .adjoints import AbstractAdjoint, BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
 from .controllers import AbstractController, ConstantStepSize, PIDController, StepTo
 from .events import Event
 from .paths import AbstractPath, LinearInterpolation
@@ -43,8 +43,10 @@ __all__ = [
     "AbstractPath",
     "AbstractSolver",
     "AbstractTerm",
+    "BacksolveAdjoint",
     "Bosh3",
     "ButcherTableau",
+    "CheckpointAdjoint",
     "ConstantStepSize",
     "ControlTerm",
     "DirectAdjoint",

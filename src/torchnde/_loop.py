@@ -21,7 +21,7 @@ from .controllers import AbstractController
 from .events import Event, crossed
 from .solvers._base import AbstractSolver, StepResult
 
-__all__ = ["Context", "LoopState", "Recorder", "attempt", "init_state", "run"]
+__all__ = ["Context", "LoopState", "Recorder", "attempt", "init_state", "iteration", "run"]
 
 
 @dataclass
@@ -229,6 +229,19 @@ class Recorder:
         self.event_t: torch.Tensor | None = None
         self.event_index: torch.Tensor | None = None
 
+    @classmethod
+    def for_replay(cls, ctx: Context, save_ts: torch.Tensor | None, st: LoopState) -> Recorder:
+        """A recorder for recomputing part of a solve: ``ts`` values start at zero (so only those
+        saved in the recomputed part carry gradients) and nothing is saved at ``t0``."""
+        rec = cls(ctx, save_ts, False, False)
+        if save_ts is not None:
+            batch, n = st.y.shape
+            rec.ts_out = st.y.new_zeros(batch, save_ts.shape[1], n)
+        if ctx.events:
+            rec.event_t = torch.full_like(st.t, float("nan"))
+            rec.event_index = torch.full_like(st.status, -1)
+        return rec
+
     def start(self, st: LoopState) -> LoopState:
         """Save the values at ``ts == t0`` before the first step."""
         if self.ctx.events:
@@ -407,15 +420,27 @@ def event_phase(ctx: Context, rec: Recorder, st: LoopState, info: StepInfo):
 # the loop
 
 
-def run(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
-    """Step until no sample is running; every sample stops by ``max_steps`` at the latest."""
+def iteration(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
+    """One pass of the loop: attempt a step, then the event and save phases."""
+    st, info = attempt(ctx, st)
+    st, t_stop = event_phase(ctx, rec, st, info)
+    st = rec.save(st, info, t_stop)
+    if ctx.jumps is not None:
+        st = _refresh_after_jump(ctx, st, info)
+    return st
+
+
+def run(ctx: Context, st: LoopState, rec: Recorder, on_step=None) -> LoopState:
+    """Step until no sample is running; every sample stops by ``max_steps`` at the latest.
+
+    ``on_step(i, st)``, if given, sees the state after every iteration ``i`` (1, 2, ...)."""
     st = rec.start(st)
+    i = 0
     while bool(st.running.any()):
-        st, info = attempt(ctx, st)
-        st, t_stop = event_phase(ctx, rec, st, info)
-        st = rec.save(st, info, t_stop)
-        if ctx.jumps is not None:
-            st = _refresh_after_jump(ctx, st, info)
+        st = iteration(ctx, st, rec)
+        i += 1
+        if on_step is not None:
+            on_step(i, st)
     return st
 
 

@@ -300,7 +300,7 @@ class PIDController(AbstractController):
         small = (d0 < 1e-5) | (d1 < 1e-5)
         h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / d1).to(t0.dtype)
         h0 = torch.minimum(h0, span)
-        y1 = y0 + h0[:, None].to(y0.dtype) * f0
+        y1 = y0 + (h0[:, None] * f0).to(y0.dtype)  # f0 is in the time dtype after / probe
         f1 = (
             problem.prod(problem.vf(t0 + h0, y1), problem.contr(t0 + h0, t0 + h0 + probe))
             / probe[:, None]
@@ -321,7 +321,9 @@ class PIDController(AbstractController):
     def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
         prev1, prev2, dt_prev = state
         k = solver.error_order
-        err = self._scaled_norm(result.y_error, y0, result.y1).to(t0.dtype)
+        # step sizes are not differentiated: gradients follow the steps that were taken
+        err = self._scaled_norm(result.y_error.detach(), y0.detach(), result.y1.detach())
+        err = err.to(t0.dtype)
         finite = finite & torch.isfinite(err)
         accept = (err <= 1.0) & finite
         inv = 1.0 / err.clamp(min=1e-10)

@@ -1,0 +1,151 @@
+"""Shared machinery of the adjoints that own their backward pass (checkpointing, backsolve):
+an ``autograd.Function`` whose forward runs the loop without a graph, and the gradients with
+respect to the times, which both compute the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._loop import Context, LoopState, Recorder, init_state, iteration
+from .._solution import Status
+from ._base import LoopOutput, SavePlan
+from ._output import assemble
+
+__all__ = ["Run", "forward_loop", "needs_grad", "time_gradients", "vector_field"]
+
+
+@dataclass
+class Run:
+    """Everything one solve's custom backward pass needs, filled in by the forward."""
+
+    ctx: Context
+    plan: SavePlan
+    dt0: torch.Tensor | None
+    solver_state: Any
+    nfe0: int
+    params: list[torch.Tensor]
+    ys: torch.Tensor | None = None
+    ts: torch.Tensor | None = None
+    y0: torch.Tensor | None = None
+    state: LoopState | None = None
+    recorder: Recorder | None = None
+    snapshots: list[tuple[int, LoopState]] = field(default_factory=list)
+    iterations: int = 0
+    nfe_backward: torch.Tensor | None = None
+
+    def output(self, ys: torch.Tensor) -> LoopOutput:
+        return LoopOutput(ys, self.ts, self.state, self.recorder, self.nfe_backward)
+
+
+def needs_grad(y0: torch.Tensor, ctx: Context, plan: SavePlan, params: list) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    times = [ctx.t0, ctx.t_end] + ([plan.ts] if plan.ts is not None else [])
+    return y0.requires_grad or any(t.requires_grad for t in times) or bool(params)
+
+
+@torch.no_grad()
+def forward_loop(run: Run, y0: torch.Tensor, thin: int | None = None) -> None:
+    """Run the whole solve without a graph; keep at most ``thin`` snapshots of the loop state
+    (evenly spaced: when full, every other one is dropped and the spacing doubles)."""
+    ctx, plan = run.ctx, run.plan
+    st = init_state(ctx, y0, run.dt0, run.solver_state, run.nfe0)
+    rec = Recorder(ctx, plan.ts, plan.steps, plan.dense)
+    st = rec.start(st)
+    snapshots = [(0, st)]
+    interval, i = 1, 0
+    while bool(st.running.any()):
+        st = iteration(ctx, st, rec)
+        i += 1
+        if thin is not None and i % interval == 0:
+            snapshots.append((i, st))
+            if len(snapshots) > thin:
+                snapshots = snapshots[::2]
+                interval *= 2
+    run.ys, run.ts = assemble(ctx, plan, st, rec, y0)
+    run.y0 = y0
+    run.state, run.recorder = st, rec
+    run.snapshots, run.iterations = snapshots, i
+    run.nfe_backward = torch.zeros_like(st.nfe)
+
+
+def vector_field(ctx: Context, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``dy/dτ`` in internal time, flat ``(batch, n)`` (``τ`` is ``(batch,)``)."""
+    problem = ctx.problem
+    return problem.prod(problem.vf(tau, y), problem.contr(tau, tau + 1))
+
+
+class ColumnGrads:
+    """``grad_ys: (batch, T, n)`` split by what each saved column is (t0, ts, t1)."""
+
+    def __init__(self, run: Run, grad_ys: torch.Tensor | None):
+        plan = run.plan
+        batch, count, n = run.ys.shape
+        if grad_ys is None:
+            grad_ys = run.ys.new_zeros(batch, count, n)
+        grad_ys = torch.nan_to_num(grad_ys) if grad_ys.is_floating_point() else grad_ys
+        pos = 0
+        self.t0 = None
+        if plan.t0:
+            self.t0 = grad_ys[:, 0]
+            pos = 1
+        self.ts = None
+        if plan.ts is not None:
+            self.ts = grad_ys[:, pos : pos + plan.ts.shape[1]]
+            pos += plan.ts.shape[1]
+        self.t1 = None
+        if plan.t1:
+            ok = run.state.status <= int(Status.EVENT)
+            self.t1 = torch.where(ok[:, None], grad_ys[:, pos], torch.zeros_like(grad_ys[:, pos]))
+        self.all = grad_ys
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample real inner product ``Re Σ conj(a) b`` (PyTorch's convention for complex grads)."""
+    return (a.conj() * b).real.sum(dim=-1) if a.is_complex() else (a * b).sum(dim=-1)
+
+
+@torch.no_grad()
+def time_gradients(
+    run: Run, grads: ColumnGrads, adjoint_at_t0: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients with respect to the internal ``t0``, ``t1`` and save times.
+
+    A value saved at time ``s`` moves with ``s`` at the rate ``f(s, y(s))``, so
+    ``dL/ds = <dL/dy(s), f(s, y(s))>``; moving ``t0`` shifts the whole trajectory, so
+    ``dL/dt0 = -<a(t0), f(t0, y0)>`` with ``a(t0) = dL/dy0`` (the value saved at ``t0`` itself is
+    ``y0`` and does not move)."""
+    ctx, plan = run.ctx, run.plan
+    needs_t0 = ctx.t0.requires_grad
+    needs_t1 = ctx.t_end.requires_grad
+    needs_ts = plan.ts is not None and plan.ts.requires_grad
+    g_t0 = g_t1 = g_ts = None
+    count = 0
+    if needs_t0:
+        g_t0 = -_dot(adjoint_at_t0, vector_field(ctx, ctx.t0.detach(), run.y0))
+        count += 1
+    if needs_t1 and grads.t1 is not None:
+        st = run.state
+        at_end = st.t == ctx.t_end.detach()  # not samples stopped early by an event
+        f1 = vector_field(ctx, ctx.t_end.detach(), st.y)
+        g_t1 = torch.where(at_end, _dot(grads.t1, f1), torch.zeros_like(ctx.t_end))
+        count += 1
+    elif needs_t1:
+        g_t1 = torch.zeros_like(ctx.t_end)
+    if needs_ts:
+        pos = 1 if plan.t0 else 0
+        columns = []
+        for j in range(plan.ts.shape[1]):
+            y_j = run.ys[:, pos + j]
+            tau_j = plan.ts[:, j].detach()
+            finite = torch.isfinite(y_j).all(dim=1)
+            f_j = vector_field(ctx, tau_j, torch.nan_to_num(y_j))
+            columns.append(torch.where(finite, _dot(grads.ts[:, j], f_j), 0.0))
+            count += 1
+        g_ts = torch.stack(columns, dim=1)
+    if count:
+        run.nfe_backward += count
+    return g_t0, g_t1, g_ts

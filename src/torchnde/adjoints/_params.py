@@ -1,0 +1,127 @@
+"""Find the tensors a vector field depends on, so that adjoints that own their backward pass can
+return gradients for them — and refuse, loudly, when they cannot."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._loop import Context
+from .._pytree import tree_leaves
+
+__all__ = ["grad_inputs"]
+
+
+def _modules_of(fn: Any) -> list[nn.Module]:
+    """Modules reachable from a callable: itself, its bound ``self``, its closure, partials."""
+    if isinstance(fn, nn.Module):
+        return [fn]
+    if isinstance(fn, functools.partial):
+        found = _modules_of(fn.func)
+        for a in (*fn.args, *fn.keywords.values()):
+            if isinstance(a, nn.Module):
+                found.append(a)
+        return found
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, nn.Module):
+        return [owner]
+    found = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            content = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        if isinstance(content, nn.Module):
+            found.append(content)
+    return found
+
+
+def _graph_leaves(outputs: Iterable[torch.Tensor], stop: set) -> list[torch.Tensor]:
+    """Leaf tensors requiring grad that ``outputs`` were computed from, not looking past the
+    autograd nodes in ``stop`` (the ``grad_fn`` of tensors passed in ``args``)."""
+    seen: set = set()
+    leaves: dict[int, torch.Tensor] = {}
+    todo = [o.grad_fn for o in outputs if o.grad_fn is not None]
+    todo += [o for o in outputs if o.grad_fn is None and o.requires_grad]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, torch.Tensor):  # an output that is itself a leaf
+            leaves[id(node)] = node
+            continue
+        if node is None or node in seen or node in stop:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            leaves[id(variable)] = variable
+            continue
+        todo.extend(n for n, _ in node.next_functions)
+    return list(leaves.values())
+
+
+def _dedupe(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    out: dict[int, torch.Tensor] = {}
+    for t in tensors:
+        out.setdefault(id(t), t)
+    return list(out.values())
+
+
+def grad_inputs(
+    ctx: Context,
+    y0: torch.Tensor,
+    params: Sequence[torch.Tensor] | None,
+    adjoint_name: str,
+) -> list[torch.Tensor]:
+    """The tensors (other than the state and the times) whose gradients the adjoint must return.
+
+    These are the tensors in ``args`` that require grad, then either the explicit ``params`` or,
+    when ``params`` is None, the parameters of modules the term calls plus every other leaf tensor
+    requiring grad that one evaluation of the equation (vector field times the control over the
+    whole interval, so a path's data count) and of every event condition touches.
+
+    Raises ``ValueError`` when explicit ``params`` miss a tensor the equation uses.
+    """
+    problem = ctx.problem
+    arg_tensors = [
+        x for x in tree_leaves(problem.args) if isinstance(x, torch.Tensor) and x.requires_grad
+    ]
+    stop = {x.grad_fn for x in arg_tensors if x.grad_fn is not None}
+    t0, t1, y = ctx.t0.detach(), ctx.t_end.detach(), y0.detach()
+    with torch.enable_grad():
+        outputs = [problem.prod(problem.vf(t0, y), problem.contr(t0, t1))]
+        user_t, user_y = problem.user_time(t0), problem.spec.unflatten(y)
+        outputs += [ev.cond(user_t, user_y, problem.args) for ev in ctx.events]
+    used = _graph_leaves(
+        [o for o in outputs if isinstance(o, torch.Tensor) and o.requires_grad], stop
+    )
+    arg_ids = {id(x) for x in arg_tensors}
+    if params is not None:
+        given = list(params)
+        for i, p in enumerate(given):
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(
+                    f"`{adjoint_name}(params=...)` must hold tensors, item {i} is {type(p).__name__}"
+                )
+        known = arg_ids | {id(p) for p in given}
+        missing = [leaf for leaf in used if id(leaf) not in known]
+        if missing:
+            shapes = ", ".join(f"{tuple(m.shape)}" for m in missing[:3])
+            raise ValueError(
+                f"the vector field uses {len(missing)} tensor(s) that require grad (shapes {shapes}) "
+                f"but are not in `{adjoint_name}(params=...)`, so their gradient would be silently "
+                "lost; add them to `params`, or pass them through `args`, or leave `params=None` "
+                "to let torchnde find them"
+            )
+        return _dedupe([*arg_tensors, *(p for p in given if p.requires_grad)])
+    module_params = [
+        p
+        for fn in problem.term.callables()
+        for module in _modules_of(fn)
+        for p in module.parameters()
+        if p.requires_grad
+    ]
+    return _dedupe([*arg_tensors, *module_params, *(u for u in used if id(u) not in arg_ids)])
