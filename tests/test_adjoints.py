@@ -1,0 +1,327 @@
+"""Gradients: every adjoint against finite differences (gradcheck, float64) and against each other."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import torchnde as tn
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+TIGHT = tn.PIDController(rtol=1e-11, atol=1e-12)
+ADJOINTS = {
+    "direct": tn.DirectAdjoint(),
+    "checkpoint": tn.CheckpointAdjoint(checkpoints=3),
+    "backsolve": tn.BacksolveAdjoint(rtol=1e-11, atol=1e-12),
+}
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _field(weight):
+    def f(t, y, args):
+        scale, forcing = args
+        t = t.reshape(-1, *([1] * (y.ndim - 1))) if t.ndim else t
+        return torch.tanh(y @ weight.T) * scale + torch.sin(t) * forcing
+
+    return f
+
+
+@pytest.mark.parametrize("name", list(ADJOINTS))
+@pytest.mark.parametrize("batch_axis", [None, 0])
+@pytest.mark.parametrize("backwards", [False, True])
+def test_gradcheck_against_finite_differences(name, batch_axis, backwards):
+    """y0, args and all three kinds of time (t0, t1, ts), forwards and backwards in time."""
+    torch.manual_seed(0)
+    f = _field(torch.randn(2, 2) * 0.5)
+    adjoint = ADJOINTS[name]
+
+    def solve(y0, scale, forcing, t0, t1, ts):
+        start, end, saves = (t1, t0, ts.flip(0)) if backwards else (t0, t1, ts)
+        sol = tn.solve(
+            tn.ODETerm(f),
+            tn.Dopri5(),
+            start,
+            end,
+            y0,
+            args=(scale, forcing),
+            controller=TIGHT,
+            saveat=tn.SaveAt(t0=True, ts=saves, t1=True),
+            adjoint=adjoint,
+            batch_axis=batch_axis,
+        )
+        return sol.ys
+
+    inputs = (
+        torch.randn(2, 2, requires_grad=True),
+        torch.tensor(0.8, requires_grad=True),
+        torch.tensor(0.3, requires_grad=True),
+        torch.tensor(0.1, requires_grad=True),
+        torch.tensor(1.2, requires_grad=True),
+        torch.tensor([0.4, 0.9], requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(solve, inputs, atol=1e-6, rtol=1e-5, fast_mode=True)
+
+
+class _MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 3))
+
+    def forward(self, t, y, args):
+        return self.net(y)
+
+
+def _module_grads(adjoint, batch_axis=None, tuple_state=False):
+    torch.manual_seed(1)
+    model = _MLP()
+    y0 = torch.randn(4, 3, requires_grad=True)
+    term = tn.ODETerm(model)
+    if tuple_state:
+        term = tn.ODETerm(lambda t, y, a: (model(t, y[0], a), -y[1] * 0.5))
+        state = (y0, y0.detach() ** 2)
+    else:
+        state = y0
+    sol = tn.solve(
+        term,
+        tn.Tsit5() if hasattr(tn, "Tsit5") else tn.Dopri5(),
+        0.0,
+        1.0,
+        state,
+        controller=TIGHT,
+        saveat=tn.SaveAt(ts=torch.linspace(0.25, 1, 4)),
+        adjoint=adjoint,
+        batch_axis=batch_axis,
+    )
+    ys = sol.ys[0] if tuple_state else sol.ys
+    loss = (ys**2).sum() + ys[..., 0].sum()
+    return torch.autograd.grad(loss, [y0, *model.parameters()]), sol
+
+
+@pytest.mark.parametrize("batch_axis", [None, 0])
+@pytest.mark.parametrize("tuple_state", [False, True])
+def test_adjoints_agree_on_module_parameters(batch_axis, tuple_state):
+    reference, _ = _module_grads(ADJOINTS["direct"], batch_axis, tuple_state)
+    for name in ("checkpoint", "backsolve"):
+        grads, sol = _module_grads(ADJOINTS[name], batch_axis, tuple_state)
+        for g, r in zip(grads, reference):
+            torch.testing.assert_close(g, r, atol=1e-7, rtol=1e-6)
+        assert int(sol.stats["nfe_backward"].sum()) > 0
+
+
+def test_checkpoint_gradient_equals_direct_to_rounding():
+    """Checkpointing recomputes the same operations: the same gradient, not an approximation."""
+    reference, _ = _module_grads(ADJOINTS["direct"])
+    for checkpoints in (1, 2, 5, None):
+        grads, _ = _module_grads(tn.CheckpointAdjoint(checkpoints=checkpoints))
+        for g, r in zip(grads, reference):
+            torch.testing.assert_close(g, r, atol=1e-12, rtol=1e-10)
+
+
+def test_closure_tensor_is_found():
+    """A tensor the vector field closes over (not a module parameter) still gets its gradient."""
+    w = torch.tensor([[-0.5, 1.0], [-1.0, -0.3]], requires_grad=True)
+    y0 = torch.tensor([1.0, 0.5])
+    grads = {}
+    for name, adjoint in ADJOINTS.items():
+        sol = tn.solve(
+            tn.ODETerm(lambda t, y, a: w @ y),
+            tn.Dopri5(),
+            0.0,
+            1.0,
+            y0,
+            controller=TIGHT,
+            adjoint=adjoint,
+        )
+        (grads[name],) = torch.autograd.grad(sol.ys.sum(), [w])
+    # exact: d/dW of 1ᵀ exp(W) y0 is the Fréchet derivative of expm, by finite differences
+    eps = 1e-6
+    fd = torch.zeros(2, 2)
+    for i in range(2):
+        for j in range(2):
+            e = torch.zeros(2, 2)
+            e[i, j] = eps
+            w0 = w.detach()
+            fd[i, j] = (
+                (torch.linalg.matrix_exp(w0 + e) @ y0).sum()
+                - (torch.linalg.matrix_exp(w0 - e) @ y0).sum()
+            ) / (2 * eps)
+    for g in grads.values():
+        torch.testing.assert_close(g, fd, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("adjoint_cls", [tn.CheckpointAdjoint, tn.BacksolveAdjoint])
+def test_explicit_params_that_miss_a_tensor_is_an_error(adjoint_cls):
+    used = torch.tensor(0.7, requires_grad=True)
+    other = torch.tensor(1.0, requires_grad=True)
+    with pytest.raises(ValueError, match="params"):
+        tn.solve(
+            tn.ODETerm(lambda t, y, a: -used * y),
+            tn.Dopri5(),
+            0.0,
+            1.0,
+            torch.ones(2),
+            controller=TIGHT,
+            adjoint=adjoint_cls(params=[other]),
+        )
+
+
+def test_backsolve_refuses_what_it_cannot_differentiate():
+    y0 = torch.ones(2, requires_grad=True)
+    term = tn.ODETerm(lambda t, y, a: -y)
+    with pytest.raises(ValueError, match="steps"):
+        tn.solve(
+            term,
+            tn.Dopri5(),
+            0.0,
+            1.0,
+            y0,
+            controller=TIGHT,
+            saveat=tn.SaveAt(steps=True),
+            adjoint=tn.BacksolveAdjoint(),
+        )
+    with pytest.raises(ValueError, match="events"):
+        tn.solve(
+            term,
+            tn.Dopri5(),
+            0.0,
+            1.0,
+            y0,
+            controller=TIGHT,
+            event=tn.Event(lambda t, y, a: y[0] - 0.5),
+            adjoint=tn.BacksolveAdjoint(),
+        )
+    with pytest.raises(ValueError, match=r"per-sample|shared"):
+        tn.solve(
+            term,
+            tn.Dopri5(),
+            0.0,
+            torch.tensor([1.0, 2.0]),
+            torch.ones(2, 1),
+            controller=TIGHT,
+            adjoint=tn.BacksolveAdjoint(),
+            batch_axis=0,
+        )
+    path = tn.LinearInterpolation(torch.linspace(0, 1, 5), torch.randn(5, 1))
+    with pytest.raises(ValueError, match="to_ode"):
+        tn.solve(
+            tn.ControlTerm(lambda t, y, a: y[..., None], path),
+            tn.Dopri5(),
+            0.0,
+            1.0,
+            y0,
+            controller=TIGHT,
+            adjoint=tn.BacksolveAdjoint(),
+        )
+
+
+def test_checkpoint_differentiates_through_a_terminal_event():
+    """A ball thrown up: the state at the event y[0] = 0 depends on the event time."""
+    g = torch.tensor(9.81, requires_grad=True)
+    v0 = torch.tensor(5.0, requires_grad=True)
+
+    def run(adjoint):
+        y0 = torch.stack([torch.zeros(()), v0])
+        sol = tn.solve(
+            tn.ODETerm(lambda t, y, a: torch.stack([y[1], -a])),
+            tn.Dopri5(),
+            0.0,
+            10.0,
+            y0 + torch.tensor([1e-3, 0.0]),
+            args=g,
+            controller=TIGHT,
+            event=tn.Event(lambda t, y, a: y[0], direction=-1),
+            adjoint=adjoint,
+        )
+        return torch.autograd.grad(sol.ys[-1, 1], [g, v0])
+
+    direct = run(tn.DirectAdjoint())
+    checkpoint = run(tn.CheckpointAdjoint(checkpoints=2))
+    for a, b in zip(direct, checkpoint):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-8)
+    # analytic: the landing speed is -sqrt(v0² + 2 g h) with h = 1e-3
+    h = 1e-3
+    speed = math.sqrt(25.0 + 2 * 9.81 * h)
+    torch.testing.assert_close(direct[0], torch.tensor(-h / speed), atol=1e-8, rtol=1e-6)
+    torch.testing.assert_close(direct[1], torch.tensor(-5.0 / speed), atol=1e-8, rtol=1e-6)
+
+
+def test_complex_state_gradients_agree():
+    omega = torch.tensor(1.3, requires_grad=True)
+    y0 = torch.tensor([1.0 + 0.5j, -0.2 + 1.0j], dtype=torch.complex128, requires_grad=True)
+    grads = {}
+    for name, adjoint in ADJOINTS.items():
+        sol = tn.solve(
+            tn.ODETerm(lambda t, y, a: 1j * a * y - 0.1 * y),
+            tn.Dopri5(),
+            0.0,
+            1.0,
+            y0,
+            args=omega,
+            controller=TIGHT,
+            adjoint=adjoint,
+            saveat=tn.SaveAt(ts=[0.5, 1.0]),
+        )
+        loss = (sol.ys.real**2).sum() + sol.ys.imag.sum()
+        grads[name] = torch.autograd.grad(loss, [y0, omega])
+    for name in ("checkpoint", "backsolve"):
+        for a, b in zip(grads[name], grads["direct"]):
+            torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-7)
+
+
+def test_seminorm_saves_backward_steps():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 4))
+    y0 = torch.randn(8, 4)
+    nfe = {}
+    for seminorm in (True, False):
+        sol = tn.solve(
+            tn.ODETerm(lambda t, y, a: model(y)),
+            tn.Dopri5(),
+            0.0,
+            2.0,
+            y0,
+            controller=tn.PIDController(rtol=1e-6, atol=1e-8),
+            adjoint=tn.BacksolveAdjoint(rtol=1e-6, atol=1e-8, seminorm=seminorm),
+        )
+        sol.ys.sum().backward()
+        nfe[seminorm] = int(sol.stats["nfe_backward"])
+    assert nfe[True] < nfe[False]
+
+
+def test_cde_gradient_reaches_the_path_data():
+    """The observations a control path interpolates are differentiable through every adjoint
+    that supports control terms."""
+    torch.manual_seed(3)
+    ts = torch.linspace(0, 1, 6)
+    xs = torch.randn(6, 2, requires_grad=True)
+    weight = torch.randn(3, 3, 2) * 0.3
+
+    def g(t, z, a):
+        return torch.tanh(torch.einsum("ijc,j->ic", weight, z))
+
+    grads = {}
+    for name in ("direct", "checkpoint"):
+        path = tn.LinearInterpolation(ts, xs)
+        sol = tn.solve(
+            tn.ControlTerm(g, path),
+            tn.RK4(),
+            0.0,
+            1.0,
+            torch.ones(3),
+            dt0=0.05,
+            adjoint=ADJOINTS[name],
+        )
+        (grads[name],) = torch.autograd.grad(sol.ys.sum(), [xs])
+    torch.testing.assert_close(grads["checkpoint"], grads["direct"], atol=1e-12, rtol=1e-10)
+    assert grads["direct"].abs().sum() > 0
