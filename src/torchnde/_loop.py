@@ -84,10 +84,15 @@ class StepInfo:
 
 
 def interpolate(matrix: torch.Tensor, rows: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """``y(θ) = Σ_p θ^p Σ_r M[r, p] rows[:, r]``; ``rows: (batch, R, n)``, ``θ: (batch,)``."""
-    powers = theta[:, None] ** torch.arange(matrix.shape[1], device=theta.device)
-    weights = (powers.to(matrix.dtype) @ matrix.T).to(rows.dtype)  # (batch, R)
-    return torch.bmm(weights[:, None, :], rows)[:, 0]
+    """``y(θ) = Σ_p θ^p Σ_r M[r, p] rows[:, r]`` for ``rows: (batch, R, n)``.
+
+    ``θ: (batch,)`` gives ``(batch, n)``; ``θ: (batch, k)`` gives ``(batch, k, n)``."""
+    single = theta.ndim == 1
+    th = theta[:, None] if single else theta
+    powers = th[..., None] ** torch.arange(matrix.shape[1], device=theta.device)
+    weights = (powers.to(matrix.dtype) @ matrix.T).to(rows.dtype)  # (batch, k, R)
+    out = torch.bmm(weights, rows)
+    return out[:, 0] if single else out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -219,7 +224,12 @@ class Recorder:
 
     def __init__(self, ctx: Context, save_ts: torch.Tensor | None, steps: bool, dense: bool):
         self.ctx = ctx
-        self.save_ts = save_ts
+        # one +inf column of padding: masked writes of a vectorised save land there
+        self.save_ts = (
+            None
+            if save_ts is None
+            else torch.cat([save_ts, torch.full_like(save_ts[:, :1], float("inf"))], dim=1)
+        )
         self.steps = steps
         self.dense = dense
         self.ts_out: torch.Tensor | None = None
@@ -236,11 +246,16 @@ class Recorder:
         rec = cls(ctx, save_ts, False, False)
         if save_ts is not None:
             batch, n = st.y.shape
-            rec.ts_out = st.y.new_zeros(batch, save_ts.shape[1], n)
+            rec.ts_out = st.y.new_zeros(batch, save_ts.shape[1] + 1, n)
         if ctx.events:
             rec.event_t = torch.full_like(st.t, float("nan"))
             rec.event_index = torch.full_like(st.status, -1)
         return rec
+
+    @property
+    def ts_values(self) -> torch.Tensor | None:
+        """The values saved at ``ts``, ``(batch, T, n)``."""
+        return None if self.ts_out is None else self.ts_out[:, :-1]
 
     def start(self, st: LoopState) -> LoopState:
         """Save the values at ``ts == t0`` before the first step."""
@@ -272,24 +287,25 @@ class Recorder:
             self.dense_records.append((info.t0, info.t1 - info.t0, reached, info.rows(ctx)))
         if self.save_ts is None:
             return st
-        batch, count = self.save_ts.shape
-        arange = torch.arange(batch, device=st.t.device)
+        # the save times inside this step are a run of columns [idx, end) per sample
         idx = st.save_idx
+        end = torch.searchsorted(self.save_ts, t_stop[:, None].contiguous(), right=True)[:, 0]
+        end = torch.where(info.accepted, torch.maximum(end, idx), idx)
+        k = int((end - idx).max())
+        if k == 0:
+            return st
+        count = self.save_ts.shape[1] - 1  # the last column is padding
+        cols = idx[:, None] + torch.arange(k, device=idx.device)
+        inside = cols < end[:, None]
+        cols = torch.where(inside, cols, count)  # masked writes go to the padding column
         dt = info.t1 - info.t0
         safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
-        while True:
-            pending = idx < count
-            cursor = idx.clamp(max=count - 1)
-            t_save = self.save_ts[arange, cursor]
-            hit = info.accepted & pending & (t_save <= t_stop)
-            if not bool(hit.any()):
-                break
-            theta = ((t_save - info.t0) / safe_dt).clamp(0.0, 1.0)
-            value = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
-            old = self.ts_out[arange, cursor]
-            self.ts_out[arange, cursor] = torch.where(hit[:, None], value, old)
-            idx = idx + hit.long()
-        return dataclasses.replace(st, save_idx=idx)
+        t_save = torch.where(inside, self.save_ts.gather(1, cols), info.t0[:, None])  # no inf
+        theta = ((t_save - info.t0[:, None]) / safe_dt[:, None]).clamp(0, 1)
+        values = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
+        rows = torch.arange(idx.shape[0], device=idx.device)[:, None]
+        self.ts_out[rows, cols] = values
+        return dataclasses.replace(st, save_idx=end)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def assemble(ctx: Context, plan, st: LoopState, rec: Recorder, y0: torch.Tensor)
         ys.append(y0[:, None])
         ts.append(ctx.t0[:, None])
     if plan.ts is not None:
-        ys.append(rec.ts_out)
+        ys.append(rec.ts_values)
         ts.append(plan.ts)
     if plan.steps:
         y_steps, t_steps = _steps(rec, y0)

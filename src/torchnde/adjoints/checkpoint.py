@@ -129,8 +129,8 @@ def _replay(run: Run, snap, count: int, g_end: torch.Tensor, grads: ColumnGrads)
             st = iteration(ctx, st, rec)
             nfe = nfe + (st.nfe - before)
         loss = _cdot(st.y, g_end)
-        if rec.ts_out is not None:
-            loss = loss + _cdot(rec.ts_out, grads.ts)
+        if rec.ts_values is not None:
+            loss = loss + _cdot(rec.ts_values, grads.ts)
         inputs = [y, *run.params]
         if not loss.requires_grad:
             return torch.zeros_like(y), [None] * len(run.params)
