@@ -21,6 +21,7 @@ from .solvers import (
     Bosh3,
     ButcherTableau,
     Dopri5,
+    Dopri8,
     Euler,
     Fehlberg2,
     Heun,
@@ -28,6 +29,7 @@ from .solvers import (
     HeunEuler,
     Midpoint,
     Ralston,
+    Tsit5,
 )
 from .terms import AbstractTerm, ControlTerm, MultiTerm, ODETerm
 
@@ -51,6 +53,7 @@ __all__ = [
     "ControlTerm",
     "DirectAdjoint",
     "Dopri5",
+    "Dopri8",
     "Euler",
     "Event",
     "Fehlberg2",
@@ -68,6 +71,7 @@ __all__ = [
     "SolveError",
     "Status",
     "StepTo",
+    "Tsit5",
     "__version__",
     "solve",
 ]

@@ -3,6 +3,7 @@ generic stepper."""
 
 from ._base import AbstractSolver, StepResult
 from ._dopri5 import Dopri5
+from ._dopri8 import Dopri8
 from ._explicit import (
     RK4,
     RK38,
@@ -17,6 +18,7 @@ from ._explicit import (
 )
 from ._runge_kutta import AbstractExplicitRungeKutta
 from ._tableau import ButcherTableau, Interpolant
+from ._tsit5 import Tsit5
 
 __all__ = [
     "RK4",
@@ -26,6 +28,7 @@ __all__ = [
     "Bosh3",
     "ButcherTableau",
     "Dopri5",
+    "Dopri8",
     "Euler",
     "Fehlberg2",
     "Heun",
@@ -35,4 +38,5 @@ __all__ = [
     "Midpoint",
     "Ralston",
     "StepResult",
+    "Tsit5",
 ]
