@@ -1,0 +1,979 @@
+"""torchdiffeq 0.2.5's interface, translated onto :func:`torchnde.solve`.
+
+Switch with one import line::
+
+    from torchnde.compat.torchdiffeq import odeint, odeint_adjoint, odeint_event, odeint_dense
+
+The signatures, defaults (``rtol=1e-7``, ``atol=1e-9``, ``method="dopri5"``), tuple states,
+increasing or decreasing ``t`` and output shapes (``(len(t), *y0.shape)``, or a tuple of such) are
+torchdiffeq's. Every call runs one or more :func:`torchnde.solve` calls; nothing is solved here.
+
+Methods (torchdiffeq name → torchnde solver):
+
+=================  ==================  ==========================================================
+``dopri8``         ``Dopri8``          adaptive
+``dopri5``         ``Dopri5``          adaptive (the default)
+``bosh3``          ``Bosh3``           adaptive
+``fehlberg2``      ``Fehlberg2``       adaptive
+``adaptive_heun``  ``HeunEuler``       adaptive
+``euler``          ``Euler``           fixed grid
+``midpoint``       ``Midpoint``        fixed grid
+``heun2``          ``Heun``            fixed grid
+``heun3``          ``Heun3``           fixed grid
+``rk4``            ``RK38``            fixed grid: torchdiffeq's ``rk4`` is Kutta's 3/8 rule
+=================  ==================  ==========================================================
+
+``explicit_adams``, ``implicit_adams``, ``fixed_adams`` and ``scipy_solver`` are not available and
+raise ``ValueError`` naming the nearest method that is.
+
+Options of adaptive methods: ``first_step`` (→ ``dt0``), ``step_t`` and ``jump_t`` (→
+``PIDController(step_ts=..., jump_ts=...)``), ``safety``, ``ifactor`` (→ ``factormax``),
+``dfactor`` (→ ``factormin``), ``min_step`` (→ ``dtmin``), ``max_step`` (→ ``dtmax``),
+``max_num_steps`` (→ ``max_steps``), ``dtype`` (the time dtype) and ``norm`` (called, as in
+torchdiffeq, on a tensor shaped like ``y0`` or on the tuple state). Options of fixed-grid methods:
+``step_size``, ``grid_constructor``, ``interp`` (``"linear"`` or ``"cubic"``) and
+``perturb=False``. Without ``step_size`` or ``grid_constructor`` a fixed-grid method steps from
+each time in ``t`` to the next (``StepTo(t)``), as torchdiffeq does.
+
+Deviations from torchdiffeq, each deliberate:
+
+* **Step sizes of adaptive methods.** Steps come from :class:`torchnde.PIDController` (the same
+  integral controller, exponent ``1/order``, safety and growth limits) but its first-step guess
+  differs slightly, an accepted step may shrink the next one (torchdiffeq never shrinks after an
+  accepted step), and the last step lands exactly on ``t[-1]`` (torchdiffeq steps past it and
+  interpolates). Values between steps come from the solver's own dense output (for ``dopri5``
+  Hairer's fourth-order extension; torchdiffeq fits its own quartic). Results therefore agree with
+  torchdiffeq to within the tolerances, not bit for bit. Fixed-grid methods on the same grid agree
+  to rounding; their ``"linear"`` interpolation is torchdiffeq's exactly, and ``"cubic"`` is the
+  solver's cubic Hermite interpolant, the same formula.
+* **dopri8** is Hairer's DOP853 with its own high-order dense output; torchdiffeq's ``dopri8`` is
+  Prince & Dormand's RK8(7)13M, interpolated between its (long) steps by a quartic, which limits
+  its output accuracy (about 1e-7 at ``rtol=1e-10`` on a smooth problem, against 1e-13 here).
+* **fehlberg2 and adaptive_heun** start each step from ``f(t1, y1)``; torchdiffeq reuses the last
+  stage, which for these two (not first-same-as-last) methods is ``f`` at an intermediate state,
+  not at ``y1``. So they cost one more evaluation per step here, and are the published methods.
+* **max_num_steps.** torchdiffeq bounds the steps between two consecutive output times; here the
+  whole solve may take ``max_num_steps * (len(t) - 1)`` steps, the same budget. Its default,
+  ``2**31 - 1``, would let a stiff problem run for days: without the option the bound is
+  :data:`torchnde.DEFAULT_MAX_STEPS` for the whole solve. Running out raises
+  :class:`torchnde.SolveError` (a ``RuntimeError``), not an ``AssertionError``.
+* **min_step.** torchdiffeq silently accepts a step of ``min_step`` whatever its error; here a step
+  that would have to shrink below it fails loudly (``SolveError``, ``Status.DTMIN``).
+* **Unsupported input raises.** Per-element or per-leaf ``rtol``/``atol`` tensors, tuple states of
+  mixed dtypes, ``perturb=True``, func callbacks (``callback_step`` …), and options that the chosen
+  method does not use (torchdiffeq warns and ignores those) raise an error that names the option.
+* **Events.** The crossing is located on the solver's dense output to floating-point accuracy
+  (torchdiffeq bisects to ``atol``; for fixed-grid methods on its linear interpolant by default,
+  here always on the cubic Hermite one, so ``interp`` does not move the event). Under plain
+  :func:`odeint` the event time is already differentiable (implicit function theorem), which
+  torchdiffeq offers only through :func:`odeint_event`. torchdiffeq searches for the event with no
+  end time; here adaptive methods search in segments of growing length, starting with
+  ``|t[1] - t[0]|`` and doubling, until the event or ``max_num_steps``.
+* **odeint_dense** accepts every method, tuple states, decreasing time and a 1-D ``t_eval``; the
+  function it returns is valid on ``[t0, t1]`` (torchdiffeq's only for a 0-dim ``t_eval``).
+* **jump_t.** The vector field is evaluated at the jump time itself on both sides of it
+  (torchdiffeq perturbs the time by one ulp), so a vector field that is discontinuous exactly at
+  ``jump_t`` is not yet handled as well as by torchdiffeq; a kink (a jump in a derivative) is.
+* **odeint_adjoint** runs :class:`torchnde.BacksolveAdjoint`. Its backward solve is adaptive, so a
+  fixed-grid ``adjoint_method`` raises (pass ``adjoint_method='dopri5'``, or use :func:`odeint`,
+  which backpropagates through the fixed-grid steps exactly). Of ``adjoint_options`` it takes
+  ``norm='seminorm'`` and ``max_num_steps``; its default norm is the RMS of the whole adjoint state
+  (torchdiffeq's: the largest RMS of its parts). Other adjoint options raise; inherited from
+  ``options`` (the default) they shape the forward solve only, with a warning.
+  ``adjoint_params=None`` works for any ``func`` (torchnde finds the tensors it uses); explicit
+  ``adjoint_params`` that miss a tensor ``func`` uses raise instead of losing its gradient.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import (
+    DEFAULT_MAX_STEPS,
+    AbstractAdjoint,
+    AbstractSolver,
+    BacksolveAdjoint,
+    ConstantStepSize,
+    DirectAdjoint,
+    Event,
+    PIDController,
+    SaveAt,
+    Solution,
+    SolveError,
+    Status,
+    StepTo,
+    solve,
+)
+from .. import ODETerm as _ODETerm
+from .. import solvers as _solvers
+
+__all__ = ["odeint", "odeint_adjoint", "odeint_dense", "odeint_event"]
+
+#: torchdiffeq method name → (torchnde solver class name, adaptive?)
+METHODS: dict[str, tuple[str, bool]] = {
+    "dopri8": ("Dopri8", True),
+    "dopri5": ("Dopri5", True),
+    "bosh3": ("Bosh3", True),
+    "fehlberg2": ("Fehlberg2", True),
+    "adaptive_heun": ("HeunEuler", True),
+    "euler": ("Euler", False),
+    "midpoint": ("Midpoint", False),
+    "heun2": ("Heun", False),
+    "heun3": ("Heun3", False),
+    "rk4": ("RK38", False),
+}
+
+_ADAMS = (
+    "the Adams multistep methods are not available in torchnde; use method='rk4' (fixed grid, "
+    "fourth order, with options={'step_size': ...}) or the adaptive method='dopri5'"
+)
+_UNSUPPORTED: dict[str, str] = {
+    "explicit_adams": _ADAMS,
+    "implicit_adams": _ADAMS,
+    "fixed_adams": _ADAMS,
+    "scipy_solver": (
+        "torchnde does not wrap SciPy's solvers; use method='dopri5' (SciPy's RK45) or "
+        "method='dopri8' (SciPy's DOP853), which also run on the GPU and are differentiable"
+    ),
+}
+
+_ADAPTIVE_OPTIONS = (
+    "first_step",
+    "step_t",
+    "jump_t",
+    "safety",
+    "ifactor",
+    "dfactor",
+    "min_step",
+    "max_step",
+    "max_num_steps",
+    "dtype",
+    "norm",
+)
+_FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb")
+_CALLBACKS = (
+    "callback_step",
+    "callback_accept_step",
+    "callback_reject_step",
+    "callback_step_adjoint",
+    "callback_accept_step_adjoint",
+    "callback_reject_step_adjoint",
+)
+
+#: torchdiffeq's limit on the steps a fixed-grid method takes while looking for an event
+_FIXED_EVENT_STEPS = 20_000
+
+
+# ------------------------------------------------------------------------------------------------
+# checking and translating the arguments
+
+
+@dataclass
+class _Problem:
+    """One torchdiffeq call, checked and translated."""
+
+    func: Callable
+    term: _ODETerm
+    y0: Any  # a tensor or a tuple of tensors
+    shapes: tuple[torch.Size, ...] | None  # None for a tensor state
+    real_dtype: torch.dtype
+    method: str
+    solver: AbstractSolver
+    adaptive: bool
+    options: dict[str, Any]
+    rtol: float
+    atol: float
+
+    def leaves(self, tree: Any) -> tuple[torch.Tensor, ...]:
+        return (tree,) if self.shapes is None else tuple(tree)
+
+    def tree(self, leaves: Any) -> Any:
+        leaves = tuple(leaves)
+        return leaves[0] if self.shapes is None else leaves
+
+
+def _method(method: Any) -> tuple[str, AbstractSolver, bool]:
+    name = "dopri5" if method is None else method
+    if name in _UNSUPPORTED:
+        raise ValueError(f"method={name!r}: {_UNSUPPORTED[name]}")
+    if name not in METHODS:
+        known = ", ".join(repr(m) for m in (*METHODS, *_UNSUPPORTED))
+        raise ValueError(f"Invalid method {name!r}: `method` must be one of {known}")
+    cls_name, adaptive = METHODS[name]
+    cls = getattr(_solvers, cls_name, None)
+    if cls is None:
+        raise ValueError(
+            f"method={name!r} needs torchnde.{cls_name}, which this version of torchnde lacks; "
+            "use method='dopri5'"
+        )
+    return name, cls(), adaptive
+
+
+def _check_options(method: str, adaptive: bool, options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"`options` must be a dict or None, got {type(options).__name__}")
+    options = dict(options)
+    own, other = (
+        (_ADAPTIVE_OPTIONS, _FIXED_OPTIONS) if adaptive else (_FIXED_OPTIONS, _ADAPTIVE_OPTIONS)
+    )
+    kind = "adaptive" if adaptive else "fixed-grid"
+    for key in options:
+        if key in own:
+            continue
+        if key in other:
+            hint = (
+                "set the first step with options={'first_step': ...}, or pick a fixed-grid method "
+                "such as method='rk4'"
+                if adaptive
+                else "pick an adaptive method such as method='dopri5' to use it"
+            )
+            raise ValueError(
+                f"options[{key!r}] has no meaning for the {kind} method {method!r} (torchdiffeq "
+                f"would ignore it with a warning); {hint}"
+            )
+        raise ValueError(
+            f"unknown option {key!r} for method {method!r}; the {kind} methods accept "
+            f"{', '.join(own)}"
+        )
+    if options.get("perturb", False):
+        raise ValueError(
+            "options['perturb']=True (evaluating just inside each step, for vector fields "
+            "discontinuous at the grid times) is not supported; use an adaptive method with "
+            "options={'jump_t': times_of_the_discontinuities}"
+        )
+    interp = options.get("interp", "linear")
+    if interp not in ("linear", "cubic"):
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
+    if "step_size" in options and "grid_constructor" in options:
+        raise ValueError(
+            "options 'step_size' and 'grid_constructor' are mutually exclusive; give one of them"
+        )
+    return options
+
+
+def _check_y0(y0: Any) -> tuple[torch.Size, ...] | None:
+    if isinstance(y0, torch.Tensor):
+        return None
+    if not isinstance(y0, tuple) or not all(isinstance(leaf, torch.Tensor) for leaf in y0):
+        raise TypeError(
+            f"`y0` must be a tensor or a tuple of tensors, got {type(y0).__name__}; "
+            "convert it with `torch.as_tensor(...)` or `tuple(...)`"
+        )
+    if not y0:
+        raise ValueError("`y0` is an empty tuple; give at least one tensor")
+    return tuple(leaf.shape for leaf in y0)
+
+
+def _tolerance(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            raise ValueError(f"`{name}` cannot require gradient")
+        if value.numel() != 1:
+            raise ValueError(
+                f"`{name}` holds {value.numel()} values, but torchnde takes one tolerance for the "
+                "whole state; pass a float, or rescale the state's components"
+            )
+        return float(value)
+    if isinstance(value, (tuple, list)):
+        raise ValueError(
+            f"`{name}` is a {type(value).__name__} (one tolerance per tensor of the state), but "
+            "torchnde takes one tolerance for the whole state; pass a float, or rescale the state"
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a float, got {type(value).__name__}")
+    return float(value)
+
+
+def _vector_field(func: Callable, real_dtype: torch.dtype, is_tuple: bool) -> Callable:
+    """``func(t, y)`` as ``f(t, y, args)``; like torchdiffeq, ``t`` arrives in ``y``'s dtype."""
+
+    def f(t, y, args):
+        out = func(t.to(real_dtype), y)
+        return tuple(out) if is_tuple and isinstance(out, list) else out
+
+    f.__name__ = getattr(func, "__name__", type(func).__name__)
+    return f
+
+
+def _setup(func, y0, rtol, atol, method, options) -> _Problem:
+    if not callable(func):
+        raise TypeError(f"`func` must be callable as func(t, y), got {type(func).__name__}")
+    for name in _CALLBACKS:
+        if hasattr(func, name):
+            raise ValueError(
+                f"`func` defines `{name}`, but torchnde does not call solver callbacks; read the "
+                "steps from `torchnde.solve(..., saveat=SaveAt(steps=True))` and its `stats`"
+            )
+    shapes = _check_y0(y0)
+    name, solver, adaptive = _method(method)
+    options = _check_options(name, adaptive, options)
+    first = y0 if shapes is None else y0[0]
+    real_dtype = first.abs().dtype if first.is_complex() else first.dtype
+    term = _ODETerm(_vector_field(func, real_dtype, shapes is not None))
+    return _Problem(
+        func=func,
+        term=term,
+        y0=y0,
+        shapes=shapes,
+        real_dtype=real_dtype,
+        method=name,
+        solver=solver,
+        adaptive=adaptive,
+        options=options,
+        rtol=_tolerance("rtol", rtol),
+        atol=_tolerance("atol", atol),
+    )
+
+
+def _check_t(t: Any, device: torch.device) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"`t` must be a 1-D tensor of times, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"`t` must be a floating point tensor but is {t.dtype}; use `t.double()`")
+    if t.ndim != 1 or t.numel() == 0:
+        raise ValueError(f"`t` must be a non-empty 1-D tensor of times, got shape {tuple(t.shape)}")
+    if t.numel() > 1:
+        steps = t.detach().diff()
+        if not (bool((steps > 0).all()) or bool((steps < 0).all())):
+            i = int(torch.nonzero(steps * steps[0].sign() <= 0)[0])
+            raise ValueError(
+                f"`t` must be strictly increasing or decreasing, but t[{i}]={t[i].item():g} and "
+                f"t[{i + 1}]={t[i + 1].item():g}; sort it with `t.sort()` and drop repeated times"
+            )
+    if t.device != device:
+        warnings.warn("t is not on the same device as y0. Coercing to y0.device.", stacklevel=3)
+        t = t.to(device)
+    return t
+
+
+def _device(p: _Problem) -> torch.device:
+    return p.leaves(p.y0)[0].device
+
+
+# ------------------------------------------------------------------------------------------------
+# adaptive methods: the controller
+
+
+def _split(x: torch.Tensor, shapes: tuple[torch.Size, ...]) -> tuple[torch.Tensor, ...]:
+    """A flat ``(n,)`` tensor as the tuple state."""
+    sizes = [math.prod(s) for s in shapes]
+    return tuple(part.reshape(s) for part, s in zip(x.split(sizes), shapes))
+
+
+def _norm(p: _Problem) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """torchdiffeq's error norm as a norm on torchnde's flat ``(1, n)`` scaled error."""
+    user = p.options.get("norm")
+    if user is None and p.shapes is None:
+        return None  # torchnde's RMS norm is torchdiffeq's default for a tensor state
+    if user is not None and not callable(user):
+        hint = "; 'seminorm' is an adjoint option: pass it in `adjoint_options`"
+        raise TypeError(
+            "options['norm'] must be a callable taking the state (a tensor, or the tuple of "
+            f"tensors), got {user!r}" + (hint if user == "seminorm" else "")
+        )
+    shapes = p.shapes
+    if user is None:  # torchdiffeq's default for a tuple state: the largest RMS of its tensors
+        sizes = [math.prod(s) for s in shapes]
+
+        def mixed(x: torch.Tensor) -> torch.Tensor:
+            parts = [part for part, size in zip(x.split(sizes, dim=1), sizes) if size]
+            return torch.stack([part.abs().pow(2).mean(dim=1).sqrt() for part in parts], 1).amax(1)
+
+        return mixed
+    shape = p.y0.shape if shapes is None else None
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        state = x[0].reshape(shape) if shapes is None else _split(x[0], shapes)
+        value = torch.as_tensor(user(state), device=x.device)
+        return value.real.to(x.real.dtype).reshape(1)
+
+    return norm
+
+
+def _number(name: str, value: Any, low: float, high: float = math.inf) -> float:
+    """``options[name]`` as a float in ``[low, high)``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"options[{name!r}] must be a number, got {value!r}") from None
+    if math.isnan(number) or number < low or (number >= high and math.isfinite(high)):
+        bound = f"in [{low:g}, {high:g})" if math.isfinite(high) else f"≥ {low:g}"
+        raise ValueError(f"options[{name!r}] must be {bound}, got {number:g}")
+    return number
+
+
+def _times(name: str, value: Any) -> torch.Tensor:
+    times = torch.as_tensor(value).detach().to(torch.float64).reshape(-1)
+    if not bool(torch.isfinite(times).all()):
+        raise ValueError(f"options[{name!r}] must hold finite times")
+    return times
+
+
+def _controller(p: _Problem) -> PIDController:
+    """``PIDController`` from the tolerances and the adaptive options."""
+    o = p.options
+    kwargs: dict[str, Any] = {"rtol": p.rtol, "atol": p.atol, "norm": _norm(p)}
+    if "safety" in o:
+        kwargs["safety"] = _number("safety", o["safety"], 1e-12)
+    if "ifactor" in o:
+        kwargs["factormax"] = _number("ifactor", o["ifactor"], 1.0)
+    if "dfactor" in o:
+        kwargs["factormin"] = _number("dfactor", o["dfactor"], 0.0, 1.0)
+    if "min_step" in o and _number("min_step", o["min_step"], 0.0) > 0:
+        kwargs["dtmin"] = float(o["min_step"])
+    if "max_step" in o:
+        max_step = _number("max_step", o["max_step"], 1e-300)
+        if math.isfinite(max_step):
+            kwargs["dtmax"] = max_step
+    for option, key in (("step_t", "step_ts"), ("jump_t", "jump_ts")):
+        if o.get(option) is not None:
+            kwargs[key] = _times(option, o[option])
+    return PIDController(**kwargs)
+
+
+def _first_step(p: _Problem, sign: float) -> float | None:
+    if p.options.get("first_step") is None:
+        return None
+    return sign * _number("first_step", p.options["first_step"], 1e-300)
+
+
+def _max_steps(p: _Problem, intervals: int) -> int:
+    """torchdiffeq's per-interval ``max_num_steps`` as a bound on the whole solve."""
+    value = p.options.get("max_num_steps")
+    if value is None:
+        return DEFAULT_MAX_STEPS
+    number = _number("max_num_steps", value, 1.0)
+    if isinstance(value, bool) or not number.is_integer():
+        raise ValueError(f"options['max_num_steps'] must be a positive int, got {value!r}")
+    return int(min(number, 2**62)) * max(intervals, 1)
+
+
+def _time_dtype(p: _Problem) -> torch.dtype:
+    """Adaptive methods keep time in ``options['dtype']`` (float64 by default), as torchdiffeq."""
+    dtype = p.options.get("dtype", torch.float64)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"options['dtype'] must be a floating torch.dtype, got {dtype!r}")
+    return torch.promote_types(dtype, p.real_dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# running solve
+
+
+def _run(p: _Problem, t0, t1, y0, *, throw: bool = True, **kwargs: Any) -> Solution:
+    """``torchnde.solve`` on the problem; a failure's message says which option to change."""
+    try:
+        return solve(p.term, p.solver, t0, t1, y0, throw=throw, **kwargs)
+    except SolveError as err:
+        raise SolveError(_hinted(p, str(err), err.solution), err.solution, err.failed) from None
+
+
+def _hinted(p: _Problem, message: str, sol: Solution) -> str:
+    if Status.MAX_STEPS in sol.statuses:
+        message += (
+            "\n(torchnde.compat.torchdiffeq: raise the bound with options={'max_num_steps': N}, "
+            "N steps per interval of `t`)"
+        )
+    if Status.DTMIN in sol.statuses and "min_step" in p.options:
+        message += "\n(torchnde.compat.torchdiffeq: options['min_step'] sets dtmin)"
+    return message
+
+
+def _last(p: _Problem, ys: Any) -> Any:
+    return p.tree(leaf[-1] for leaf in p.leaves(ys))
+
+
+def _sign(t: torch.Tensor) -> float:
+    return -1.0 if t.numel() > 1 and bool(t[1] < t[0]) else 1.0
+
+
+def _solve_adaptive(p: _Problem, t: torch.Tensor, adjoint: AbstractAdjoint) -> Any:
+    tt = t.to(_time_dtype(p))
+    sol = _run(
+        p,
+        tt[0],
+        tt[-1],
+        p.y0,
+        saveat=SaveAt(ts=tt),
+        controller=_controller(p),
+        dt0=_first_step(p, _sign(t)),
+        max_steps=_max_steps(p, len(t) - 1),
+        adjoint=adjoint,
+    )
+    return sol.ys
+
+
+# ------------------------------------------------------------------------------------------------
+# fixed-grid methods
+
+
+def _grid(p: _Problem, t: torch.Tensor) -> torch.Tensor:
+    """The times the fixed-grid method steps on, built as torchdiffeq builds them."""
+    o = p.options
+    if o.get("step_size") is not None:
+        h = _number("step_size", o["step_size"], 1e-300)
+        sign = _sign(t)
+        tau0, tau1 = sign * t[0], sign * t[-1]
+        count = int(torch.ceil((tau1 - tau0).detach() / h + 1).item())
+        grid = torch.arange(0, count, dtype=t.dtype, device=t.device) * h + tau0
+        return sign * torch.cat([grid[:-1], tau1.reshape(1)])
+    if o.get("grid_constructor") is not None:
+        grid = o["grid_constructor"](p.func, p.y0, t)
+        if not isinstance(grid, torch.Tensor) or grid.ndim != 1 or grid.numel() < 2:
+            raise ValueError(
+                "options['grid_constructor'] must return a 1-D tensor of at least two times, got "
+                f"{type(grid).__name__}"
+                + (f" of shape {tuple(grid.shape)}" if isinstance(grid, torch.Tensor) else "")
+            )
+        if bool(grid[0] != t[0]) or bool(grid[-1] != t[-1]):
+            raise ValueError(
+                f"options['grid_constructor'] returned a grid from {grid[0].item():g} to "
+                f"{grid[-1].item():g}, but it must start at t[0]={t[0].item():g} and end at "
+                f"t[-1]={t[-1].item():g}"
+            )
+        return grid.to(t.device)
+    return t
+
+
+def _solve_grid(p: _Problem, t: torch.Tensor, adjoint: AbstractAdjoint) -> Any:
+    grid = _grid(p, t)
+    run = {"controller": StepTo(grid), "max_steps": len(grid) - 1, "adjoint": adjoint}
+    if p.options.get("interp", "linear") == "cubic":
+        # the solver's interpolant is the cubic Hermite one torchdiffeq uses
+        return _run(p, t[0], t[-1], p.y0, saveat=SaveAt(ts=t), **run).ys
+    # torchdiffeq's linear interpolation between the two grid values around each output time
+    sign = _sign(t)
+    hi = torch.searchsorted((sign * grid).detach(), (sign * t).detach(), right=False)
+    hi = hi.clamp(1, len(grid) - 1)
+    lo = hi - 1
+    need = torch.unique(torch.cat([lo, hi]))
+    ys = _run(p, t[0], t[-1], p.y0, saveat=SaveAt(ts=grid[need]), **run).ys
+    at_lo, at_hi = torch.searchsorted(need, lo), torch.searchsorted(need, hi)
+    slope = (t - grid[lo]) / (grid[hi] - grid[lo])
+    exact = t == grid[hi]
+    out = []
+    for leaf in p.leaves(ys):
+        shape = (-1, *([1] * (leaf.ndim - 1)))
+        y_lo, y_hi = leaf[at_lo], leaf[at_hi]
+        value = y_lo + slope.to(leaf.dtype).reshape(shape) * (y_hi - y_lo)
+        out.append(torch.where(exact.reshape(shape), y_hi, value))
+    return p.tree(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# events
+
+
+def _event(p: _Problem, t: torch.Tensor, event_fn: Callable, adjoint: AbstractAdjoint):
+    """Solve from ``t[0]`` until ``event_fn`` changes sign; ``t[1]`` only gives the direction."""
+    if len(t) != 2:
+        raise ValueError(
+            f"We require len(t) == 2 when in event handling mode, but got len(t)={len(t)}; pass "
+            "t=torch.tensor([t0, t0 + 1.0]) (only the direction of t[1] matters)"
+        )
+    if not callable(event_fn):
+        raise TypeError(f"`event_fn` must be callable as event_fn(t, y), got {event_fn!r}")
+    with torch.no_grad():  # torchdiffeq's combination: every component starts positive
+        signs = torch.sign(event_fn(t[0], p.y0))
+    cast = None if p.adaptive else p.real_dtype
+
+    def cond(s, y, args):
+        return torch.min(event_fn(s if cast is None else s.to(cast), y) * signs)
+
+    cond.__name__ = getattr(event_fn, "__name__", type(event_fn).__name__)
+    sign = _sign(t)
+    if bool(cond(t[0], p.y0, None) == 0):
+        y_event = p.y0
+        event_t = t[0]
+    elif isinstance(adjoint, BacksolveAdjoint):
+        # as torchdiffeq: find the event without a graph, then differentiate the solve up to it
+        # with the event time held fixed (odeint_event adds the event time's gradient)
+        with torch.no_grad():
+            event_t, _ = _until_event(p, t, sign, Event(cond), DirectAdjoint())
+        y_event = _solve_to(p, t[0], event_t, sign, adjoint)
+    else:
+        event_t, y_event = _until_event(p, t, sign, Event(cond), adjoint)
+    solution = p.tree(torch.stack([a, b]) for a, b in zip(p.leaves(p.y0), p.leaves(y_event)))
+    return event_t.to(t.dtype), solution
+
+
+def _until_event(p, t, sign, event, adjoint):
+    if p.adaptive:
+        return _adaptive_until_event(p, t.to(_time_dtype(p)), sign, event, adjoint)
+    return _fixed_until_event(p, t, sign, event, adjoint)
+
+
+def _solve_to(p, t0, t1, sign, adjoint):
+    """The state at ``t1`` (the event time), solved with the same controller as the search."""
+    if p.adaptive:
+        tdtype = _time_dtype(p)
+        t0, t1 = t0.to(tdtype), t1.to(tdtype)
+        run = {"controller": _controller(p), "dt0": _first_step(p, sign)}
+        run["max_steps"] = _max_steps(p, 1)
+    else:
+        h = _number("step_size", p.options["step_size"], 1e-300)
+        run = {"controller": ConstantStepSize(), "dt0": sign * h, "max_steps": _FIXED_EVENT_STEPS}
+    sol = _run(p, t0, t1, p.y0, saveat=SaveAt(t1=True), adjoint=adjoint, **run)
+    return _last(p, sol.ys)
+
+
+def _adaptive_until_event(p, t, sign, event, adjoint):
+    """Segments of growing length (``|t[1] - t[0]|``, doubled each time) until the event."""
+    controller = _controller(p)
+    budget = _max_steps(p, 1)
+    dt0 = _first_step(p, sign)
+    start, span, y, used = t[0], (t[1] - t[0]).detach().abs(), p.y0, 0
+    while True:
+        end = start + sign * span
+        sol = _run(
+            p,
+            start,
+            end,
+            y,
+            saveat=SaveAt(t1=True),
+            controller=controller,
+            dt0=dt0,
+            max_steps=budget - used,
+            adjoint=adjoint,
+            event=event,
+            throw=False,
+        )
+        y = _last(p, sol.ys)
+        status = sol.statuses[0]
+        if status is Status.EVENT:
+            return sol.event_t, y
+        used += int(sol.stats["num_steps"])
+        if status is not Status.SUCCESS:
+            text = f"the solve failed ({status.name}) before the event: {sol.messages[0]}"
+            raise SolveError(_hinted(p, text, sol), sol, [0])
+        if used >= budget:
+            text = (
+                f"event_fn did not change sign within {budget} steps (reached t={end.item():g}); "
+                "check the event function, or raise options={'max_num_steps': N}"
+            )
+            raise SolveError(text, sol, [0])
+        start, span, dt0 = end, 2 * span, None
+
+
+def _fixed_until_event(p, t, sign, event, adjoint):
+    """torchdiffeq's fixed-grid event search: steps of ``step_size``, at most 20000 of them."""
+    if p.options.get("step_size") is None:
+        raise ValueError(
+            f"event handling with the fixed-grid method {p.method!r} needs "
+            "options={'step_size': ...}; or use an adaptive method such as method='dopri5'"
+        )
+    h = _number("step_size", p.options["step_size"], 1e-300)
+    sol = _run(
+        p,
+        t[0],
+        t[0] + sign * _FIXED_EVENT_STEPS * h,
+        p.y0,
+        saveat=SaveAt(t1=True),
+        controller=ConstantStepSize(),
+        dt0=sign * h,
+        max_steps=_FIXED_EVENT_STEPS,
+        adjoint=adjoint,
+        event=event,
+    )
+    if sol.statuses[0] is not Status.EVENT:
+        raise SolveError(
+            f"Reached maximum number of iterations {_FIXED_EVENT_STEPS}: event_fn did not change "
+            f"sign within {_FIXED_EVENT_STEPS} steps of step_size={h:g}; check the event "
+            "function, or use a larger step_size or an adaptive method",
+            sol,
+            [0],
+        )
+    return sol.event_t, _last(p, sol.ys)
+
+
+# ------------------------------------------------------------------------------------------------
+# the public functions
+
+
+def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint: AbstractAdjoint):
+    p = _setup(func, y0, rtol, atol, method, options)
+    t = _check_t(t, _device(p))
+    if event_fn is not None:
+        return _event(p, t, event_fn, adjoint)
+    if len(t) == 1:
+        return p.tree(leaf[None].clone() for leaf in p.leaves(p.y0))
+    if p.adaptive:
+        return _solve_adaptive(p, t, adjoint)
+    return _solve_grid(p, t, adjoint)
+
+
+def odeint(
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+    event_fn: Callable | None = None,
+) -> Any:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, and return ``y`` at every time in ``t``.
+
+    torchdiffeq's ``odeint``; gradients flow by backpropagation through the solver's operations
+    (:class:`torchnde.DirectAdjoint`).
+
+    Args:
+        func: ``func(t, y)`` with ``t`` a 0-dim tensor (in ``y``'s real dtype) and ``y`` shaped
+            like ``y0``; returns ``dy/dt`` of the same shape (a tuple for a tuple state).
+        y0: the initial state, a tensor or a tuple of tensors of one dtype.
+        t: 1-D tensor of output times, strictly increasing or decreasing; ``t[0]`` is the start.
+        rtol, atol: relative and absolute tolerances (adaptive methods), scalars.
+        method: see the module's table; ``None`` means ``"dopri5"``.
+        options: the method's options (see the module docstring).
+        event_fn: ``event_fn(t, y) → tensor``: solve from ``t[0]`` until any component changes
+            sign (``t`` must have two entries; ``t[1]`` only sets the direction).
+
+    Returns:
+        ``y`` shaped ``(len(t), *y0.shape)`` (a tuple of such for a tuple state); with
+        ``event_fn``, ``(event_t, y)`` where ``y`` holds the states at ``t[0]`` and ``event_t``.
+    """
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, DirectAdjoint())
+
+
+def odeint_dense(
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t0: torch.Tensor | float,
+    t1: torch.Tensor | float,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Callable[[torch.Tensor], Any]:
+    """Solve from ``t0`` to ``t1`` and return ``dense_output_fn(t_eval)``, the solution anywhere in
+    ``[t0, t1]`` from the solver's dense output (torchdiffeq's ``odeint_dense``).
+
+    ``t_eval`` may be 0-dim (returns ``y0``'s shape) or 1-D (returns ``(len(t_eval), ...)``).
+    """
+    p = _setup(func, y0, rtol, atol, method, options)
+    like = t0 if isinstance(t0, torch.Tensor) else torch.as_tensor(t0, dtype=torch.float64)
+    t = torch.stack([torch.as_tensor(t0).to(like), torch.as_tensor(t1).to(like)])
+    t = _check_t(t, _device(p))
+    if p.adaptive:
+        tt = t.to(_time_dtype(p))
+        run = {
+            "controller": _controller(p),
+            "dt0": _first_step(p, _sign(t)),
+            "max_steps": _max_steps(p, 1),
+        }
+    else:
+        grid = _grid(p, t)
+        tt, run = t, {"controller": StepTo(grid), "max_steps": len(grid) - 1}
+    sol = _run(p, tt[0], tt[1], p.y0, saveat=SaveAt(dense=True), **run)
+
+    def dense_output_fn(t_eval: torch.Tensor | float) -> Any:
+        return sol.evaluate(t_eval)
+
+    return dense_output_fn
+
+
+def odeint_event(
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t0: torch.Tensor | float,
+    *,
+    event_fn: Callable,
+    reverse_time: bool = False,
+    odeint_interface: Callable = odeint,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, Any]:
+    """Solve from ``t0`` (forwards, or backwards with ``reverse_time``) until ``event_fn(t, y)``
+    changes sign; return ``(event_t, y)`` with ``y`` the states at ``t0`` and ``event_t``.
+
+    torchdiffeq's ``odeint_event``. ``event_t`` and the final state are differentiable (implicit
+    function theorem: ``dt*/dθ = -(∂g/∂θ) / (dg/dt)`` for the event function ``g``).
+    ``kwargs`` (``rtol``, ``atol``, ``method``, ``options``, …) go to ``odeint_interface``.
+    """
+    if not isinstance(t0, torch.Tensor):
+        t0 = torch.as_tensor(t0, dtype=torch.get_default_dtype())
+    t0 = t0.reshape(-1)
+    t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
+    event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
+    if odeint_interface is odeint:
+        return event_t, solution  # the event time is differentiated inside the solve already
+    # odeint_adjoint holds the event time fixed: add its gradient, as torchdiffeq does
+    is_tuple = not isinstance(y0, torch.Tensor)
+    leaves = tuple(solution) if is_tuple else (solution,)
+    with torch.no_grad():
+        signs = torch.sign(event_fn(t[0], y0))
+    event_t, *state = _EventGradient.apply(
+        func, event_fn, signs, is_tuple, event_t, *(leaf[-1] for leaf in leaves)
+    )
+    out = tuple(torch.cat([leaf[:-1], s[None]]) for leaf, s in zip(leaves, state))
+    return event_t, (out if is_tuple else out[0])
+
+
+class _EventGradient(torch.autograd.Function):
+    """Identity on ``(event_t, state)`` whose backward adds what moving the event time does:
+    with ``g`` the event function at the crossing, ``dg/dt = ∂g/∂t + ∇_y g · f`` and the incoming
+    ``G = dL/dt* + dL/dy* · f``, the state's gradient gains ``-∇_y g · G / (dg/dt)`` (implicit
+    function theorem; torchdiffeq's ``ImplicitFnGradientRerouting``)."""
+
+    @staticmethod
+    def forward(ctx, func, event_fn, signs, is_tuple, event_t, *state):
+        ctx.func, ctx.event_fn, ctx.signs, ctx.is_tuple = func, event_fn, signs, is_tuple
+        ctx.save_for_backward(event_t, *state)
+        return (event_t.detach(), *(s.detach() for s in state))
+
+    @staticmethod
+    def backward(ctx, grad_t, *grad_state):
+        event_t, *state = ctx.saved_tensors
+        t = event_t.detach().requires_grad_(True)
+        ys = [s.detach().requires_grad_(True) for s in state]
+        tree = tuple(ys) if ctx.is_tuple else ys[0]
+        real = ys[0].abs().dtype if ys[0].is_complex() else ys[0].dtype
+        with torch.enable_grad():
+            f = ctx.func(
+                t.detach().to(real),
+                tuple(y.detach() for y in ys) if ctx.is_tuple else ys[0].detach(),
+            )
+            c = torch.min(ctx.event_fn(t, tree) * ctx.signs)
+            dc = torch.autograd.grad(c, (t, *ys), allow_unused=True)
+        f = tuple(f) if ctx.is_tuple else (f,)
+        dc_dt, *dc_dy = (torch.zeros_like(x) if g is None else g for g, x in zip(dc, (t, *ys)))
+        slope = dc_dt + sum((g * fi).sum() for g, fi in zip(dc_dy, f))
+        total = grad_t + sum((g * fi).sum() for g, fi in zip(grad_state, f))
+        scale = -total / (slope + 1e-12)
+        grads = tuple(g + d * scale.to(d.dtype) for g, d in zip(grad_state, dc_dy))
+        return (None, None, None, None, None, *grads)
+
+
+def _backsolve(
+    func,
+    rtol,
+    atol,
+    method,
+    options,
+    adjoint_rtol,
+    adjoint_atol,
+    adjoint_method,
+    adjoint_options,
+    adjoint_params,
+) -> BacksolveAdjoint:
+    """torchdiffeq's adjoint arguments as a :class:`torchnde.BacksolveAdjoint`."""
+    adjoint_method = method if adjoint_method is None else adjoint_method
+    if adjoint_method != method and options is not None and adjoint_options is None:
+        raise ValueError(
+            "If `adjoint_method != method` then we cannot infer `adjoint_options` from `options`. "
+            "So as `options` has been passed then `adjoint_options` must be passed as well."
+        )
+    inherited = adjoint_options is None
+    if inherited:
+        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+    name, solver, adaptive = _method(adjoint_method)
+    if not adaptive:
+        raise ValueError(
+            f"odeint_adjoint with the fixed-grid adjoint_method={name!r} is not available: "
+            "torchnde's backward solve (BacksolveAdjoint) controls its own step size; pass an "
+            "adaptive adjoint_method such as adjoint_method='dopri5' (with adjoint_options={}), "
+            "or use odeint, which backpropagates through the fixed-grid steps exactly"
+        )
+    adjoint_options = _check_options(name, adaptive, adjoint_options)
+    norm = adjoint_options.pop("norm", None)
+    if norm is not None and norm != "seminorm":
+        raise ValueError(
+            "adjoint_options['norm'] may only be 'seminorm' here (BacksolveAdjoint(seminorm=True)); "
+            f"a custom adjoint norm ({norm!r}) is not supported: drop it to use the full norm"
+        )
+    max_steps = adjoint_options.pop("max_num_steps", None)
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ValueError(
+            f"adjoint_options['max_num_steps'] must be a positive int, got {max_steps!r}"
+        )
+    dtype = adjoint_options.pop("dtype", None)
+    if dtype is not None and dtype != (options or {}).get("dtype", torch.float64):
+        raise ValueError(
+            "adjoint_options['dtype'] must equal the forward time dtype: the backward solve runs "
+            "in the forward's time dtype; drop it"
+        )
+    if adjoint_options:  # step-size hints the backward solve cannot take
+        names = ", ".join(repr(k) for k in adjoint_options)
+        if not inherited:
+            raise ValueError(
+                f"adjoint_options {names} cannot be used: torchnde's backward solve is set only by "
+                "adjoint_rtol, adjoint_atol, adjoint_method and adjoint_options 'norm' and "
+                "'max_num_steps'; drop them"
+            )
+        warnings.warn(
+            f"odeint_adjoint: options {names} apply to the forward solve only; the backward solve "
+            "chooses its own steps (pass adjoint_options={} to silence this warning)",
+            stacklevel=3,
+        )
+    params = None
+    if adjoint_params is not None:
+        params = tuple(p for p in adjoint_params if p.requires_grad)
+    return BacksolveAdjoint(
+        rtol=_tolerance("adjoint_rtol", rtol if adjoint_rtol is None else adjoint_rtol),
+        atol=_tolerance("adjoint_atol", atol if adjoint_atol is None else adjoint_atol),
+        seminorm=norm == "seminorm",
+        solver=solver,
+        params=params,
+        max_steps=DEFAULT_MAX_STEPS if max_steps is None else max_steps,
+    )
+
+
+def odeint_adjoint(
+    func: Callable,
+    y0: torch.Tensor | tuple[torch.Tensor, ...],
+    t: torch.Tensor,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    method: str | None = None,
+    options: dict[str, Any] | None = None,
+    event_fn: Callable | None = None,
+    adjoint_rtol: float | None = None,
+    adjoint_atol: float | None = None,
+    adjoint_method: str | None = None,
+    adjoint_options: dict[str, Any] | None = None,
+    adjoint_params: Any = None,
+) -> Any:
+    """:func:`odeint` with gradients from the continuous adjoint (:class:`torchnde.BacksolveAdjoint`):
+    memory does not grow with the number of steps (torchdiffeq's ``odeint_adjoint``).
+
+    Args:
+        func, y0, t, rtol, atol, method, options, event_fn: as in :func:`odeint`.
+        adjoint_rtol, adjoint_atol: tolerances of the backward solve (default ``rtol``, ``atol``).
+        adjoint_method: the backward solver (default ``method``); must be adaptive.
+        adjoint_options: ``{'norm': 'seminorm'}`` (measure the error on the state and its adjoint
+            only: fewer backward steps) and ``'max_num_steps'`` (per interval of ``t``). Default:
+            ``options`` less ``norm``; of those, step-size hints apply to the forward solve only.
+        adjoint_params: the tensors to return gradients for besides ``y0`` and ``t``. ``None``
+            finds them (the parameters of ``func`` if it is an ``nn.Module``, and any other tensor
+            requiring grad that it uses); an explicit tuple that misses a tensor ``func`` uses is
+            an error rather than a silently lost gradient.
+
+    With ``event_fn`` the event is located without a graph and the gradient flows back from the
+    event state with the event time held fixed, as in torchdiffeq; :func:`odeint_event` adds the
+    event time's own gradient.
+    """
+    adjoint = _backsolve(
+        func,
+        rtol,
+        atol,
+        method,
+        options,
+        adjoint_rtol,
+        adjoint_atol,
+        adjoint_method,
+        adjoint_options,
+        adjoint_params,
+    )
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint)

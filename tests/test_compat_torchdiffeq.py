@@ -1,0 +1,567 @@
+"""``torchnde.compat.torchdiffeq`` against torchdiffeq 0.2.5 itself.
+
+Adaptive methods choose their steps differently (see the module's docstring), so their values are
+compared through the error against a tight reference; fixed-grid methods on the same grid must
+agree to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import torchnde
+from torchnde.compat import torchdiffeq as nde
+
+td = pytest.importorskip("torchdiffeq")
+_misc = pytest.importorskip("torchdiffeq._impl.misc")
+
+F64 = torch.float64
+
+
+def pendulum(t, y):
+    """A damped, driven pendulum: nonlinear and time-dependent."""
+    return torch.stack([y[1], -torch.sin(y[0]) - 0.1 * y[1] + 0.5 * torch.cos(t)])
+
+
+Y0 = torch.tensor([1.0, 0.0], dtype=F64)
+T = torch.linspace(0.0, 3.0, 7, dtype=F64)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference(t=T, y0=Y0, func=pendulum):
+    return td.odeint(func, y0, t, rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------------------
+# methods
+
+
+ADAPTIVE = {"dopri5": 1e-8, "bosh3": 1e-6, "fehlberg2": 1e-4, "adaptive_heun": 1e-4}
+
+
+@pytest.mark.parametrize("method", list(ADAPTIVE))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_adaptive_methods_as_accurate_as_torchdiffeq(method, reverse):
+    rtol = ADAPTIVE[method]
+    t = T.flip(0) if reverse else T
+    kw = {"rtol": rtol, "atol": rtol * 1e-2, "method": method}
+    ours = nde.odeint(pendulum, Y0, t, **kw)
+    theirs = td.odeint(pendulum, Y0, t, **kw)
+    ref = reference(t)
+    assert ours.shape == (len(t), 2) and ours.dtype == F64
+    assert torch.equal(ours[0], Y0)
+    err_ours = (ours - ref).abs().max().item()
+    err_theirs = (theirs - ref).abs().max().item()
+    # same tolerance, same accuracy (global errors of a few hundred rtol at most)
+    assert err_ours <= 5 * max(err_theirs, rtol), (err_ours, err_theirs)
+    assert err_ours <= 500 * rtol
+
+
+def test_dopri8_agrees_or_names_dopri5():
+    if not hasattr(torchnde, "Dopri8"):
+        with pytest.raises(ValueError, match="dopri5"):
+            nde.odeint(pendulum, Y0, T, method="dopri8")
+        return
+    ours = nde.odeint(pendulum, Y0, T, method="dopri8", rtol=1e-10, atol=1e-12)
+    theirs = td.odeint(pendulum, Y0, T, method="dopri8", rtol=1e-10, atol=1e-12)
+    ref = td.odeint(pendulum, Y0, T, rtol=1e-13, atol=1e-15)
+    assert (ours - ref).abs().max().item() < 1e-9
+    # torchdiffeq's values between its long eighth-order steps come from a quartic: about 1e-7
+    assert (ours - theirs).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("method", "stages"), [("dopri5", 7), ("bosh3", 4), ("fehlberg2", 3), ("adaptive_heun", 2)]
+)
+def test_adaptive_methods_evaluate_at_torchdiffeqs_stage_times(method, stages):
+    """With the same first step, the first step's stages sit at the same times ``t0 + c_i h``:
+    the method names map to the same Butcher tableaux."""
+    stage_times = []
+    for odeint in (nde.odeint, td.odeint):
+        times = []
+
+        def f(t, y, times=times):
+            times.append(float(t))
+            return -y
+
+        t = torch.tensor([0.0, 0.5], dtype=F64)
+        odeint(f, Y0, t, method=method, rtol=1e-3, atol=1e-3, options={"first_step": 0.25})
+        stage_times.append(times[1:stages])  # after f(t0, y0)
+    assert stage_times[0] == pytest.approx(stage_times[1], rel=1e-12)
+
+
+FIXED = ["euler", "midpoint", "heun2", "heun3", "rk4"]
+
+
+@pytest.mark.parametrize("method", FIXED)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fixed_grid_methods_match_torchdiffeq_to_rounding(method, reverse):
+    t = torch.linspace(0.0, 3.0, 31, dtype=F64)
+    t = t.flip(0) if reverse else t
+    ours = nde.odeint(pendulum, Y0, t, method=method)
+    theirs = td.odeint(pendulum, Y0, t, method=method)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_rk4_is_kuttas_three_eighths_rule():
+    def f(t, y):
+        return t * y + y**2
+
+    y0 = torch.tensor([0.3], dtype=F64)
+    h = 0.5
+    k1 = f(0.0, y0)
+    k2 = f(h / 3, y0 + h * k1 / 3)
+    k3 = f(2 * h / 3, y0 + h * (k2 - k1 / 3))
+    k4 = f(h, y0 + h * (k1 - k2 + k3))
+    three_eighths = y0 + h * (k1 + 3 * k2 + 3 * k3 + k4) / 8
+    c2 = f(h / 2, y0 + h * k1 / 2)
+    c3 = f(h / 2, y0 + h * c2 / 2)
+    classic = y0 + h * (k1 + 2 * c2 + 2 * c3 + f(h, y0 + h * c3)) / 6
+    out = nde.odeint(f, y0, torch.tensor([0.0, h], dtype=F64), method="rk4")[-1]
+    torch.testing.assert_close(out, three_eighths, rtol=1e-15, atol=1e-15)
+    assert (out - classic).abs().item() > 1e-6
+
+
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_step_size_grid_and_interpolation_match_torchdiffeq(interp, reverse):
+    t = torch.tensor([0.0, 0.33, 1.0, 1.7, 2.05], dtype=F64)  # mostly off the 0.07 grid
+    t = 2.05 - t if reverse else t
+    options = {"step_size": 0.07, "interp": interp}
+    for method in ("euler", "rk4"):
+        ours = nde.odeint(pendulum, Y0, t, method=method, options=options)
+        theirs = td.odeint(pendulum, Y0, t, method=method, options=options)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    # the two interpolations differ between grid points, so the option is honoured
+    lin = nde.odeint(pendulum, Y0, t, method="rk4", options={"step_size": 0.07})
+    cub = nde.odeint(pendulum, Y0, t, method="rk4", options={"step_size": 0.07, "interp": "cubic"})
+    assert (lin - cub).abs().max().item() > 1e-5
+
+
+def test_grid_constructor_matches_torchdiffeq():
+    def grid(func, y0, t):
+        return t[0] + (t[-1] - t[0]) * torch.linspace(0, 1, 41, dtype=t.dtype) ** 2
+
+    options = {"grid_constructor": grid}
+    ours = nde.odeint(pendulum, Y0, T, method="midpoint", options=options)
+    theirs = td.odeint(pendulum, Y0, T, method="midpoint", options=options)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="grid_constructor"):
+        nde.odeint(
+            pendulum, Y0, T, method="euler", options={"grid_constructor": lambda f, y, t: t[1:]}
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# states, dtypes, shapes
+
+
+def test_tuple_state_shapes_values_and_default_norm():
+    def f(t, y):
+        x, v = y
+        return [v.sum() * torch.ones(()), -x * v]  # a list is accepted, as by torchdiffeq
+
+    y0 = (torch.tensor(1.0, dtype=F64), torch.tensor([0.5, -0.2, 0.1], dtype=F64))
+    ours = nde.odeint(f, y0, T, rtol=1e-9, atol=1e-11)
+    theirs = td.odeint(f, y0, T, rtol=1e-9, atol=1e-11)
+    assert isinstance(ours, tuple) and [o.shape for o in ours] == [(7,), (7, 3)]
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8)
+    # the default error norm of a tuple state is torchdiffeq's: the largest RMS of its tensors
+    explicit = nde.odeint(f, y0, T, rtol=1e-5, atol=1e-7, options={"norm": _misc._mixed_norm})
+    default = nde.odeint(f, y0, T, rtol=1e-5, atol=1e-7)
+    flat = {"norm": lambda y: torch.cat([x.reshape(-1) for x in y]).pow(2).mean().sqrt()}
+    rms = nde.odeint(f, y0, T, rtol=1e-5, atol=1e-7, options=flat)
+    assert all(torch.equal(a, b) for a, b in zip(explicit, default))
+    assert any(not torch.equal(a, b) for a, b in zip(rms, default))
+
+
+def test_user_norm_receives_the_state_shape():
+    seen = []
+
+    def linf(x):
+        seen.append(tuple(x.shape))
+        return x.abs().max()
+
+    y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=F64)
+    ours = nde.odeint(lambda t, y: -y, y0, T, options={"norm": linf})
+    theirs = td.odeint(lambda t, y: -y, y0, T, options={"norm": linf})
+    assert set(seen) == {(2, 2)}
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("t_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_float32_state(t_dtype, method):
+    seen = set()
+
+    def f(t, y):
+        seen.add(t.dtype)
+        return pendulum(t, y)
+
+    y0, t = Y0.float(), T.to(t_dtype)
+    ours = nde.odeint(f, y0, t, method=method, rtol=1e-5, atol=1e-6)
+    theirs = td.odeint(pendulum, y0, t, method=method, rtol=1e-5, atol=1e-6)
+    assert ours.dtype == torch.float32 and seen == {torch.float32}  # t arrives in y's dtype
+    torch.testing.assert_close(ours, theirs, rtol=2e-4, atol=2e-5)
+
+
+def test_single_output_time_returns_y0():
+    out = nde.odeint(pendulum, Y0, torch.tensor([0.5], dtype=F64))
+    assert out.shape == (1, 2) and torch.equal(out[0], Y0)
+
+
+# ------------------------------------------------------------------------------------------------
+# gradients
+
+
+class Field(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)
+        ).double()
+
+    def forward(self, t, y):
+        return self.net(y) * torch.cos(t)
+
+
+def _grads(odeint, func, y0, **kw):
+    out = odeint(func, y0, T, **kw)
+    return torch.autograd.grad((out**2).sum(), [y0, *func.parameters()])
+
+
+@pytest.mark.parametrize(
+    ("kw", "tol"),
+    [
+        ({"rtol": 1e-10, "atol": 1e-12}, 1e-7),
+        ({"method": "rk4", "options": {"step_size": 0.1}}, 1e-12),
+    ],
+)
+def test_module_gradients_match_torchdiffeq(kw, tol):
+    func = Field()
+    y0 = torch.tensor([[0.5, -0.3], [0.1, 0.2]], dtype=F64, requires_grad=True)
+    for a, b in zip(_grads(nde.odeint, func, y0, **kw), _grads(td.odeint, func, y0, **kw)):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("adjoint_options", [None, {"norm": "seminorm"}])
+def test_odeint_adjoint_gradients_match_torchdiffeq(adjoint_options):
+    func = Field()
+    y0 = torch.tensor([[0.5, -0.3], [0.1, 0.2]], dtype=F64, requires_grad=True)
+    kw = {"rtol": 1e-9, "atol": 1e-11, "adjoint_options": adjoint_options}
+    ours = _grads(nde.odeint_adjoint, func, y0, **kw)
+    theirs = _grads(td.odeint_adjoint, func, y0, **kw)
+    direct = _grads(nde.odeint, func, y0, rtol=1e-9, atol=1e-11)
+    for a, b, c in zip(ours, theirs, direct):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-7)
+
+
+def test_odeint_adjoint_tuple_state_with_explicit_params():
+    func = Field()
+
+    def f(t, y):
+        return func(t, y[0]), -y[1] * y[0].sum()
+
+    y0 = torch.tensor([[0.5, -0.3], [0.1, 0.2]], dtype=F64, requires_grad=True)
+    w0 = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    inputs = [y0, w0, *func.parameters()]
+    grads = []
+    for odeint_adjoint in (nde.odeint_adjoint, td.odeint_adjoint):
+        y, w = odeint_adjoint(
+            f, (y0, w0), T, rtol=1e-9, atol=1e-11, adjoint_params=tuple(func.parameters())
+        )
+        assert y.shape == (7, 2, 2) and w.shape == (7,)
+        grads.append(torch.autograd.grad(y.sum() + (w**2).sum(), inputs))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# options
+
+
+def test_first_step_sets_the_first_step():
+    times = []
+
+    def f(t, y):
+        times.append(float(t))
+        return -y
+
+    nde.odeint(f, Y0, T, options={"first_step": 0.01})
+    assert min(s for s in times if s > 0) == pytest.approx(0.2 * 0.01, rel=1e-12)  # dopri5's c2
+
+
+def test_max_num_steps_is_a_per_interval_bound_and_fails_loudly():
+    kw = {"rtol": 1e-6, "atol": 1e-8, "options": {"max_num_steps": 12}}
+    # about 16 steps over [0, 3]: 12 are not enough for one interval, plenty for each of 30
+    t = torch.linspace(0.0, 3.0, 31, dtype=F64)
+    for odeint in (nde.odeint, td.odeint):
+        odeint(pendulum, Y0, t, **kw)
+    with pytest.raises(AssertionError, match="max_num_steps"):
+        td.odeint(pendulum, Y0, t[[0, -1]], **kw)
+    with pytest.raises(torchnde.SolveError, match="max_num_steps"):
+        nde.odeint(pendulum, Y0, t[[0, -1]], **kw)
+
+
+@pytest.mark.parametrize("option", ["jump_t", "step_t"])
+def test_jump_t_and_step_t_land_steps_on_a_kink(option):
+    times = []
+
+    def f(t, y):  # dy/dt = |t - 1|: y(2) = 1; the kink at t = 1 defeats the error estimate
+        times.append(float(t))
+        return (t - 1).abs() * torch.ones_like(y)
+
+    y0, t = torch.zeros(1, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64)
+    kw = {"rtol": 1e-8, "atol": 1e-10}
+    plain = nde.odeint(f, y0, t, **kw)
+    n_plain = len(times)
+    times.clear()
+    landed = nde.odeint(f, y0, t, options={option: torch.tensor([1.0])}, **kw)
+    assert 1.0 in times and len(times) < n_plain / 2
+    assert abs(landed[-1].item() - 1.0) < 1e-13 < abs(plain[-1].item() - 1.0)
+    theirs = td.odeint(f, y0, t, options={option: torch.tensor([1.0])}, **kw)
+    torch.testing.assert_close(landed, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_min_step_fails_loudly_instead_of_accepting_inaccurate_steps():
+    def stiff(t, y):
+        return -1000.0 * (y - torch.cos(t))
+
+    y0 = torch.tensor([0.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(torchnde.SolveError, match="min_step"):
+        nde.odeint(stiff, y0, t, rtol=1e-8, atol=1e-10, options={"min_step": 0.01})
+
+
+# ------------------------------------------------------------------------------------------------
+# events
+
+
+def _event_problem():
+    def f(t, y):
+        return pendulum(t, y)
+
+    return f, (lambda t, y: y[0] - 0.2)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_event_fn_in_odeint_matches_torchdiffeq(reverse):
+    f, event_fn = _event_problem()
+    t = torch.tensor([0.0, -1.0 if reverse else 1.0], dtype=F64)  # the event lies beyond t[1]
+    kw = {"rtol": 1e-10, "atol": 1e-12, "event_fn": event_fn}
+    if reverse:
+        kw["event_fn"] = lambda t, y: y[0] - 1.5
+    et, ys = nde.odeint(f, Y0, t, **kw)
+    et_td, ys_td = td.odeint(f, Y0, t, **kw)
+    assert abs(et.item()) > 1.0 and et.shape == () and ys.shape == (2, 2)
+    assert et.item() == pytest.approx(et_td.item(), abs=1e-9)
+    torch.testing.assert_close(ys, ys_td, rtol=1e-8, atol=1e-8)
+    assert abs(kw["event_fn"](et, ys[-1]).item()) < 1e-10
+
+
+def test_multi_component_event_and_tuple_state():
+    def f(t, y):
+        return y[1], -y[0]
+
+    y0 = (torch.tensor(1.0, dtype=F64), torch.tensor(0.0, dtype=F64))
+
+    def event_fn(t, y):  # the first of x = 0.5 (t = π/3) and t = 2
+        return torch.stack([y[0] - 0.5, 2.0 - t])
+
+    kw = {"rtol": 1e-10, "atol": 1e-12, "event_fn": event_fn}
+    et, (x, _) = nde.odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), **kw)
+    et_td, _ = td.odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), **kw)
+    assert x.shape == (2,) and et.item() == pytest.approx(math.pi / 3, abs=1e-9)
+    assert et.item() == pytest.approx(et_td.item(), abs=1e-9)
+    assert x[-1].item() == pytest.approx(0.5, abs=1e-9)
+
+
+def test_fixed_grid_event():
+    f, event_fn = _event_problem()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    exact, _ = nde.odeint(f, Y0, t, event_fn=event_fn, rtol=1e-11, atol=1e-13)
+    cubic = {"step_size": 0.01, "interp": "cubic"}
+    et, _ = nde.odeint(f, Y0, t, event_fn=event_fn, method="rk4", options=cubic, atol=1e-12)
+    et_td, _ = td.odeint(f, Y0, t, event_fn=event_fn, method="rk4", options=cubic, atol=1e-12)
+    assert et.item() == pytest.approx(et_td.item(), abs=1e-10)  # same cubic interpolant
+    # torchdiffeq's default linear interpolation places the event less accurately than ours
+    et_lin, _ = td.odeint(f, Y0, t, event_fn=event_fn, method="rk4", options={"step_size": 0.01})
+    assert abs(et.item() - exact.item()) < 1e-8 < abs(et_lin.item() - exact.item()) < 1e-4
+    with pytest.raises(ValueError, match="step_size"):
+        nde.odeint(f, Y0, t, event_fn=event_fn, method="rk4")
+
+
+class Oscillator(torch.nn.Module):
+    """y'' = -θ y from y = 1, y' = 0: the first zero is at π / (2 √θ)."""
+
+    def __init__(self, theta=1.3):
+        super().__init__()
+        self.theta = torch.nn.Parameter(torch.tensor(theta, dtype=F64))
+
+    def forward(self, t, y):
+        return torch.stack([y[1], -self.theta * y[0]])
+
+
+@pytest.mark.parametrize("interface", ["odeint", "odeint_adjoint"])
+@pytest.mark.parametrize("reverse_time", [False, True])
+def test_odeint_event_gradients(interface, reverse_time):
+    func = Oscillator()
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    results = []
+    for lib in (nde, td):
+        et, ys = lib.odeint_event(
+            func,
+            y0,
+            torch.tensor(0.0, dtype=F64),
+            event_fn=lambda t, y: y[0],
+            reverse_time=reverse_time,
+            odeint_interface=getattr(lib, interface),
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        (g_t,) = torch.autograd.grad(et, func.theta, retain_graph=True)
+        (g_v,) = torch.autograd.grad(ys[-1][1], func.theta)
+        results.append((et.item(), g_t.item(), g_v.item()))
+    theta = 1.3
+    sign = -1.0 if reverse_time else 1.0
+    assert results[0][0] == pytest.approx(sign * math.pi / (2 * math.sqrt(theta)), abs=1e-9)
+    assert results[0][1] == pytest.approx(-sign * math.pi / 4 * theta**-1.5, rel=1e-6)
+    for ours, theirs in zip(results[0], results[1]):
+        assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-9)
+
+
+def test_odeint_adjoint_event_holds_the_event_time_fixed_like_torchdiffeq():
+    func = Oscillator()
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    grads = []
+    for lib in (nde, td):
+        _, ys = lib.odeint_adjoint(func, y0, t, event_fn=lambda t, y: y[0], rtol=1e-10, atol=1e-12)
+        grads.append(torch.autograd.grad(ys[-1][1], func.theta)[0].item())
+    assert grads[0] == pytest.approx(grads[1], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# odeint_dense
+
+
+def test_odeint_dense():
+    dense = nde.odeint_dense(
+        pendulum, Y0, torch.tensor(0.0, dtype=F64), torch.tensor(3.0, dtype=F64)
+    )
+    dense_td = td.odeint_dense(
+        pendulum, Y0, torch.tensor(0.0, dtype=F64), torch.tensor(3.0, dtype=F64)
+    )
+    for s in (0.0, 0.7, 2.9):
+        s = torch.tensor(s, dtype=F64)
+        assert dense(s).shape == (2,)
+        torch.testing.assert_close(dense(s), dense_td(s), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(dense(T), reference(), rtol=1e-6, atol=1e-7)  # 1-D t_eval too
+    backwards = nde.odeint_dense(pendulum, Y0, 0.0, -2.0, rtol=1e-9, atol=1e-11)
+    t_back = torch.tensor([0.0, -0.5, -2.0], dtype=F64)
+    torch.testing.assert_close(backwards(t_back), reference(t_back), rtol=1e-7, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------------
+# what is not supported says so
+
+
+@pytest.mark.parametrize(
+    ("method", "alternative"),
+    [
+        ("explicit_adams", "rk4"),
+        ("implicit_adams", "dopri5"),
+        ("fixed_adams", "rk4"),
+        ("scipy_solver", "dopri5"),
+    ],
+)
+def test_unavailable_methods_name_an_alternative(method, alternative):
+    with pytest.raises(ValueError, match=method) as info:
+        nde.odeint(pendulum, Y0, T, method=method)
+    assert alternative in str(info.value)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="dopri5"):
+        nde.odeint(pendulum, Y0, T, method="rk45")
+
+
+@pytest.mark.parametrize(
+    ("kw", "names"),
+    [
+        ({"options": {"step_size": 0.1}}, ["step_size", "first_step"]),
+        ({"method": "euler", "options": {"max_num_steps": 10}}, ["max_num_steps", "dopri5"]),
+        ({"method": "euler", "options": {"norm": _misc._rms_norm}}, ["norm", "dopri5"]),
+        ({"options": {"stepsize": 0.1}}, ["stepsize", "first_step"]),
+        ({"method": "rk4", "options": {"perturb": True}}, ["perturb", "jump_t"]),
+        ({"method": "rk4", "options": {"interp": "quadratic"}}, ["interp", "cubic"]),
+        ({"options": {"norm": "seminorm"}}, ["norm", "adjoint_options"]),
+        ({"rtol": torch.tensor([1e-6, 1e-7])}, ["rtol", "float"]),
+        ({"atol": (1e-6, 1e-7)}, ["atol", "float"]),
+        ({"options": {"dfactor": 1.5}}, ["dfactor"]),
+    ],
+)
+def test_options_without_meaning_raise(kw, names):
+    with pytest.raises((ValueError, TypeError)) as info:
+        nde.odeint(pendulum, Y0, T, **kw)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_callbacks_raise():
+    class WithCallback(torch.nn.Module):
+        def forward(self, t, y):
+            return -y
+
+        def callback_step(self, t0, y0, dt):
+            pass
+
+    with pytest.raises(ValueError, match="callback_step"):
+        nde.odeint(WithCallback(), Y0, T)
+
+
+def test_bad_t():
+    with pytest.raises(ValueError, match="strictly increasing or decreasing"):
+        nde.odeint(pendulum, Y0, torch.tensor([0.0, 1.0, 0.5], dtype=F64))
+    with pytest.raises(ValueError, match=r"len\(t\) == 2"):
+        nde.odeint(pendulum, Y0, T, event_fn=lambda t, y: y[0])
+
+
+def test_odeint_adjoint_options_that_cannot_be_honoured():
+    func = Field()
+    y0 = torch.tensor([0.5, -0.3], dtype=F64)
+    with pytest.raises(ValueError, match="adjoint_method='dopri5'"):
+        nde.odeint_adjoint(func, y0, T, method="rk4", options={"step_size": 0.1})
+    with pytest.raises(ValueError, match="seminorm"):
+        nde.odeint_adjoint(func, y0, T, adjoint_options={"norm": _misc._rms_norm})
+    with pytest.raises(ValueError, match="first_step"):
+        nde.odeint_adjoint(func, y0, T, adjoint_options={"first_step": 0.1})
+    with pytest.raises(ValueError, match="adjoint_options"):
+        nde.odeint_adjoint(func, y0, T, options={"first_step": 0.1}, adjoint_method="bosh3")
+    with pytest.warns(UserWarning, match="first_step"):  # inherited: forward only, and said so
+        nde.odeint_adjoint(func, y0, T, options={"first_step": 0.1})
+    # a fixed-grid forward solve with an adaptive backward solve is fine
+    out = nde.odeint_adjoint(
+        func,
+        y0,
+        T,
+        method="rk4",
+        options={"step_size": 0.1},
+        adjoint_method="dopri5",
+        adjoint_options={},
+    )
+    assert out.shape == (7, 2)
