@@ -163,6 +163,11 @@ def _check_objects(terms, solver, saveat, controller, adjoint, max_steps, throw,
 def _check_events(event) -> tuple[Event, ...]:
     if event is None:
         return ()
+    if not isinstance(event, (Event, Sequence)):
+        raise TypeError(
+            f"`event` must be an Event or a sequence of Events, got {type(event).__name__}; "
+            "wrap a condition function as `Event(cond)`"
+        )
     events = (event,) if isinstance(event, Event) else tuple(event)
     for i, ev in enumerate(events):
         if not isinstance(ev, Event):
@@ -209,6 +214,11 @@ def _check_state(y0: Any, batched: bool) -> StateSpec:
                     f"with `batch_axis=0` every leaf of `y0` needs the same leading batch size, "
                     f"got {tree_structure_str(y0)}; add the batch axis or use batch_axis=None"
                 )
+        if first.shape[0] == 0:
+            raise ValueError(
+                f"with `batch_axis=0` the batch axis of `y0` is empty, got {tree_structure_str(y0)}; "
+                "give at least one sample"
+            )
     for i, leaf in enumerate(leaves):
         if not bool(torch.isfinite(leaf.detach()).all()):
             where = "" if len(leaves) == 1 else f" leaf {i}"
@@ -390,7 +400,9 @@ def _message(ctx, st, b, code, user) -> str:
         )
     span = abs(t1 - t0)
     remaining = abs(t1 - t_reached)
-    stiff = ctx.controller.adaptive and dt > 0 and remaining / dt > steps
+    # tiny steps: at the last step size the rest would take over ten times the steps already spent
+    # (a solve that merely needs a few more steps than max_steps is not called stiff)
+    stiff = ctx.controller.adaptive and dt > 0 and remaining / dt > 10 * steps
     hint = (
         f" The steps stayed tiny (last dt={dt:.3g} on an interval of {span:g}): the problem may be "
         "stiff; explicit solvers need tiny steps on stiff problems, so loosen rtol/atol or use "

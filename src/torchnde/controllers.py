@@ -278,8 +278,10 @@ class PIDController(AbstractController):
             dt0 = self._initial_step(problem, solver, t0, t1, y0, solver_state)
             nfe = 1
         dt0 = self._clip(dt0)
+        # two distinct tensors: aliased state entries would make a compiled step recompile once
+        # they stop being aliased after the first accepted step
         ones = torch.ones_like(t0)
-        return t0 + dt0, (ones, ones, dt0), nfe
+        return t0 + dt0, (ones, ones.clone(), dt0), nfe
 
     def _clip(self, dt: torch.Tensor) -> torch.Tensor:
         if self.dtmax is not None:

@@ -49,6 +49,8 @@ class LinearInterpolation(AbstractPath):
             )
         if not bool((ts.diff(dim=-1) > 0).all()):
             raise ValueError("`ts` must be strictly increasing; sort the observations by time")
+        if batched and ts.ndim == 1:  # times shared by every sample's observations
+            ts = ts.expand(xs.shape[0], -1).contiguous()
         self.ts = ts
         self.xs = xs
         self.batched = batched
