@@ -331,7 +331,8 @@ def test_jump_t_and_step_t_land_steps_on_a_kink(option):
     n_plain = len(times)
     times.clear()
     landed = nde.odeint(f, y0, t, options={option: torch.tensor([1.0])}, **kw)
-    assert 1.0 in times and len(times) < n_plain / 2
+    # steps land on the kink (a jump is stepped over from one float before it to one after it)
+    assert any(abs(x - 1.0) < 1e-12 for x in times) and len(times) < n_plain / 2
     assert abs(landed[-1].item() - 1.0) < 1e-13 < abs(plain[-1].item() - 1.0)
     theirs = td.odeint(f, y0, t, options={option: torch.tensor([1.0])}, **kw)
     torch.testing.assert_close(landed, theirs, rtol=1e-12, atol=1e-12)

@@ -9,6 +9,7 @@ values, so it can go under ``torch.compile(fullgraph=True)``; the event and save
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,7 @@ class StepInfo:
     y0: torch.Tensor
     result: StepResult
     accepted: torch.Tensor
+    at_jump: torch.Tensor | None = None  # the step ended just before a jump of the field
     _rows: torch.Tensor | None = field(default=None, repr=False)
 
     def rows(self, ctx: Context) -> torch.Tensor:
@@ -99,18 +101,26 @@ def interpolate(matrix: torch.Tensor, rows: torch.Tensor, theta: torch.Tensor) -
 # the phases of one step
 
 
-def _propose(ctx: Context, st: LoopState) -> tuple[torch.Tensor, torch.Tensor]:
-    """The end of the next step: the controller's proposal, clipped to ``t_end`` and stop times."""
+def _propose(ctx: Context, st: LoopState):
+    """The end of the next step: the controller's proposal, clipped to ``t_end`` and stop times.
+
+    A step that would end on a jump of the vector field ends one floating-point number before it
+    instead (``at_jump``), so none of its stages sees the field beyond the jump; the step after it
+    starts just past the jump (see :func:`_commit`)."""
     t1 = torch.minimum(st.t_next, ctx.t_end)
     t1 = torch.where(ctx.t_end - t1 <= ctx.snap_tol, ctx.t_end, t1)
     clipped = t1 < st.t_next
+    at_jump = None
     if ctx.stops is not None:
         idx = torch.searchsorted(ctx.stops, st.t[:, None].contiguous(), right=True)
         nxt = ctx.stops.gather(1, idx.clamp(max=ctx.stops.shape[1] - 1))[:, 0]
         hit = nxt < t1
         t1 = torch.where(hit, nxt, t1)
         clipped = clipped | hit
-    return torch.where(st.running, t1, st.t), clipped
+        if ctx.jumps is not None:
+            at_jump = (ctx.jumps == t1[:, None]).any(dim=1) & (t1 < ctx.t_end) & st.running
+            t1 = torch.where(at_jump, torch.nextafter(t1, torch.full_like(t1, -math.inf)), t1)
+    return torch.where(st.running, t1, st.t), clipped, at_jump
 
 
 def _finite(result: StepResult) -> torch.Tensor:
@@ -123,7 +133,7 @@ def _finite(result: StepResult) -> torch.Tensor:
 def attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
     """Propose, step, accept/reject and commit one step for every running sample."""
     t0 = st.t
-    t1, clipped = _propose(ctx, st)
+    t1, clipped, at_jump = _propose(ctx, st)
     result = ctx.solver.step(ctx.problem, t0, t1, st.y, st.solver_state)
     finite = _finite(result)
     accept, next_end, ctrl_state, too_small = ctx.controller.adapt(
@@ -131,14 +141,20 @@ def attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
     )
     acc = accept & finite & st.running
     new = _commit(
-        ctx, st, t1, result, acc, accept & finite, next_end, ctrl_state, too_small, finite
+        ctx, st, t1, result, acc, accept & finite, next_end, ctrl_state, too_small, finite, at_jump
     )
-    return new, StepInfo(t0, t1, st.y, result, acc)
+    return new, StepInfo(t0, t1, st.y, result, acc, at_jump)
 
 
-def _commit(ctx, st, t1, result, acc, ok, next_end, ctrl_state, too_small, finite) -> LoopState:
+def _commit(
+    ctx, st, t1, result, acc, ok, next_end, ctrl_state, too_small, finite, at_jump
+) -> LoopState:
     running = st.running
-    t = torch.where(acc, t1, st.t)
+    t_reached = t1
+    if at_jump is not None:  # step over the jump: from one number before it to one after it
+        inf = torch.full_like(t1, math.inf)
+        t_reached = torch.where(at_jump, torch.nextafter(torch.nextafter(t1, inf), inf), t1)
+    t = torch.where(acc, t_reached, st.t)
     y = torch.where(acc[:, None], result.y1, st.y)
     solver_state = tree_where(acc, result.state, st.solver_state)
     ctrl_state = tree_where(running, ctrl_state, st.ctrl_state)
@@ -462,7 +478,9 @@ def run(ctx: Context, st: LoopState, rec: Recorder, on_step=None) -> LoopState:
 
 def _refresh_after_jump(ctx: Context, st: LoopState, info: StepInfo) -> LoopState:
     """After a step lands on a discontinuity of the vector field, evaluate it afresh there."""
-    jumped = info.accepted & (ctx.jumps == info.t1[:, None]).any(dim=1)
+    if info.at_jump is None:
+        return st
+    jumped = info.accepted & info.at_jump
     if not bool(jumped.any()):
         return st
     fresh = ctx.solver.first_state(ctx.problem, st.t, st.y)
