@@ -224,7 +224,7 @@ class Case:
     per_call: dict[str, float] = field(default_factory=dict)  # filled by run_case
     skipped: list[Row] = field(default_factory=list)
     targets: dict[str, float] = field(default_factory=dict)  # "ratio"/"overhead" → bound
-    default_rounds: int = 5
+    default_rounds: int = 7
     notes: list[str] = field(default_factory=list)
 
 

@@ -79,7 +79,7 @@ def build(opts: Options) -> Case:
         skipped=skipped,
         bare={"fwd": bare},
         bare_calls=200,
-        default_rounds=3,
+        default_rounds=5,
         targets={"ratio": 1.0},
         notes=[
             "per-sample rows: steps = max (mean) over samples; every loop iteration evaluates "

@@ -73,7 +73,7 @@ def build(opts: Options) -> Case:
         contestants=contestants,
         skipped=skipped,
         bare={"fwd": bare},
-        default_rounds=3,
+        default_rounds=5,
         targets={"ratio": 1.0, "overhead": 2.0},
         notes=[
             "torchdiffeq saves by linear interpolation between steps; torchnde and torchode use "

@@ -46,7 +46,7 @@ ROWS = {
     "checkpoint-sqrt": ("torchnde", "CheckpointAdjoint(checkpoints=ceil(sqrt(n)))"),
     "backsolve": ("torchnde", "BacksolveAdjoint(1e-6, 1e-8, solver=Dopri5())"),
     "tdq-direct": ("torchdiffeq", "odeint"),
-    "tdq-adjoint": ("torchdiffeq", "odeint_adjoint (seminorm)"),
+    "tdq-adjoint": ("torchdiffeq", "odeint_adjoint (dopri5 backwards)"),
 }
 
 
@@ -101,6 +101,8 @@ def _solver_call(row: str, steps: int, field, y0, ts):
                 y0,
                 ts,
                 adjoint_params=tuple(field.parameters()),
+                # backwards like torchnde's row: adaptive Dopri5 with seminorms
+                adjoint_method="dopri5",
                 adjoint_options={"norm": "seminorm"},
                 adjoint_rtol=1e-6,
                 adjoint_atol=1e-8,
