@@ -4,10 +4,17 @@ Everything per sample is a tensor: time ``t: (batch,)``, state ``y: (batch, n)``
 counters. :func:`attempt` (propose, step, accept/reject, commit) makes no Python decision on tensor
 values, so it can go under ``torch.compile(fullgraph=True)``; the event and save phases, and the
 ``while any sample is running`` test, live outside it.
+
+Without a batch axis (one problem) the same code runs in *host mode*: the per-sample bookkeeping
+(times, flags, counters, controller state) is kept as Python numbers (see :mod:`._ops`), and only
+the state and the solver's stages are tensors. The arithmetic is the same; a step then costs the
+solver's tensor operations and little else.
 """
 
 from __future__ import annotations
 
+import bisect
+import cmath
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -15,14 +22,49 @@ from typing import Any
 
 import torch
 
+from ._ops import HostOps, TensorOps
 from ._problem import Problem
-from ._pytree import tree_where
 from ._solution import Status
 from .controllers import AbstractController
 from .events import Event, crossed
 from .solvers._base import AbstractSolver, StepResult
 
-__all__ = ["Context", "LoopState", "Recorder", "attempt", "init_state", "iteration", "run"]
+__all__ = [
+    "Context",
+    "HostBounds",
+    "LoopState",
+    "Recorder",
+    "attempt",
+    "finish",
+    "init_state",
+    "iteration",
+    "run",
+]
+
+
+@dataclass
+class HostBounds:
+    """The times of :class:`Context` as Python numbers, for host mode (one problem, eager)."""
+
+    t0: float
+    t_end: float
+    snap_tol: float
+    min_dt: float
+    stops: list[float] | None = None  # sorted, +inf at the end
+    jumps: frozenset[float] | None = None
+
+    @classmethod
+    def of(cls, ctx: Context) -> HostBounds:
+        stops = None if ctx.stops is None else ctx.stops[0].tolist()
+        jumps = None if ctx.jumps is None else frozenset(ctx.jumps[0].tolist())
+        return cls(
+            float(ctx.t0[0]),
+            float(ctx.t_end[0]),
+            float(ctx.snap_tol[0]),
+            float(ctx.min_dt[0]),
+            stops,
+            jumps,
+        )
 
 
 @dataclass
@@ -41,11 +83,22 @@ class Context:
     jumps: torch.Tensor | None = None  # (batch, J): after landing on these, re-evaluate vf
     events: tuple[Event, ...] = ()
     dense_matrix: torch.Tensor | None = None  # (rows, degree + 1)
+    host: HostBounds | None = None  # set: per-sample bookkeeping in Python numbers
+
+    @property
+    def ops(self) -> type[TensorOps] | type[HostOps]:
+        return HostOps if self.host is not None else TensorOps
+
+    @property
+    def bounds(self) -> Context | HostBounds:
+        """``t0``, ``t_end``, ``snap_tol``, ``min_dt``, ``stops``, ``jumps`` as the loop sees them."""
+        return self.host if self.host is not None else self
 
 
 @dataclass
 class LoopState:
-    """The loop's state after a step; every field is a tensor (or a tree of tensors)."""
+    """The loop's state after a step: ``y`` and ``solver_state`` are tensors; the per-sample
+    fields are ``(batch,)`` tensors, or Python numbers in host mode (see :func:`finish`)."""
 
     t: torch.Tensor
     y: torch.Tensor
@@ -107,84 +160,100 @@ def _propose(ctx: Context, st: LoopState):
     A step that would end on a jump of the vector field ends one floating-point number before it
     instead (``at_jump``), so none of its stages sees the field beyond the jump; the step after it
     starts just past the jump (see :func:`_commit`)."""
-    t1 = torch.minimum(st.t_next, ctx.t_end)
-    t1 = torch.where(ctx.t_end - t1 <= ctx.snap_tol, ctx.t_end, t1)
+    ops, b = ctx.ops, ctx.bounds
+    t1 = ops.minimum(st.t_next, b.t_end)
+    t1 = ops.where(b.t_end - t1 <= b.snap_tol, b.t_end, t1)
     clipped = t1 < st.t_next
     at_jump = None
-    if ctx.stops is not None:
-        idx = torch.searchsorted(ctx.stops, st.t[:, None].contiguous(), right=True)
-        nxt = ctx.stops.gather(1, idx.clamp(max=ctx.stops.shape[1] - 1))[:, 0]
+    if b.stops is not None:
+        nxt = _next_stop(b.stops, st.t)
         hit = nxt < t1
-        t1 = torch.where(hit, nxt, t1)
-        clipped = clipped | hit
-        if ctx.jumps is not None:
-            at_jump = (ctx.jumps == t1[:, None]).any(dim=1) & (t1 < ctx.t_end) & st.running
-            t1 = torch.where(at_jump, torch.nextafter(t1, torch.full_like(t1, -math.inf)), t1)
-    return torch.where(st.running, t1, st.t), clipped, at_jump
+        t1 = ops.where(hit, nxt, t1)
+        clipped = ops.or_(clipped, hit)
+        if b.jumps is not None:
+            at_jump = ops.and_(_is_jump(b.jumps, t1), ops.and_(t1 < b.t_end, st.running))
+            t1 = ops.where(at_jump, ops.nextafter(t1, -math.inf), t1)
+    return ops.where(st.running, t1, st.t), clipped, at_jump
 
 
-def _finite(result: StepResult) -> torch.Tensor:
-    finite = torch.isfinite(result.y1).all(dim=1)
+def _next_stop(stops, t):
+    """The first stop time strictly after ``t`` (``+inf`` padding ends the list)."""
+    if isinstance(stops, list):
+        return stops[bisect.bisect_right(stops, t)] if t < stops[-1] else math.inf
+    idx = torch.searchsorted(stops, t[:, None].contiguous(), right=True)
+    return stops.gather(1, idx.clamp(max=stops.shape[1] - 1))[:, 0]
+
+
+def _is_jump(jumps, t):
+    if isinstance(jumps, frozenset):
+        return t in jumps
+    return (jumps == t[:, None]).any(dim=1)
+
+
+def _finite(ctx: Context, result: StepResult):
+    """Whether the candidate and its error estimate are finite, per sample (one reduction)."""
+    total = result.y1.sum(dim=1)
     if result.y_error is not None:
-        finite = finite & torch.isfinite(result.y_error.sum(dim=1))
-    return finite
+        total = total + result.y_error.sum(dim=1)
+    # a sum of finite numbers overflows only for a blow-up anyway
+    if ctx.host is not None:
+        value = total.item()
+        return cmath.isfinite(value) if isinstance(value, complex) else math.isfinite(value)
+    return torch.isfinite(total)
 
 
 def attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
     """Propose, step, accept/reject and commit one step for every running sample."""
+    ops = ctx.ops
     t0 = st.t
     t1, clipped, at_jump = _propose(ctx, st)
     result = ctx.solver.step(ctx.problem, t0, t1, st.y, st.solver_state)
-    finite = _finite(result)
+    finite = _finite(ctx, result)
     accept, next_end, ctrl_state, too_small = ctx.controller.adapt(
         ctx.solver, t0, t1, st.y, result, st.ctrl_state, clipped, finite
     )
-    acc = accept & finite & st.running
-    new = _commit(
-        ctx, st, t1, result, acc, accept & finite, next_end, ctrl_state, too_small, finite, at_jump
-    )
+    ok = ops.and_(accept, finite)
+    acc = ops.and_(ok, st.running)
+    new = _commit(ctx, st, t1, result, acc, ok, next_end, ctrl_state, too_small, finite, at_jump)
     return new, StepInfo(t0, t1, st.y, result, acc, at_jump)
 
 
 def _commit(
     ctx, st, t1, result, acc, ok, next_end, ctrl_state, too_small, finite, at_jump
 ) -> LoopState:
+    ops, b = ctx.ops, ctx.bounds
     running = st.running
     t_reached = t1
     if at_jump is not None:  # step over the jump: from one number before it to one after it
-        inf = torch.full_like(t1, math.inf)
-        t_reached = torch.where(at_jump, torch.nextafter(torch.nextafter(t1, inf), inf), t1)
-    t = torch.where(acc, t_reached, st.t)
-    y = torch.where(acc[:, None], result.y1, st.y)
-    solver_state = tree_where(acc, result.state, st.solver_state)
-    ctrl_state = tree_where(running, ctrl_state, st.ctrl_state)
-    t_next = torch.where(running, next_end, st.t_next)
-    num_steps = st.num_steps + running.long()
-    reached = acc & (t1 >= ctx.t_end)
-    going = running & ~reached
-    underflow = going & ((t_next - t) <= ctx.min_dt)
-    dt_fail = too_small | underflow
-    nonfinite = running & ~finite & (dt_fail if ctx.controller.adaptive else True)
-    out_of_steps = going & (num_steps >= ctx.max_steps)
-    code = torch.where(
+        t_reached = ops.where(at_jump, ops.nextafter(ops.nextafter(t1, math.inf), math.inf), t1)
+    t = ops.where(acc, t_reached, st.t)
+    num_steps = st.num_steps + running
+    reached = ops.and_(acc, t1 >= b.t_end)
+    going = ops.and_(running, ops.not_(reached))
+    t_next = ops.where(running, next_end, st.t_next)
+    dt_fail = ops.or_(too_small, ops.and_(going, (t_next - t) <= b.min_dt))
+    nonfinite = ops.and_(running, ops.not_(finite))
+    if ctx.controller.adaptive:  # an adaptive controller first retries with smaller steps
+        nonfinite = ops.and_(nonfinite, dt_fail)
+    failed = ops.and_(going, ops.or_(ops.or_(nonfinite, dt_fail), num_steps >= ctx.max_steps))
+    code = ops.where(
         nonfinite,
         int(Status.NONFINITE),
-        torch.where(dt_fail, int(Status.DTMIN), int(Status.MAX_STEPS)),
+        ops.where(dt_fail, int(Status.DTMIN), int(Status.MAX_STEPS)),
     )
-    failed = going & (nonfinite | dt_fail | out_of_steps)
     return LoopState(
         t=t,
-        y=y,
+        y=ops.select_rows(acc, result.y1, st.y),
         t_next=t_next,
-        solver_state=solver_state,
-        ctrl_state=ctrl_state,
-        running=going & ~failed,
-        status=torch.where(failed, code, st.status),
-        fail_t=torch.where(failed, st.t, st.fail_t),
+        solver_state=ops.select_tree(acc, result.state, st.solver_state),
+        ctrl_state=ops.select_tree(running, ctrl_state, st.ctrl_state),
+        running=ops.and_(going, ops.not_(failed)),
+        status=ops.where(failed, code, st.status),
+        fail_t=ops.where(failed, st.t, st.fail_t),
         num_steps=num_steps,
-        num_accepted=st.num_accepted + acc.long(),
-        num_rejected=st.num_rejected + (running & ~ok).long(),
-        nfe=st.nfe + running.long() * result.nfe,
+        num_accepted=st.num_accepted + acc,
+        num_rejected=st.num_rejected + ops.and_(running, ops.not_(ok)),
+        nfe=st.nfe + running * result.nfe,
         save_idx=st.save_idx,
         event_vals=st.event_vals,
     )
@@ -198,13 +267,31 @@ def init_state(
     ctx: Context, y0: torch.Tensor, dt0: torch.Tensor | None, solver_state: Any, nfe0: int
 ) -> LoopState:
     """The state before the first step (``solver_state`` is the first vector-field value)."""
-    t0 = ctx.t0
+    b = ctx.bounds
+    if ctx.host is not None and dt0 is not None:
+        dt0 = float(dt0[0])
     t_next, ctrl_state, nfe = ctx.controller.init(
-        ctx.problem, ctx.solver, t0, ctx.t_end, y0, dt0, solver_state
+        ctx.problem, ctx.solver, b.t0, b.t_end, y0, dt0, solver_state
     )
+    if ctx.host is not None:
+        return LoopState(
+            t=b.t0,
+            y=y0,
+            t_next=t_next,
+            solver_state=solver_state,
+            ctrl_state=ctrl_state,
+            running=b.t_end > b.t0,
+            status=0,
+            fail_t=math.nan,
+            num_steps=0,
+            num_accepted=0,
+            num_rejected=0,
+            nfe=nfe0 + nfe,
+            save_idx=0,
+        )
+    t0 = ctx.t0
     batch = t0.shape[0]
     zeros = torch.zeros(batch, dtype=torch.long, device=t0.device)
-    running = ctx.t_end > t0
     event_vals = tuple(_cond(ctx, ev, t0, y0) for ev in ctx.events)
     return LoopState(
         t=t0,
@@ -212,7 +299,7 @@ def init_state(
         t_next=t_next,
         solver_state=solver_state,
         ctrl_state=ctrl_state,
-        running=running,
+        running=ctx.t_end > t0,
         status=zeros.clone(),
         fail_t=torch.full_like(t0, float("nan")),
         num_steps=zeros.clone(),
@@ -221,6 +308,34 @@ def init_state(
         nfe=zeros + (nfe0 + nfe),
         save_idx=zeros.clone(),
         event_vals=event_vals,
+    )
+
+
+def finish(ctx: Context, st: LoopState) -> LoopState:
+    """The state with every per-sample field as a ``(batch,)`` tensor (host mode converts its
+    Python numbers; otherwise nothing changes)."""
+    if ctx.host is None:
+        return st
+    device, tdtype = ctx.t0.device, ctx.t0.dtype
+
+    def time(x):
+        return torch.tensor([x], dtype=tdtype, device=device)
+
+    def count(x):
+        return torch.tensor([x], dtype=torch.long, device=device)
+
+    return dataclasses.replace(
+        st,
+        t=time(st.t),
+        t_next=time(st.t_next),
+        running=torch.tensor([st.running], device=device),
+        status=count(st.status),
+        fail_t=time(st.fail_t),
+        num_steps=count(st.num_steps),
+        num_accepted=count(st.num_accepted),
+        num_rejected=count(st.num_rejected),
+        nfe=count(st.nfe),
+        save_idx=count(st.save_idx),
     )
 
 
@@ -263,6 +378,8 @@ class Recorder:
         if save_ts is not None:
             batch, n = st.y.shape
             rec.ts_out = st.y.new_zeros(batch, save_ts.shape[1] + 1, n)
+            if ctx.host is not None:
+                rec.save_list = rec.save_ts[0].tolist()
         if ctx.events:
             rec.event_t = torch.full_like(st.t, float("nan"))
             rec.event_index = torch.full_like(st.status, -1)
@@ -285,6 +402,12 @@ class Recorder:
         self.ts_out = torch.full(
             (batch, count, n), float("nan"), dtype=st.y.dtype, device=st.y.device
         )
+        if self.ctx.host is not None:
+            self.save_list = self.save_ts[0].tolist()
+            starts = bisect.bisect_right(self.save_list, self.ctx.host.t0)
+            if starts:
+                self.ts_out[:, :starts] = st.y[:, None, :]
+            return dataclasses.replace(st, save_idx=starts)
         at_start = self.save_ts <= self.ctx.t0[:, None]
         starts = int(at_start.sum(dim=1).max())  # ts are sorted: the first few
         if starts:
@@ -296,6 +419,8 @@ class Recorder:
     def save(self, st: LoopState, info: StepInfo, t_stop: torch.Tensor) -> LoopState:
         """Save every value inside the accepted part ``(t0, t_stop]`` of the last step."""
         ctx = self.ctx
+        if ctx.host is not None:
+            return self._save_host(st, info, t_stop)
         if self.steps:
             self.step_records.append((t_stop, st.y, info.accepted))
         if self.dense:
@@ -321,6 +446,31 @@ class Recorder:
         values = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
         rows = torch.arange(idx.shape[0], device=idx.device)[:, None]
         self.ts_out[rows, cols] = values
+        return dataclasses.replace(st, save_idx=end)
+
+    def _save_host(self, st: LoopState, info: StepInfo, t_stop: float) -> LoopState:
+        """:meth:`save` with host-mode bookkeeping (one problem, times as Python floats)."""
+        ctx = self.ctx
+        if self.steps or self.dense:
+            t0, dt, reached = (
+                torch.tensor([x], dtype=ctx.t0.dtype, device=ctx.t0.device)
+                for x in (info.t0, info.t1 - info.t0, t_stop if info.accepted else info.t0)
+            )
+            if self.steps:
+                accepted = torch.tensor([info.accepted], device=ctx.t0.device)
+                self.step_records.append((reached, st.y, accepted))
+            if self.dense:
+                self.dense_records.append((t0, dt, reached, info.rows(ctx)))
+        if self.save_ts is None or not info.accepted:
+            return st
+        idx = st.save_idx
+        if self.save_list[idx] > t_stop:
+            return st
+        end = bisect.bisect_right(self.save_list, t_stop)
+        dt = info.t1 - info.t0
+        theta = [min(max((s - info.t0) / dt, 0.0), 1.0) for s in self.save_list[idx:end]]
+        theta = torch.tensor([theta], dtype=ctx.dense_matrix.dtype, device=st.y.device)
+        self.ts_out[:, idx:end] = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
         return dataclasses.replace(st, save_idx=end)
 
 
@@ -465,27 +615,29 @@ def iteration(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
 def run(ctx: Context, st: LoopState, rec: Recorder, on_step=None) -> LoopState:
     """Step until no sample is running; every sample stops by ``max_steps`` at the latest.
 
-    ``on_step(i, st)``, if given, sees the state after every iteration ``i`` (1, 2, ...)."""
+    ``on_step(i, st)``, if given, sees the state after every iteration ``i`` (1, 2, ...). Returns
+    the final state with ``(batch,)`` tensor fields (see :func:`finish`)."""
     st = rec.start(st)
     i = 0
-    while bool(st.running.any()):
+    while ctx.ops.any(st.running):
         st = iteration(ctx, st, rec)
         i += 1
         if on_step is not None:
             on_step(i, st)
-    return st
+    return finish(ctx, st)
 
 
 def _refresh_after_jump(ctx: Context, st: LoopState, info: StepInfo) -> LoopState:
     """After a step lands on a discontinuity of the vector field, evaluate it afresh there."""
     if info.at_jump is None:
         return st
-    jumped = info.accepted & info.at_jump
-    if not bool(jumped.any()):
+    ops = ctx.ops
+    jumped = ops.and_(info.accepted, info.at_jump)
+    if not ops.any(jumped):
         return st
     fresh = ctx.solver.first_state(ctx.problem, st.t, st.y)
     return dataclasses.replace(
         st,
-        solver_state=tree_where(jumped, fresh, st.solver_state),
-        nfe=st.nfe + st.running.long(),
+        solver_state=ops.select_tree(jumped, fresh, st.solver_state),
+        nfe=st.nfe + st.running,
     )

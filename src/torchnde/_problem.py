@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ._pytree import StateSpec
-from .terms import AbstractTerm
+from .terms import AbstractTerm, ODETerm
 
 __all__ = ["Problem"]
 
@@ -25,6 +25,11 @@ class Problem:
         spec: how the state tree maps to ``(batch, n)``.
         args: passed through to the vector fields.
         direction: ``None`` when every sample integrates forwards, else ``(batch,)`` of ``±1``.
+        time_dtype: the dtype of times handed to the vector field (default: the state's real
+            dtype).
+
+    Internal times are ``(batch,)`` tensors, or Python floats when the loop runs in host mode
+    (no batch axis); the vector field always receives a tensor.
     """
 
     def __init__(
@@ -33,14 +38,33 @@ class Problem:
         spec: StateSpec,
         args: Any,
         direction: torch.Tensor | None,
+        time_dtype: torch.dtype | None = None,
     ):
         self.term = term
         self.spec = spec
         self.args = args
         self.direction = direction
+        if time_dtype is None:
+            time_dtype = torch.empty((), dtype=spec.dtype).real.dtype
+        self.time_dtype = time_dtype
+        # host mode (one problem): the direction as a number
+        self._sign = 1.0 if direction is None or spec.batched else float(direction.reshape(-1)[0])
+        self._ode = isinstance(term, ODETerm)
+        self._times: dict[float, torch.Tensor] = {}
 
-    def user_time(self, tau: torch.Tensor) -> torch.Tensor:
+    def user_time(self, tau: torch.Tensor | float) -> torch.Tensor:
         """Internal ``(batch,)`` time → the user's time (0-dim without a batch axis)."""
+        if not isinstance(tau, torch.Tensor):  # host mode: remember the last two times made
+            cache = self._times
+            if tau in cache:
+                return cache[tau]
+            t = torch.scalar_tensor(
+                tau * self._sign, dtype=self.time_dtype, device=self.spec.device
+            )
+            if len(cache) > 1:
+                cache.pop(next(iter(cache)))
+            cache[tau] = t
+            return t
         t = tau if self.direction is None else tau * self.direction
         return t if self.spec.batched else t.reshape(())
 
@@ -48,12 +72,23 @@ class Problem:
         """The term's vector field at internal time ``tau: (batch,)`` and flat ``y: (batch, n)``."""
         return self.term.vf(self.user_time(tau), self.spec.unflatten(y), self.args)
 
-    def contr(self, tau0: torch.Tensor, tau1: torch.Tensor) -> Any:
+    def contr(self, tau0: torch.Tensor | float, tau1: torch.Tensor | float) -> Any:
+        if self._ode and not isinstance(tau0, torch.Tensor):  # host mode: the step as a number
+            return (tau1 - tau0) * self._sign
         return self.term.contr(self.user_time(tau0), self.user_time(tau1))
 
     def prod(self, vf: Any, control: Any) -> torch.Tensor:
         """``prod(vf, control)`` flattened to ``(batch, n)``."""
         return self.spec.flatten(self.term.prod(vf, control))
 
+    def fold(self, control: Any) -> float | None:
+        """The number ``s`` when ``prod(vf, control) == s · vf`` (an ODE in host mode), so a
+        solver may fold it into its coefficients; ``None`` otherwise."""
+        return control if self._ode and not isinstance(control, torch.Tensor) else None
+
+    def flat(self, vf: Any) -> torch.Tensor:
+        """A vector field value shaped like the state, flattened to ``(batch, n)``."""
+        return self.spec.flatten(vf)
+
     def with_args(self, args: Any) -> Problem:
-        return Problem(self.term, self.spec, args, self.direction)
+        return Problem(self.term, self.spec, args, self.direction, self.time_dtype)

@@ -121,6 +121,8 @@ class StateSpec:
 
     def flatten(self, tree: Any) -> torch.Tensor:
         """``tree`` (leaves shaped like the state) → ``(batch, n)``."""
+        if isinstance(tree, torch.Tensor):
+            return tree.reshape(self.batch, -1)
         leaves = tree_leaves(tree)
         if len(leaves) == 1:
             return leaves[0].reshape(self.batch, -1)
@@ -129,6 +131,8 @@ class StateSpec:
     def unflatten(self, flat: torch.Tensor) -> Any:
         """``(batch, n)`` → the state's tree."""
         lead = (self.batch,) if self.batched else ()
+        if isinstance(self.template, torch.Tensor):
+            return flat.reshape((*lead, *self.shapes[0]))
         if len(self.shapes) == 1:
             return tree_unflatten(self.template, [flat.reshape((*lead, *self.shapes[0]))])
         parts = torch.split(flat, self.numels, dim=1)
@@ -155,7 +159,8 @@ def tree_where(mask: torch.Tensor, new: Any, old: Any) -> Any:
         return tree_map(lambda a, b: torch.where(m, a, b), new, old)
 
     def select(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.ndim == 0 or a.shape[0] != mask.shape[0]:  # shared across samples: keep new
+        if not isinstance(a, torch.Tensor) or a.ndim == 0 or a.shape[0] != mask.shape[0]:
+            return a  # not per sample: the new value
             return a
         return torch.where(mask.reshape(-1, *([1] * (a.ndim - 1))), a, b)
 

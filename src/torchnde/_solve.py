@@ -11,7 +11,7 @@ import torch
 
 from ._dense import DenseOutput
 from ._errors import SolveError, check_finite_time, describe
-from ._loop import Context
+from ._loop import Context, HostBounds
 from ._problem import Problem
 from ._pytree import StateSpec, tree_leaves, tree_structure_str
 from ._saveat import SaveAt
@@ -91,7 +91,7 @@ def solve(
     dt0_ = _check_dt0(dt0, batched, batch, tdtype, device, direction, t0_, t1_)
     controller.check(solver)
 
-    problem = Problem(terms, spec, args, direction)
+    problem = Problem(terms, spec, args, direction, tdtype)
     y0_flat = spec.flatten(y0)
     vf0, nfe0 = solver.init(problem, tau0, y0_flat)
     terms.check(vf0, y0, batched)
@@ -113,6 +113,8 @@ def solve(
         events=events,
         dense_matrix=torch.tensor(solver.dense_matrix, dtype=tdtype, device=device),
     )
+    if _host_mode(batched, events, solver, controller, t0_, t1_, save_ts, dt0_):
+        ctx.host = HostBounds.of(ctx)
     plan = SavePlan(saveat.t0, saveat.t1, save_ts, saveat.steps, saveat.dense)
     adjoint.check(ctx, plan)
     out = adjoint.loop(ctx, y0_flat, dt0_, vf0, nfe0, plan)
@@ -121,6 +123,18 @@ def solve(
         failed = [i for i, s in enumerate(sol.statuses) if not s.ok]
         raise SolveError(_throw_message(sol, failed, batched), sol, failed)
     return sol
+
+
+def _host_mode(batched, events, solver, controller, *times) -> bool:
+    """Keep the per-sample bookkeeping as Python numbers (one problem, no events, nothing
+    differentiated with respect to the times, and a solver and controller that support it)."""
+    return (
+        not batched
+        and not events
+        and solver.supports_host
+        and controller.supports_host
+        and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in times)
+    )
 
 
 # ------------------------------------------------------------------------------------------------

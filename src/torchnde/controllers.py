@@ -7,6 +7,7 @@ decision is a tensor operation, per sample, with no Python branch on tensor valu
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from ._errors import describe
+from ._ops import ops_for
 from ._problem import Problem
 from .solvers._base import AbstractSolver, StepResult
 
@@ -22,10 +24,17 @@ __all__ = ["AbstractController", "ConstantStepSize", "PIDController", "StepTo"]
 
 
 class AbstractController(abc.ABC):
-    """Base class of step-size controllers."""
+    """Base class of step-size controllers.
+
+    Per-sample values (times, flags, the controller state) arrive as ``(batch,)`` tensors, or, in
+    the loop's host mode (no batch axis), as Python numbers; a controller that writes its
+    arithmetic with :func:`torchnde._ops.ops_for` handles both and sets ``supports_host``.
+    """
 
     #: whether the controller needs an error estimate from the solver
     adaptive: bool = False
+    #: whether :meth:`init` and :meth:`adapt` accept Python numbers (host mode)
+    supports_host: bool = False
 
     @abc.abstractmethod
     def init(
@@ -74,6 +83,7 @@ class ConstantStepSize(AbstractController):
     to end exactly at ``t1``. Step ``n`` ends at ``t0 + n·dt0`` (no accumulated rounding)."""
 
     adaptive = False
+    supports_host = True
 
     def init(self, problem, solver, t0, t1, y0, dt0, solver_state):
         if dt0 is None:
@@ -81,15 +91,13 @@ class ConstantStepSize(AbstractController):
                 "`dt0` is None, but `ConstantStepSize()` needs a step size: pass `dt0=...`, or "
                 "use an adaptive controller, `controller=PIDController(rtol=1e-6, atol=1e-8)`"
             )
-        count = torch.ones_like(t0)
-        return t0 + dt0, (t0, dt0, count), 0
+        return t0 + dt0, (t0, dt0, 1 if ops_for(t0).host else torch.ones_like(t0)), 0
 
     def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
+        ops = ops_for(t0)
         start, dt0, count = state
-        accept = torch.ones_like(t0, dtype=torch.bool)
         count = count + 1
-        too_small = torch.zeros_like(accept)
-        return accept, start + count * dt0, (start, dt0, count), too_small
+        return ops.true_like(t0), start + count * dt0, (start, dt0, count), ops.false_like(t0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,27 +135,42 @@ class StepTo(AbstractController):
     def init(self, problem, solver, t0, t1, y0, dt0, solver_state):
         if dt0 is not None:
             raise ValueError("`dt0` must be None with `StepTo(ts)`: the grid sets every step")
-        grid = torch.as_tensor(self.ts, dtype=t0.dtype, device=t0.device).reshape(1, -1)
+        batch = 1 if ops_for(t0).host else t0.shape[0]
+        dtype = torch.float64 if ops_for(t0).host else t0.dtype
+        grid = torch.as_tensor(self.ts, dtype=dtype, device=y0.device).reshape(1, -1)
         if problem.direction is not None:
-            grid = grid * problem.direction.reshape(-1, 1)
-        grid = grid.expand(t0.shape[0], -1)
-        bad = (grid[:, 0] != t0) | (grid[:, -1] != t1)
-        if bool(bad.any()):
+            grid = grid * problem.direction.reshape(-1, 1).to(dtype)
+        grid = grid.expand(batch, -1)
+        first, last = (grid[:, 0], grid[:, -1])
+        if ops_for(t0).host:
+            bad = float(first[0]) != t0 or float(last[0]) != t1
+        else:
+            bad = bool(((first != t0) | (last != t1)).any())
+        if bad:
             raise ValueError(
                 f"`StepTo(ts)` must start at t0 and end at t1, but it spans "
                 f"[{float(self.ts[0]):g}, {float(self.ts[-1]):g}]; include t0 and t1 in the grid"
             )
         if not bool((grid.diff(dim=1) > 0).all()):
             raise ValueError("`StepTo(ts)` must run from t0 towards t1")
+        if ops_for(t0).host:
+            grid = grid[0].tolist()
+            return grid[1], (grid, 1), 0
         index = torch.ones_like(t0, dtype=torch.long)
         return grid[:, 1], (grid.contiguous(), index), 0
 
+    supports_host = True
+
     def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
+        ops = ops_for(t0)
         grid, index = state
-        index = (index + 1).clamp(max=grid.shape[1] - 1)
-        accept = torch.ones_like(t0, dtype=torch.bool)
-        next_end = grid.gather(1, index[:, None])[:, 0]
-        return accept, next_end, (grid, index), torch.zeros_like(accept)
+        if ops.host:
+            index = min(index + 1, len(grid) - 1)
+            next_end = grid[index]
+        else:
+            index = (index + 1).clamp(max=grid.shape[1] - 1)
+            next_end = grid.gather(1, index[:, None])[:, 0]
+        return ops.true_like(t0), next_end, (grid, index), ops.false_like(t0)
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -272,22 +295,33 @@ class PIDController(AbstractController):
 
     # -- the controller --------------------------------------------------------------------------
 
+    supports_host = True
+
     def init(self, problem, solver, t0, t1, y0, dt0, solver_state):
+        ops = ops_for(t0)
         nfe = 0
         if dt0 is None:
-            dt0 = self._initial_step(problem, solver, t0, t1, y0, solver_state)
+            if ops.host:
+                as_tensor = functools.partial(
+                    torch.tensor, dtype=problem.time_dtype, device=y0.device
+                )
+                dt0 = self._initial_step(
+                    problem, solver, as_tensor([t0]), as_tensor([t1]), y0, solver_state
+                ).item()
+            else:
+                dt0 = self._initial_step(problem, solver, t0, t1, y0, solver_state)
             nfe = 1
-        dt0 = self._clip(dt0)
+        dt0 = self._clip(dt0, ops)
         # two distinct tensors: aliased state entries would make a compiled step recompile once
         # they stop being aliased after the first accepted step
-        ones = torch.ones_like(t0)
-        return t0 + dt0, (ones, ones.clone(), dt0), nfe
+        ones = 1.0 if ops.host else torch.ones_like(t0)
+        return t0 + dt0, (ones, 1.0 if ops.host else ones.clone(), dt0), nfe
 
-    def _clip(self, dt: torch.Tensor) -> torch.Tensor:
+    def _clip(self, dt, ops):
         if self.dtmax is not None:
-            dt = dt.clamp(max=self.dtmax)
+            dt = ops.minimum(dt, self.dtmax)
         if self.dtmin is not None:
-            dt = dt.clamp(min=self.dtmin)
+            dt = ops.maximum(dt, self.dtmin)
         return dt
 
     @torch.no_grad()
@@ -321,38 +355,35 @@ class PIDController(AbstractController):
         return torch.where(bad, span * 1e-3, dt)
 
     def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
+        ops = ops_for(t0)
         prev1, prev2, dt_prev = state
         k = solver.error_order
         # step sizes are not differentiated: gradients follow the steps that were taken
         err = self._scaled_norm(result.y_error.detach(), y0.detach(), result.y1.detach())
-        err = err.to(t0.dtype)
-        finite = finite & torch.isfinite(err)
-        accept = (err <= 1.0) & finite
-        inv = 1.0 / err.clamp(min=1e-10)
-        beta1 = (self.pcoeff + self.icoeff + self.dcoeff) / k
-        beta2 = -(self.pcoeff + 2 * self.dcoeff) / k
-        beta3 = self.dcoeff / k
-        factor = self.safety * inv**beta1
-        if beta2 != 0:
-            factor = factor * prev1**beta2
-        if beta3 != 0:
-            factor = factor * prev2**beta3
-        factor = torch.where(finite, factor, torch.full_like(factor, self.factormin))
-        factor = torch.minimum(
-            factor.clamp(min=self.factormin),
-            torch.where(accept, torch.full_like(factor, self.factormax), torch.ones_like(factor)),
+        err = ops.value(err if ops.host else err.to(t0.dtype))
+        finite = ops.and_(finite, ops.isfinite(err))
+        accept = ops.and_(err <= 1.0, finite)
+        inv = 1.0 / ops.maximum(err, 1e-10)
+        factor = self.safety * inv ** ((self.pcoeff + self.icoeff + self.dcoeff) / k)
+        if self.pcoeff or self.dcoeff:
+            factor = factor * prev1 ** (-(self.pcoeff + 2 * self.dcoeff) / k)
+        if self.dcoeff:
+            factor = factor * prev2 ** (self.dcoeff / k)
+        factor = ops.where(finite, factor, self.factormin)
+        factor = ops.minimum(
+            ops.maximum(factor, self.factormin), ops.where(accept, self.factormax, 1.0)
         )
         dt = t1 - t0
         dt_next = dt * factor
         # after a step shortened to land on an end or stop time, keep the earlier proposal
-        dt_next = torch.where(accept & clipped, torch.maximum(dt_next, dt_prev), dt_next)
-        too_small = torch.zeros_like(accept)
+        dt_next = ops.where(ops.and_(accept, clipped), ops.maximum(dt_next, dt_prev), dt_next)
+        too_small = ops.false_like(t0)
         if self.dtmin is not None:
-            too_small = ~accept & (dt_next < self.dtmin)
-        dt_next = self._clip(dt_next)
-        next_end = torch.where(accept, t1, t0) + dt_next
-        prev2 = torch.where(accept, prev1, prev2)
-        prev1 = torch.where(accept, inv, prev1)
+            too_small = ops.and_(ops.not_(accept), dt_next < self.dtmin)
+        dt_next = self._clip(dt_next, ops)
+        next_end = ops.where(accept, t1, t0) + dt_next
+        prev2 = ops.where(accept, prev1, prev2)
+        prev1 = ops.where(accept, inv, prev1)
         return accept, next_end, (prev1, prev2, dt_next), too_small
 
     def check(self, solver: AbstractSolver) -> None:

@@ -28,9 +28,9 @@ from .paths import AbstractPath
 __all__ = ["AbstractTerm", "ControlTerm", "MultiTerm", "ODETerm"]
 
 
-def _bcast(scalar: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast a 0-dim or ``(batch,)`` tensor against ``like`` (``(batch, ...)``)."""
-    if scalar.ndim == 0:
+def _bcast(scalar: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
+    """Broadcast a number, a 0-dim or a ``(batch,)`` tensor against ``like`` (``(batch, ...)``)."""
+    if not isinstance(scalar, torch.Tensor) or scalar.ndim == 0:
         return scalar
     return scalar.reshape(scalar.shape[0], *([1] * (like.ndim - 1)))
 

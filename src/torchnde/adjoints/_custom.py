@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .._loop import Context, LoopState, Recorder, init_state, iteration
+from .._loop import Context, LoopState, Recorder, finish, init_state, iteration
 from .._solution import Status
 from ._base import LoopOutput, SavePlan
 from ._output import assemble
@@ -57,7 +57,7 @@ def forward_loop(run: Run, y0: torch.Tensor, thin: int | None = None) -> None:
     st = rec.start(st)
     snapshots = [(0, st)]
     interval, i = 1, 0
-    while bool(st.running.any()):
+    while ctx.ops.any(st.running):
         st = iteration(ctx, st, rec)
         i += 1
         if thin is not None and i % interval == 0:
@@ -65,6 +65,7 @@ def forward_loop(run: Run, y0: torch.Tensor, thin: int | None = None) -> None:
             if len(snapshots) > thin:
                 snapshots = snapshots[::2]
                 interval *= 2
+    st = finish(ctx, st)
     run.ys, run.ts = assemble(ctx, plan, st, rec, y0)
     run.y0 = y0
     run.state, run.recorder = st, rec

@@ -123,11 +123,10 @@ def _replay(run: Run, snap, count: int, g_end: torch.Tensor, grads: ColumnGrads)
         first = ctx.solver.first_state(ctx.problem, snap.t, y)
         st = dataclasses.replace(snap, y=y, solver_state=first)
         rec = Recorder.for_replay(ctx, plan.ts, st)
-        nfe = st.running.long()
+        start_nfe = st.nfe
         for _ in range(count):
-            before = st.nfe
             st = iteration(ctx, st, rec)
-            nfe = nfe + (st.nfe - before)
+        nfe = st.nfe - start_nfe + snap.running  # and the first-stage evaluation above
         loss = _cdot(st.y, g_end)
         if rec.ts_values is not None:
             loss = loss + _cdot(rec.ts_values, grads.ts)

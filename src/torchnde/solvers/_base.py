@@ -46,6 +46,10 @@ class AbstractSolver(abc.ABC):
     order: int
     error_order: int | None = None
     interpolation_order: int = 1
+    #: whether :meth:`init` and :meth:`step` accept times as Python floats (the loop's host mode,
+    #: used without a batch axis); a solver that only does ``t0 + c * (t1 - t0)`` arithmetic on
+    #: times and hands them to the problem can set it
+    supports_host: bool = False
 
     @abc.abstractmethod
     def init(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> tuple[Any, int]:

@@ -13,6 +13,7 @@ compiles with ``torch.compile(fullgraph=True)``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import torch
@@ -30,18 +31,20 @@ def _nonzero(row) -> _Coeffs:
     return tuple((j, float(x)) for j, x in enumerate(row) if x != 0)
 
 
-def _combine(base: torch.Tensor | None, coeffs: _Coeffs, ks: list[torch.Tensor]) -> torch.Tensor:
-    """``base + Σ_j coeffs_j k_j``, allocating one tensor."""
+def _combine(
+    base: torch.Tensor | None, coeffs: _Coeffs, ks: list[torch.Tensor], scale: float = 1.0
+) -> torch.Tensor:
+    """``base + Σ_j scale·coeffs_j k_j``, allocating one tensor."""
     if base is None:
         (j0, c0), coeffs = coeffs[0], coeffs[1:]
-        acc = ks[j0] * c0
+        acc = ks[j0] * (c0 * scale)
     elif not coeffs:
         return base
     else:
         (j0, c0), coeffs = coeffs[0], coeffs[1:]
-        acc = base.add(ks[j0], alpha=c0)
+        acc = base.add(ks[j0], alpha=c0 * scale)
     for j, c in coeffs:
-        acc.add_(ks[j], alpha=c)
+        acc.add_(ks[j], alpha=c * scale)
     return acc
 
 
@@ -51,6 +54,7 @@ class AbstractExplicitRungeKutta(AbstractSolver):
 
     tableau: ClassVar[ButcherTableau]
     interpolant: ClassVar[Interpolant | None] = None
+    supports_host = True
 
     # derived once per class
     _a: ClassVar[tuple[_Coeffs, ...]]
@@ -85,26 +89,34 @@ class AbstractExplicitRungeKutta(AbstractSolver):
 
     def step(self, problem, t0, t1, y0, state):
         control = problem.contr(t0, t1)
+        # k_j = prod(vf_j, control); when that is a multiplication by a number (an ODE in the
+        # loop's host mode) the stages keep vf_j and the number joins the coefficients instead
+        scale = problem.fold(control)
+        if scale is None:
+            stage = functools.partial(problem.prod, control=control)
+            scale = 1.0
+        else:
+            stage = problem.flat
         dt = t1 - t0
-        ks = [problem.prod(state, control)]
+        ks = [stage(state)]
         vf = state
         y_stage = y0
         for i in range(1, len(self._c)):
-            y_stage = _combine(y0, self._a[i], ks)
+            y_stage = _combine(y0, self._a[i], ks, scale)
             c = self._c[i]
             t_stage = t1 if c == 1.0 else t0 + c * dt
             vf = problem.vf(t_stage, y_stage)
-            ks.append(problem.prod(vf, control))
+            ks.append(stage(vf))
         if self.tableau.fsal:
             y1, vf_end, nfe = y_stage, vf, len(self._c) - 1
         else:
-            y1 = _combine(y0, self._b, ks)
+            y1 = _combine(y0, self._b, ks, scale)
             vf_end, nfe = problem.vf(t1, y1), len(self._c)
-        y_error = None if self._e is None else _combine(None, self._e, ks)
-        return StepResult(y1, y_error, vf_end, (y0, y1, ks, vf_end, control), nfe)
+        y_error = None if self._e is None else _combine(None, self._e, ks, scale)
+        return StepResult(y1, y_error, vf_end, (y0, y1, ks, scale, vf_end, control), nfe)
 
     def dense_rows(self, problem: Problem, result: StepResult) -> torch.Tensor:
-        y0, y1, ks, vf_end, control = result.dense
+        y0, y1, ks, scale, vf_end, control = result.dense
         rows = []
         stages = len(ks)
         for r in self._rows:
@@ -113,7 +125,7 @@ class AbstractExplicitRungeKutta(AbstractSolver):
             elif r == 1:
                 rows.append(y1)
             elif r < stages + 2:
-                rows.append(ks[r - 2])
+                rows.append(ks[r - 2] if scale == 1.0 else ks[r - 2] * scale)
             else:
                 rows.append(problem.prod(vf_end, control))
         return torch.stack(rows, dim=1)
