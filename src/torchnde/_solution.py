@@ -59,6 +59,7 @@ class Solution:
     event_index: torch.Tensor | None = None
     event_crossings: list[torch.Tensor] = field(default_factory=list)
     _dense: Any = field(default=None, repr=False)
+    _next_dt: Any = field(default=None, repr=False)  # the step size the solve would take next
 
     @property
     def succeeded(self) -> torch.Tensor:

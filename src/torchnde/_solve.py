@@ -358,6 +358,7 @@ def _solution(ctx, plan, out, spec, direction) -> Solution:
     }
     messages = _messages(ctx, st, user)
     sol = Solution(ts=ts, ys=ys, stats=stats, status=squeeze(st.status), messages=messages)
+    sol._next_dt = squeeze(st.t_next - st.t).detach()
     if ctx.events:
         sol.event_t = squeeze(user(rec.event_t))
         sol.event_index = squeeze(rec.event_index)

@@ -159,38 +159,77 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
     solver = adjoint.solver or ctx.solver
     max_steps = adjoint.max_steps or ctx.max_steps
 
+    # the augmented state (y, a, g) is one flat tensor; the field views it in place
+    layout = _Layout(batch, n, params)
+    aug_f.layout = layout
+    dt_next = None
+
     def backwards(t_from, t_to, state):
+        nonlocal dt_next
         sol = solve(
             ODETerm(aug_f),
             solver,
             t_from,
             t_to,
             state,
+            dt0=None if dt_next is None else -min(dt_next, float(t_from - t_to)),
             controller=controller,
             max_steps=max_steps,
             saveat=SaveAt(t1=True),
         )
         run.nfe_backward += sol.stats["nfe"]
-        return tuple(leaf[-1] for leaf in sol.ys)
+        dt_next = float(sol._next_dt)  # the next interval starts with the step this one ended on
+        return sol.ys[-1]
 
-    g = tuple(torch.zeros(p.shape, dtype=dtype, device=ys.device) for p in params)
-    a = torch.zeros_like(run.y0)
-    y = run.y0
+    state = layout.pack(run.y0, torch.zeros_like(run.y0), [None] * len(params), dtype)
     t_now = None
     for j in range(columns - 1, skip_t0 - 1, -1):
         t_j = times[j]
         if t_now is None:
-            y = torch.nan_to_num(ys[:, j])
+            layout.y(state).copy_(torch.nan_to_num(ys[:, j]))
         elif t_j < t_now:
-            y, a, *g = backwards(t_now, t_j, (y, a, *g))
-            y = torch.nan_to_num(ys[:, j])  # re-anchor on the forward solution
-        a = a + grads.all[:, j]
+            state = backwards(t_now, t_j, state)
+            layout.y(state).copy_(torch.nan_to_num(ys[:, j]))  # re-anchor on the forward solution
+        layout.a(state).add_(grads.all[:, j])
         t_now = t_j
     t_start = ctx.t0[0].detach()
     if t_now is not None and t_now > t_start:
-        y, a, *g = backwards(t_now, t_start, (y, a, *g))
-    g_params = [_cast_like(gi, p) for gi, p in zip(g, params)]
-    return a, g_params
+        state = backwards(t_now, t_start, state)
+    g_params = [_cast_like(gi, p) for gi, p in zip(layout.g(state), params)]
+    return layout.a(state).clone(), g_params
+
+
+class _Layout:
+    """Where ``y: (batch, n)``, ``a: (batch, n)`` and each parameter gradient sit in the flat
+    augmented state."""
+
+    def __init__(self, batch: int, n: int, params: list[torch.Tensor]):
+        self.batch, self.n = batch, n
+        self.sizes = [batch * n, batch * n, *(p.numel() for p in params)]
+        self.shapes = [p.shape for p in params]
+
+    def pack(self, y, a, gs, dtype) -> torch.Tensor:
+        parts = [y.reshape(-1), a.reshape(-1)]
+        for g, shape in zip(gs, self.shapes):
+            parts.append(
+                torch.zeros(shape.numel(), dtype=dtype, device=y.device)
+                if g is None
+                else g.reshape(-1)
+            )
+        return torch.cat([p.to(dtype) for p in parts])
+
+    def y(self, state):
+        return state[: self.sizes[0]].view(self.batch, self.n)
+
+    def a(self, state):
+        return state[self.sizes[0] : 2 * self.sizes[0]].view(self.batch, self.n)
+
+    def g(self, state) -> list[torch.Tensor]:
+        out, pos = [], 2 * self.sizes[0]
+        for size, shape in zip(self.sizes[2:], self.shapes):
+            out.append(state[pos : pos + size].view(shape))
+            pos += size
+        return out
 
 
 def _cast_like(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -200,7 +239,8 @@ def _cast_like(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 class _AugmentedField:
-    """``(y, a, g) ↦ (f, -aᵀ∂f/∂y, -aᵀ∂f/∂θ)`` in the forward problem's internal time."""
+    """``(y, a, g) ↦ (f, -aᵀ∂f/∂y, -aᵀ∂f/∂θ)`` in the forward problem's internal time, on the
+    flat augmented state."""
 
     def __init__(self, ctx, params):
         self.ctx = ctx
@@ -208,15 +248,16 @@ class _AugmentedField:
         self.__name__ = "adjoint_field"
 
     def __call__(self, t, state, args):
-        y, a, *_ = state
+        layout = self.layout
+        y, a = layout.y(state), layout.a(state)
         tau = t.expand(y.shape[0])
         with torch.enable_grad():
             y_ = y.detach().requires_grad_(True)
             f = vector_field(self.ctx, tau, y_)
             inputs = [y_, *self.params]
             vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
-        out = [f.detach()]
+        parts = [f.detach().reshape(-1)]
         for v, x in zip(vjps, inputs):
             v = torch.zeros_like(x) if v is None else v
-            out.append(v.to(y.dtype) if v.dtype != y.dtype else v)
-        return tuple(out)
+            parts.append(v.reshape(-1).to(state.dtype))
+        return torch.cat(parts)
