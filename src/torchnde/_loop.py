@@ -199,7 +199,7 @@ def _finite(ctx: Context, result: StepResult):
     if ctx.host is not None:
         value = total.item()
         return cmath.isfinite(value) if isinstance(value, complex) else math.isfinite(value)
-    return torch.isfinite(total)
+    return (total - total) == 0  # NaN for NaN or inf: one operation cheaper than isfinite
 
 
 def attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
@@ -221,6 +221,7 @@ def attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
 def _commit(
     ctx, st, t1, result, acc, ok, next_end, ctrl_state, too_small, finite, at_jump
 ) -> LoopState:
+    # on bools, ``a > b`` is ``a and not b``: one operation on tensors, and right on Python bools
     ops, b = ctx.ops, ctx.bounds
     running = st.running
     t_reached = t1
@@ -228,12 +229,12 @@ def _commit(
         t_reached = ops.where(at_jump, ops.nextafter(ops.nextafter(t1, math.inf), math.inf), t1)
     t = ops.where(acc, t_reached, st.t)
     num_steps = st.num_steps + running
-    reached = ops.and_(acc, t1 >= b.t_end)
-    going = ops.and_(running, ops.not_(reached))
+    going = running > ops.and_(acc, t1 >= b.t_end)  # running and not reached the end
     t_next = ops.where(running, next_end, st.t_next)
-    dt_fail = ops.or_(too_small, ops.and_(going, (t_next - t) <= b.min_dt))
-    nonfinite = ops.and_(running, ops.not_(finite))
+    dt_fail = ops.and_(going, (t_next - t) <= b.min_dt)
+    nonfinite = running > finite
     if ctx.controller.adaptive:  # an adaptive controller first retries with smaller steps
+        dt_fail = ops.or_(too_small, dt_fail)
         nonfinite = ops.and_(nonfinite, dt_fail)
     failed = ops.and_(going, ops.or_(ops.or_(nonfinite, dt_fail), num_steps >= ctx.max_steps))
     code = ops.where(
@@ -246,13 +247,13 @@ def _commit(
         y=ops.select_rows(acc, result.y1, st.y),
         t_next=t_next,
         solver_state=ops.select_tree(acc, result.state, st.solver_state),
-        ctrl_state=ops.select_tree(running, ctrl_state, st.ctrl_state),
-        running=ops.and_(going, ops.not_(failed)),
+        ctrl_state=ctrl_state,  # what a finished sample's controller does no longer matters
+        running=going > failed,
         status=ops.where(failed, code, st.status),
         fail_t=ops.where(failed, st.t, st.fail_t),
         num_steps=num_steps,
         num_accepted=st.num_accepted + acc,
-        num_rejected=st.num_rejected + ops.and_(running, ops.not_(ok)),
+        num_rejected=st.num_rejected + (running > ok),
         nfe=st.nfe + running * result.nfe,
         save_idx=st.save_idx,
         event_vals=st.event_vals,
@@ -428,25 +429,28 @@ class Recorder:
             self.dense_records.append((info.t0, info.t1 - info.t0, reached, info.rows(ctx)))
         if self.save_ts is None:
             return st
-        # the save times inside this step are a run of columns [idx, end) per sample
+        # the samples with a save time inside this step; then for each, the run of columns
+        # [idx, end) it saves, interpolated for those samples only
         idx = st.save_idx
-        end = torch.searchsorted(self.save_ts, t_stop[:, None].contiguous(), right=True)[:, 0]
-        end = torch.where(info.accepted, torch.maximum(end, idx), idx)
-        k = int((end - idx).max())
-        if k == 0:
+        next_t = self.save_ts.gather(1, idx[:, None])[:, 0]
+        hit = info.accepted & (next_t <= t_stop)
+        if not bool(hit.any()):
             return st
+        which = hit.nonzero()[:, 0]
+        save_ts, t0, stop, first = self.save_ts[which], info.t0[which], t_stop[which], idx[which]
+        end = torch.searchsorted(save_ts, stop[:, None].contiguous(), right=True)[:, 0]
+        k = int((end - first).max())
         count = self.save_ts.shape[1] - 1  # the last column is padding
-        cols = idx[:, None] + torch.arange(k, device=idx.device)
+        cols = first[:, None] + torch.arange(k, device=idx.device)
         inside = cols < end[:, None]
         cols = torch.where(inside, cols, count)  # masked writes go to the padding column
-        dt = info.t1 - info.t0
+        dt = (info.t1 - info.t0)[which]
         safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
-        t_save = torch.where(inside, self.save_ts.gather(1, cols), info.t0[:, None])  # no inf
-        theta = ((t_save - info.t0[:, None]) / safe_dt[:, None]).clamp(0, 1)
-        values = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
-        rows = torch.arange(idx.shape[0], device=idx.device)[:, None]
-        self.ts_out[rows, cols] = values
-        return dataclasses.replace(st, save_idx=end)
+        t_save = torch.where(inside, save_ts.gather(1, cols), t0[:, None])  # no inf
+        theta = ((t_save - t0[:, None]) / safe_dt[:, None]).clamp(0, 1)
+        values = interpolate(ctx.dense_matrix, info.rows(ctx)[which], theta)
+        self.ts_out[which[:, None], cols] = values
+        return dataclasses.replace(st, save_idx=idx.index_put((which,), end))
 
     def _save_host(self, st: LoopState, info: StepInfo, t_stop: float) -> LoopState:
         """:meth:`save` with host-mode bookkeeping (one problem, times as Python floats)."""

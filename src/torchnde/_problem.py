@@ -79,6 +79,11 @@ class Problem:
 
     def prod(self, vf: Any, control: Any) -> torch.Tensor:
         """``prod(vf, control)`` flattened to ``(batch, n)``."""
+        if self._ode and isinstance(vf, torch.Tensor):  # ODETerm.prod on one tensor, inlined
+            scale = (
+                control[:, None] if isinstance(control, torch.Tensor) and control.ndim else control
+            )
+            return self.spec.flatten(vf) * scale
         return self.spec.flatten(self.term.prod(vf, control))
 
     def fold(self, control: Any) -> float | None:

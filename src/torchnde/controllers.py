@@ -67,6 +67,8 @@ class AbstractController(abc.ABC):
 
         Returns ``(accept, next_end, state, too_small)``: per-sample acceptance, the proposed
         end time of the next step, the new state, and where the step size fell below ``dtmin``.
+        ``accept`` and ``too_small`` may be plain ``True``/``False`` when they hold for every
+        sample.
         """
 
     def check(self, solver: AbstractSolver) -> None:
@@ -94,10 +96,9 @@ class ConstantStepSize(AbstractController):
         return t0 + dt0, (t0, dt0, 1 if ops_for(t0).host else torch.ones_like(t0)), 0
 
     def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
-        ops = ops_for(t0)
         start, dt0, count = state
         count = count + 1
-        return ops.true_like(t0), start + count * dt0, (start, dt0, count), ops.false_like(t0)
+        return True, start + count * dt0, (start, dt0, count), False
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,7 +171,7 @@ class StepTo(AbstractController):
         else:
             index = (index + 1).clamp(max=grid.shape[1] - 1)
             next_end = grid.gather(1, index[:, None])[:, 0]
-        return ops.true_like(t0), next_end, (grid, index), ops.false_like(t0)
+        return True, next_end, (grid, index), False
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -361,15 +362,15 @@ class PIDController(AbstractController):
         # step sizes are not differentiated: gradients follow the steps that were taken
         err = self._scaled_norm(result.y_error.detach(), y0.detach(), result.y1.detach())
         err = ops.value(err if ops.host else err.to(t0.dtype))
-        finite = ops.and_(finite, ops.isfinite(err))
-        accept = ops.and_(err <= 1.0, finite)
+        accept = ops.and_(err <= 1.0, finite)  # a NaN error is never <= 1
         inv = 1.0 / ops.maximum(err, 1e-10)
         factor = self.safety * inv ** ((self.pcoeff + self.icoeff + self.dcoeff) / k)
         if self.pcoeff or self.dcoeff:
             factor = factor * prev1 ** (-(self.pcoeff + 2 * self.dcoeff) / k)
         if self.dcoeff:
             factor = factor * prev2 ** (self.dcoeff / k)
-        factor = ops.where(finite, factor, self.factormin)
+        # a non-finite candidate or error: shrink as much as allowed
+        factor = ops.where(ops.and_(finite, factor == factor), factor, self.factormin)
         factor = ops.minimum(
             ops.maximum(factor, self.factormin), ops.where(accept, self.factormax, 1.0)
         )
@@ -377,7 +378,7 @@ class PIDController(AbstractController):
         dt_next = dt * factor
         # after a step shortened to land on an end or stop time, keep the earlier proposal
         dt_next = ops.where(ops.and_(accept, clipped), ops.maximum(dt_next, dt_prev), dt_next)
-        too_small = ops.false_like(t0)
+        too_small = False
         if self.dtmin is not None:
             too_small = ops.and_(ops.not_(accept), dt_next < self.dtmin)
         dt_next = self._clip(dt_next, ops)

@@ -97,15 +97,13 @@ class AbstractExplicitRungeKutta(AbstractSolver):
             scale = 1.0
         else:
             stage = problem.flat
-        dt = t1 - t0
+        times = self._stage_times(t0, t1)
         ks = [stage(state)]
         vf = state
         y_stage = y0
         for i in range(1, len(self._c)):
             y_stage = _combine(y0, self._a[i], ks, scale)
-            c = self._c[i]
-            t_stage = t1 if c == 1.0 else t0 + c * dt
-            vf = problem.vf(t_stage, y_stage)
+            vf = problem.vf(times[i], y_stage)
             ks.append(stage(vf))
         if self.tableau.fsal:
             y1, vf_end, nfe = y_stage, vf, len(self._c) - 1
@@ -114,6 +112,15 @@ class AbstractExplicitRungeKutta(AbstractSolver):
             vf_end, nfe = problem.vf(t1, y1), len(self._c)
         y_error = None if self._e is None else _combine(None, self._e, ks, scale)
         return StepResult(y1, y_error, vf_end, (y0, y1, ks, scale, vf_end, control), nfe)
+
+    def _stage_times(self, t0, t1) -> list:
+        """``t0 + c_i (t1 - t0)`` for every stage (``t1`` itself where ``c_i == 1``); per-sample
+        ``(batch,)`` tensors are computed in one operation."""
+        if not isinstance(t0, torch.Tensor):
+            dt = t1 - t0
+            return [t1 if c == 1.0 else t0 + c * dt for c in self._c]
+        all_times = torch.addcmul(t0[:, None], (t1 - t0)[:, None], t0.new_tensor(self._c))
+        return [t1 if c == 1.0 else all_times[:, i] for i, c in enumerate(self._c)]
 
     def dense_rows(self, problem: Problem, result: StepResult) -> torch.Tensor:
         y0, y1, ks, scale, vf_end, control = result.dense
