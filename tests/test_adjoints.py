@@ -325,3 +325,21 @@ def test_cde_gradient_reaches_the_path_data():
         (grads[name],) = torch.autograd.grad(sol.ys.sum(), [xs])
     torch.testing.assert_close(grads["checkpoint"], grads["direct"], atol=1e-12, rtol=1e-10)
     assert grads["direct"].abs().sum() > 0
+
+
+def test_backsolve_with_a_fixed_step_forward_solver_needs_a_backward_solver():
+    y0 = torch.ones(2, requires_grad=True)
+    term = tn.ODETerm(lambda t, y, a: -y)
+    with pytest.raises(ValueError, match=r"solver=Dopri5\(\)"):
+        tn.solve(term, tn.RK4(), 0.0, 1.0, y0, dt0=0.1, adjoint=tn.BacksolveAdjoint())
+    sol = tn.solve(
+        term,
+        tn.RK4(),
+        0.0,
+        1.0,
+        y0,
+        dt0=0.01,
+        adjoint=tn.BacksolveAdjoint(solver=tn.Dopri5(), rtol=1e-10, atol=1e-12),
+    )
+    (grad,) = torch.autograd.grad(sol.ys.sum(), y0)
+    torch.testing.assert_close(grad, torch.full((2,), math.exp(-1.0)), rtol=1e-8, atol=0)

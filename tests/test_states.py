@@ -176,3 +176,25 @@ def test_complex_state_with_a_real_time_tensor():
     torch.testing.assert_close(
         sol.ys[0, 0], torch.tensor(-1.0 + 0.0j, dtype=torch.complex64), rtol=1e-5, atol=1e-5
     )
+
+
+def test_python_save_times_take_the_state_dtype():
+    """`SaveAt(ts=[...])` with Python numbers must not promote a float32 solve to float64 times
+    (the vector field would then see float64 `t` and return float64)."""
+    y0 = torch.ones(3, dtype=torch.float32)
+
+    def f(t, y, args):
+        return torch.cos(t) * y  # float32 only if t is float32
+
+    sol = torchnde.solve(
+        torchnde.ODETerm(f),
+        torchnde.Dopri5(),
+        0.0,
+        1.0,
+        y0,
+        controller=torchnde.PIDController(rtol=1e-5, atol=1e-7),
+        saveat=torchnde.SaveAt(ts=[0.25, 0.5, 1.0]),
+    )
+    assert sol.ts.dtype == torch.float32 and sol.ys.dtype == torch.float32
+    expected = torch.exp(torch.sin(torch.tensor([0.25, 0.5, 1.0])))
+    torch.testing.assert_close(sol.ys[:, 0], expected, rtol=1e-4, atol=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,8 @@ class SaveAt:
     ts: Any = None
     steps: bool = False
     dense: bool = False
+    #: ``ts`` came as Python numbers: they take the state's time dtype instead of setting it
+    from_python: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("t0", "t1", "steps", "dense"):
@@ -39,6 +41,7 @@ class SaveAt:
                 raise TypeError(f"`SaveAt({name}=...)` must be True or False")
         if self.ts is not None:
             if not isinstance(self.ts, torch.Tensor):
+                object.__setattr__(self, "from_python", True)
                 try:
                     object.__setattr__(self, "ts", torch.as_tensor(self.ts, dtype=torch.float64))
                 except (TypeError, ValueError) as exc:

@@ -79,7 +79,7 @@ def solve(
     batched = batch_axis == 0
     spec = _check_state(y0, batched)
     batch, device = spec.batch, spec.device
-    tdtype = _time_dtype(spec.dtype, t0, t1, dt0, saveat.ts)
+    tdtype = _time_dtype(spec.dtype, t0, t1, dt0, None if saveat.from_python else saveat.ts)
 
     t0_ = _time("t0", t0, batched, batch, tdtype, device)
     t1_ = _time("t1", t1, batched, batch, tdtype, device)
@@ -265,7 +265,7 @@ def _time(name, value, batched, batch, tdtype, device) -> torch.Tensor:
     """A time argument as a ``(batch,)`` tensor."""
     t = _as_time_tensor(name, value, tdtype, device)
     if t.ndim == 0:
-        return t.expand(batch).clone() if t.requires_grad else t.expand(batch)
+        return t.expand(batch).clone()  # contiguous: a stride-0 view recompiles a compiled step
     if batched and t.shape == (batch,):
         return t
     want = f"a scalar or shape ({batch},) with batch_axis=0" if batched else "a scalar"

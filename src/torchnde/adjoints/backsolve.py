@@ -73,6 +73,14 @@ class BacksolveAdjoint(AbstractAdjoint):
             )
 
     def check(self, ctx, plan: SavePlan) -> None:
+        solver = self.solver or ctx.solver
+        if solver.error_order is None:
+            raise ValueError(
+                f"BacksolveAdjoint solves the adjoint equation with adaptive steps, and the "
+                f"forward solver {solver!r} has no error estimate to use backwards; pass one for "
+                "the backward pass, e.g. `BacksolveAdjoint(solver=Dopri5())`, or use "
+                "`CheckpointAdjoint()`"
+            )
         if not isinstance(ctx.problem.term, ODETerm):
             raise ValueError(
                 f"BacksolveAdjoint needs an ODETerm, got {ctx.problem.term!r}; for a CDE use "
@@ -259,5 +267,5 @@ class _AugmentedField:
         parts = [f.detach().reshape(-1)]
         for v, x in zip(vjps, inputs):
             v = torch.zeros_like(x) if v is None else v
-            parts.append(v.reshape(-1).to(state.dtype))
+            parts.append(v.reshape(-1) if v.dtype == state.dtype else v.reshape(-1).to(state.dtype))
         return torch.cat(parts)
