@@ -1,0 +1,204 @@
+"""What a discovery run is made of, as plain frozen dataclasses (the command's TOML config is
+validated into these; Python users build them directly)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = [
+    "DiscoverySpec",
+    "ForecastSpec",
+    "NetworkSpec",
+    "Observations",
+    "RunSpec",
+    "SyntheticData",
+    "SystemSpec",
+    "TrainingSpec",
+]
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "softplus", "sigmoid")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A multilayer perceptron standing for an unknown term.
+
+    Args:
+        hidden: width of each hidden layer.
+        depth: number of hidden layers.
+        activation: one of ``tanh``, ``relu``, ``gelu``, ``silu``, ``softplus``, ``sigmoid``.
+    """
+
+    hidden: int = 32
+    depth: int = 2
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hidden, int) or self.hidden < 1:
+            raise ValueError(f"`hidden` must be a positive int, got {self.hidden!r}")
+        if not isinstance(self.depth, int) or self.depth < 0:
+            raise ValueError(f"`depth` must be an int ≥ 0, got {self.depth!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"`activation` must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A hybrid model written as text: known physics plus networks for the unknown terms.
+
+    Args:
+        states: the state names, in the order of the data columns.
+        equations: for each state, the right-hand side of ``d state/dt``, e.g.
+            ``{"x": "alpha*x + NN1(x, y)", "y": "NN2(x, y) - theta*y"}``. A call ``NAME(args)`` of
+            a name that is not a known function (``sin``, ``exp``, …) is a network taking those
+            arguments (states, or the time).
+        constants: known parameters and their values.
+        parameters: learnable parameters and their initial values.
+        networks: settings per network name (networks not listed get :class:`NetworkSpec()`).
+        time: the name of time in the equations.
+    """
+
+    states: tuple[str, ...]
+    equations: dict[str, str]
+    constants: dict[str, float] = field(default_factory=dict)
+    parameters: dict[str, float] = field(default_factory=dict)
+    networks: dict[str, NetworkSpec] = field(default_factory=dict)
+    time: str = "t"
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """Data generated from a fully known system (so recoveries can be scored against the truth).
+
+    Args:
+        equations: the true right-hand sides, every term known, e.g.
+            ``{"x": "alpha*x - beta*x*y", "y": "gamma*x*y - delta*y"}``.
+        parameters: values of the symbols in ``equations``.
+        initial: the initial state.
+        t_end: end of the observed (training) window.
+        n_points: number of observation times.
+        t_start: start of the window.
+        noise: measurement noise: Gaussian with standard deviation ``noise`` times each state's
+            standard deviation over the window.
+        irregular: draw the observation times uniformly at random instead of on a grid.
+        missing: fraction of individual observations dropped (NaN).
+        seed: seed of the noise, the times and the dropped values.
+    """
+
+    equations: dict[str, str]
+    parameters: dict[str, float]
+    initial: dict[str, float]
+    t_end: float
+    n_points: int = 151
+    t_start: float = 0.0
+    noise: float = 0.05
+    irregular: bool = False
+    missing: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Measured trajectories of the states.
+
+    Args:
+        ts: observation times ``(T,)``, strictly increasing.
+        ys: observations ``(T, states)``; NaN marks a missing value.
+        states: the state names (columns of ``ys``).
+        truth: the generating system when it is known (synthetic data), for scoring.
+    """
+
+    ts: torch.Tensor
+    ys: torch.Tensor
+    states: tuple[str, ...]
+    truth: SyntheticData | None = None
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """How the hybrid model is fitted: windows of consecutive observations, each solved from its
+    first observation, the loss the mean squared error (scaled per state) over the window.
+
+    Args:
+        window: observations per window.
+        solver: a torchnde solver name (``rk4``, ``tsit5``, ``dopri5``, …).
+        dt: step size for fixed-step solvers (default: half the smallest observation spacing).
+        rtol, atol: tolerances for adaptive solvers.
+        adam_steps, adam_lr: the Adam stage.
+        lbfgs_steps: the L-BFGS stage that follows (0 to skip).
+        batch_size: windows per step (``None``: all of them).
+        multiple_shooting: learn each window's initial state (starting from its observation)
+            instead of trusting the noisy observation.
+        checkpoint_every: steps between checkpoints.
+        patience: early stopping patience in steps (``None``: off).
+    """
+
+    window: int = 8
+    solver: str = "rk4"
+    dt: float | None = None
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    adam_steps: int = 300
+    adam_lr: float = 1e-2
+    lbfgs_steps: int = 200
+    batch_size: int | None = None
+    multiple_shooting: bool = False
+    checkpoint_every: int = 50
+    patience: int | None = None
+
+
+@dataclass(frozen=True)
+class DiscoverySpec:
+    """How closed forms are recovered for the networks.
+
+    Args:
+        degree: polynomial library degree (used when ``library`` is None).
+        library: explicit candidate terms, e.g. ``["x", "x*y", "sin(x)"]``.
+        threshold: relative sparsity threshold (see :func:`torchnde.discovery.sparse_regression`).
+        samples: points along the fitted trajectory where the networks are evaluated.
+        refit_steps: L-BFGS steps refitting the recovered equations' coefficients on the training
+            windows (with each window's initial state learnt too).
+        trajectory_steps: L-BFGS steps then fitting them, with the initial state, to the whole
+            observed trajectory at once (0 to skip).
+    """
+
+    degree: int = 2
+    library: tuple[str, ...] | None = None
+    threshold: float = 0.1
+    samples: int = 400
+    refit_steps: int = 100
+    trajectory_steps: int = 30
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    """The forecast past the training window, and the black-box baseline.
+
+    Args:
+        horizon: length of the forecast window as a multiple of the training window's length.
+        blackbox: also train a purely neural ODE ``dy/dt = MLP(y)`` on the same data.
+        blackbox_network: its network.
+        blackbox_adam_steps, blackbox_lbfgs_steps: its training stages.
+    """
+
+    horizon: float = 2.0
+    blackbox: bool = True
+    blackbox_network: NetworkSpec = field(default_factory=lambda: NetworkSpec(hidden=64, depth=2))
+    blackbox_adam_steps: int = 300
+    blackbox_lbfgs_steps: int = 100
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A whole discovery run."""
+
+    name: str
+    system: SystemSpec
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    discovery: DiscoverySpec = field(default_factory=DiscoverySpec)
+    forecast: ForecastSpec = field(default_factory=ForecastSpec)
+    seed: int = 0
