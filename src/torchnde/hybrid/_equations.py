@@ -166,9 +166,14 @@ def _check_names(spec: SystemSpec) -> None:
         )
 
 
-def parse_system(spec: SystemSpec) -> ParsedSystem:
-    """Parse and check every equation of ``spec`` (raises :class:`EquationError`)."""
+def parse_system(spec: SystemSpec, extra_networks: tuple[str, ...] = ()) -> ParsedSystem:
+    """Parse and check every equation of ``spec`` (raises :class:`EquationError`).
+
+    A call ``NAME(args)`` must name a network declared in ``spec.networks`` (or in
+    ``extra_networks``); any other unknown call is an error, so a misspelt function is not
+    silently taken for a network."""
     _check_names(spec)
+    declared = {*spec.networks, *extra_networks}
     names = [*spec.states, spec.time, *spec.constants, *spec.parameters]
     symbols = {name: sympy.Symbol(name, real=True) for name in names}
     equations: dict[str, sympy.Expr] = {}
@@ -180,6 +185,13 @@ def parse_system(spec: SystemSpec) -> ParsedSystem:
             name = call.func.__name__
             if name in symbols:
                 raise EquationError(f"{where} calls `{name}`, which is declared as a symbol")
+            if name not in declared:
+                raise EquationError(
+                    f"{where} calls `{name}`{_suggest(name, [*declared, *FUNCTIONS])}, which is "
+                    f"neither a known function nor a declared network (networks: "
+                    f"{', '.join(sorted(declared)) or 'none'}); declare it under `networks` or "
+                    "fix the name"
+                )
             args = []
             for arg in call.args:
                 if not (

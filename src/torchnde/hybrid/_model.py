@@ -91,9 +91,13 @@ class HybridModel(nn.Module):
         dtype: torch.dtype = torch.float64,
     ):
         super().__init__()
-        parsed = system if isinstance(system, ParsedSystem) else parse_system(system)
-        spec = parsed.spec
         networks = dict(networks or {})
+        parsed = (
+            system
+            if isinstance(system, ParsedSystem)
+            else parse_system(system, extra_networks=tuple(networks))
+        )
+        spec = parsed.spec
         unknown = [n for n in networks if n not in parsed.networks]
         if unknown:
             raise ValueError(

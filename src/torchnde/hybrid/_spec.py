@@ -54,11 +54,11 @@ class SystemSpec:
         states: the state names, in the order of the data columns.
         equations: for each state, the right-hand side of ``d state/dt``, e.g.
             ``{"x": "alpha*x + NN1(x, y)", "y": "NN2(x, y) - theta*y"}``. A call ``NAME(args)`` of
-            a name that is not a known function (``sin``, ``exp``, …) is a network taking those
-            arguments (states, or the time).
+            a declared network is that network applied to those arguments (states, or the time);
+            known functions are ``sin``, ``cos``, ``exp``, ``log``, ``sqrt``, ``tanh``, ….
         constants: known parameters and their values.
         parameters: learnable parameters and their initial values.
-        networks: settings per network name (networks not listed get :class:`NetworkSpec()`).
+        networks: the networks, by name, with their settings (``NetworkSpec()`` for defaults).
         time: the name of time in the equations.
     """
 
