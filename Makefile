@@ -13,13 +13,13 @@ $(BIN)/python:
 # torch first, pinned, so no later requirement pulls a CUDA build
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,bench]"
+	$(BIN)/pip install -q -e ".[dev,bench,cli]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/spiral_neural_ode.py
+	$(BIN)/torchnde demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -91,7 +91,11 @@ def recovered_equations(result: DiscoveryResult) -> dict[str, str]:
     values.update(result.parameters.get("recovered", {}))
     for recovery in result.recoveries.values():
         values.update(recovery.absorbed)
-    numbers = {parsed.symbols[k]: v for k, v in {**system.constants, **values}.items()}
+    numbers = {
+        parsed.symbols[k]: v
+        for k, v in {**system.constants, **values}.items()
+        if k in parsed.symbols  # not the recovered model's own coefficients
+    }
     local = {**FUNCTIONS, **parsed.symbols}
     out = {}
     for state, expr in parsed.equations.items():
@@ -248,8 +252,9 @@ def _recovery_section(result: DiscoveryResult) -> list[str]:
 
 
 def _parameter_section(result: DiscoveryResult) -> list[str]:
-    models = [m for m in result.parameters if result.parameters[m]]
-    names = sorted({k for m in models for k in result.parameters[m]})
+    declared = result.spec.system.parameters  # not the recovered model's coefficients
+    models = [m for m in result.parameters if set(result.parameters[m]) & set(declared)]
+    names = sorted({k for m in models for k in result.parameters[m] if k in declared})
     if not names:
         return []
     header = ["parameter", *models]
