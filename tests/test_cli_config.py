@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from torchnde.cli import _config as config_module
 from torchnde.cli import main
 from torchnde.cli._config import load_config
 from torchnde.cli._main import SHIPPED_CONFIGS, shipped_config
+from torchnde.cli._run import _load_data
 from torchnde.cli._toml import dumps, find_line
 from torchnde.hybrid import (
     DiscoverySpec,
@@ -260,6 +262,26 @@ def test_csv_errors_name_the_data_file_the_line_or_column_and_the_config(
     assert f"the data of {tmp_path / 'c.toml'}" in err
 
 
+def test_a_csv_config_reads_its_columns_relative_to_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / "data.csv").write_text("t,signal,other\n0,1.5,9\n0.3,,9\n1,2.5,9\n")
+    (tmp_path / "c.toml").write_text(CSV_CONFIG + "[training]\nwindow = 2\n")
+    monkeypatch.chdir(tmp_path.parent)  # the path is relative to the config, not to here
+    config = load_config(tmp_path / "c.toml")
+    observations = _load_data(config)
+    assert observations.states == ("x",)
+    assert observations.ts.tolist() == [0.0, 0.3, 1.0]
+    assert observations.ys[:, 0].nan_to_num(-1).tolist() == [1.5, -1.0, 2.5]
+    assert config.resolved["data"]["csv"]["path"] == str(tmp_path / "data.csv")
+
+
+def test_the_configs_command_lists_the_shipped_configs(capsys):
+    code, out, _ = run_cli(capsys, "configs")
+    assert code == 0
+    listed = dict(line.split() for line in out.strip().splitlines())
+    assert set(listed) == set(SHIPPED_CONFIGS)
+    assert all(Path(path).is_file() for path in listed.values())
+
+
 def test_csv_columns_must_name_states_and_the_window_must_fit_the_rows(tmp_path, capsys):
     (tmp_path / "data.csv").write_text("t,signal\n0,1\n1,2\n2,3\n")
     text = edit(CSV_CONFIG, '{ x = "signal" }', '{ x = "signal", xx = "b" }')
@@ -359,8 +381,6 @@ def test_the_shipped_configs_are_valid(name, quick):
 
 
 def test_the_configs_folder_is_the_package_data():
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     for name in SHIPPED_CONFIGS:
         assert (root / "configs" / f"{name}.toml").resolve() == shipped_config(name).resolve()

@@ -164,6 +164,10 @@ def _agree_on_run_dir(
             answer = {"error": error.message, "code": error.code}
             if group is None:
                 raise
+        except Exception as error:  # tell the other ranks, or they wait for the path forever
+            if group is None:
+                raise
+            answer = {"error": f"cannot prepare the run folder: {error}", "code": EXIT["failed"]}
     else:
         answer = {}
     if group is not None:
