@@ -70,6 +70,8 @@ TINY = textwrap.dedent(
 )
 #: one thread per process (the suite runs beside other tests), no progress bars
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+#: the tests sharing the reference run stay on one xdist worker (one reference run, not two)
+SAME_WORKER = pytest.mark.xdist_group("cli_reference")
 FIGURES = ("fit.png", "terms.png", "forecast.png", "losses.png")  # one state: no phase portrait
 
 
@@ -142,6 +144,7 @@ def reference(tiny, tmp_path_factory):
     return run_folder(done.stdout), done
 
 
+@SAME_WORKER
 def test_the_run_folder_holds_config_metrics_figures_checkpoints_and_report(tiny, reference):
     run_dir, done = reference
     assert re.fullmatch(r"tiny-\d{8}-\d{6}", run_dir.name)
@@ -171,6 +174,7 @@ def test_the_run_folder_holds_config_metrics_figures_checkpoints_and_report(tiny
         pass
 
 
+@SAME_WORKER
 def test_a_second_process_on_the_run_folder_gets_the_lock_error(tiny, reference):
     run_dir, _ = reference
     with RunLock(run_dir):
@@ -181,6 +185,7 @@ def test_a_second_process_on_the_run_folder_gets_the_lock_error(tiny, reference)
     assert f"the run folder {str(run_dir)!r} is in use by process {os.getpid()}" in line
 
 
+@SAME_WORKER
 def test_a_resume_with_a_changed_config_is_refused(tmp_path, capsys, reference):
     run_dir, _ = reference
     changed = tmp_path / "tiny.toml"
@@ -205,6 +210,7 @@ def test_resume_without_a_folder_picks_the_newest_run_of_the_config(tmp_path):
     assert find_latest_run(tmp_path, "other") is None
 
 
+@SAME_WORKER
 def test_a_run_killed_at_a_checkpoint_resumes_to_the_uninterrupted_result(
     tiny, reference, tmp_path
 ):
@@ -229,6 +235,7 @@ def test_a_run_killed_at_a_checkpoint_resumes_to_the_uninterrupted_result(
     assert resumed["recovered_terms"] == uninterrupted["recovered_terms"]
 
 
+@SAME_WORKER
 def test_sigterm_stops_cleanly_with_the_resume_command_which_completes_the_run(
     tiny, reference, tmp_path
 ):
@@ -276,6 +283,7 @@ def test_the_entry_point_reports_a_bad_config_in_one_line_with_status_2(tmp_path
     assert "did you mean `window`?" in done.stderr
 
 
+@SAME_WORKER
 def test_two_processes_under_torchrun_train_the_model_of_one_process(tiny, reference, tmp_path):
     out = tmp_path / "runs"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]

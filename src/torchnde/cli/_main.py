@@ -188,11 +188,17 @@ def _raise_stopped(number: int, frame: object) -> None:
 
 
 def _catch_sigterm():
+    """SIGTERM raises :class:`Stopped` and Ctrl-C ``KeyboardInterrupt`` (also where the shell
+    started us with SIGINT ignored, as it does for background jobs); returns the old handlers."""
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, _raise_stopped)
+    return (
+        signal.signal(signal.SIGTERM, _raise_stopped),
+        signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
 
 
 def _restore_sigterm(previous) -> None:
     if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

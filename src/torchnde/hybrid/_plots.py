@@ -85,6 +85,7 @@ def plot_fit(result: DiscoveryResult) -> Any:
                 color=COLOURS["truth"],
                 lw=1,
                 label=LABELS["truth"],
+                zorder=5,
             )
         if result.trajectory.numel():
             ax.plot(
@@ -128,6 +129,7 @@ def plot_phase(result: DiscoveryResult) -> Any:
                 color=COLOURS["truth"],
                 lw=1.2,
                 label=LABELS["truth"],
+                zorder=5,
             )
         for name, prediction in forecast.predictions.items():
             ax.plot(
@@ -241,6 +243,7 @@ def plot_forecast(result: DiscoveryResult) -> Any:
                 color=COLOURS["truth"],
                 lw=1.2,
                 label=LABELS["truth"],
+                zorder=5,
             )
         for name, prediction in forecast.predictions.items():
             ax.plot(
