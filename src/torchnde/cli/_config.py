@@ -200,6 +200,15 @@ class DiscoveryConfig(_Section):
         ge=0,
         description="L-BFGS steps then refitting on the whole trajectory",
     )
+    select: bool = Field(
+        _default(DiscoverySpec, "select"),
+        description="choose the sparsity among thresholds x1, 2, 3, 5 by BIC on the data",
+    )
+    select_steps: int = Field(
+        _default(DiscoverySpec, "select_steps"),
+        ge=1,
+        description="L-BFGS steps refitting each candidate before comparing them",
+    )
 
 
 class ForecastConfig(_Section):

@@ -174,7 +174,7 @@ class HybridModel(nn.Module):
             module.out_scale.fill_(scale[owners[0]] / (span / 10) if owners else 1.0)
 
     def parameter_values(self) -> dict[str, float]:
-        return {name: float(p) for name, p in self.params.items()}
+        return {name: float(p.detach()) for name, p in self.params.items()}
 
     def extra_repr(self) -> str:
         return "; ".join(f"d{s}/dt = {sympy.sstr(self.parsed.equations[s])}" for s in self.states)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sympy
 import torch
 
 from .._saveat import SaveAt
@@ -11,7 +12,7 @@ from .._solve import solve
 from ..controllers import PIDController
 from ..solvers import Dopri5
 from ..terms import ODETerm
-from ._equations import EquationError, parse_system
+from ._equations import parse_expression, parse_system
 from ._model import HybridModel
 from ._spec import Observations, SyntheticData, SystemSpec
 
@@ -22,14 +23,13 @@ def _true_model(data: SyntheticData, states: Sequence[str]) -> HybridModel:
     system = SystemSpec(
         states=tuple(states), equations=dict(data.equations), constants=dict(data.parameters)
     )
-    parsed = parse_system(system)
-    if parsed.networks:
-        name = next(iter(parsed.networks))
-        raise EquationError(
-            f"the synthetic data's equations call `{name}`: a generating system must be fully "
-            "known; write the true term instead of a network"
+    names = [*states, system.time, *data.parameters]
+    symbols = {name: sympy.Symbol(name, real=True) for name in names}
+    for state, text in data.equations.items():  # a generating system is fully known
+        parse_expression(
+            text, f"the synthetic data's equation for `{state}`", symbols, allow_networks=False
         )
-    return HybridModel(parsed)
+    return HybridModel(parse_system(system))
 
 
 def _initial(data: SyntheticData, states: Sequence[str]) -> torch.Tensor:

@@ -164,6 +164,10 @@ class DiscoverySpec:
             windows (with each window's initial state learnt too).
         trajectory_steps: L-BFGS steps then fitting them, with the initial state, to the whole
             observed trajectory at once (0 to skip).
+        select: regress at ``threshold`` × 1, 2, 3 and 5 and keep the candidate with the best
+            Bayesian information criterion on the data, each after ``select_steps`` L-BFGS steps
+            of refitting (False: use ``threshold`` alone).
+        select_steps: those refitting steps.
     """
 
     degree: int = 2
@@ -172,6 +176,8 @@ class DiscoverySpec:
     samples: int = 400
     refit_steps: int = 100
     trajectory_steps: int = 30
+    select: bool = True
+    select_steps: int = 20
 
 
 @dataclass(frozen=True)

@@ -142,8 +142,11 @@ class _Windows:
         whose solve failed counts as a large error with no gradient (so a line search backs off)."""
         pred = self.predict(field, y0, idx)
         target, mask = self.target[idx], self.mask[idx]
-        failed = ~torch.isfinite(pred)
-        pred = torch.where(failed, target + 10 * self.scale, pred)
+        if not bool(torch.isfinite(pred).all()):
+            # no gradient through a blown-up solve (it would be NaN): a large loss whose
+            # gradient is zero, so an L-BFGS line search backs off and Adam stands still
+            anchor = sum(p.sum() for p in field.parameters()) + y0.sum()
+            return anchor * 0 + 1e6
         err = ((pred - target) / self.scale) ** 2
         return (err * mask).sum() / mask.sum().clamp(min=1)
 
@@ -188,6 +191,7 @@ def _train(
     stages: list[Stage],
     windows: _Windows | None = None,
     shooting: bool | None = None,
+    quiet: bool = False,
 ) -> tuple[ModelFit, torch.Tensor]:
     """Train ``field`` on ``windows`` (default: the context's); returns the fit and the windows'
     initial states (learnt with ``shooting``, else the observations)."""
@@ -206,12 +210,15 @@ def _train(
         checkpoint_dir=None if ctx.run_dir is None else ctx.run_dir / "checkpoints" / name,
         checkpoint_every=ctx.spec.training.checkpoint_every,
         seed=ctx.spec.seed,
-        progress=ctx.progress,
+        progress=ctx.progress and not quiet,
         name=name,
     )
-    ctx.log(f"training the {name} model: {', '.join(f'{s.steps} {s.optimizer}' for s in stages)}")
+    if not quiet:
+        ctx.log(
+            f"training the {name} model: {', '.join(f'{s.steps} {s.optimizer}' for s in stages)}"
+        )
     result = trainer.fit(resume=ctx.resume and ctx.run_dir is not None)
-    if result.losses:
+    if result.losses and not quiet:
         ctx.log(f"  {name}: loss {result.losses[0]:.3g} -> {result.losses[-1]:.3g}")
     model_fit = ModelFit(name, field, list(result.losses), float(result.wall_time))
     return model_fit, fit.starts.detach()
@@ -326,7 +333,7 @@ def _truth_terms(parsed, obs: Observations, state: str, network: str, variables,
         return None, {}
 
 
-def _recover(ctx: _Context, model: HybridModel, traj_ts, traj, obs: Observations):
+def _recover(ctx: _Context, model: HybridModel, traj_ts, traj, obs: Observations, threshold: float):
     """Sparse regression of every network along the fitted trajectory. Returns the recoveries
     (before refitting), the parameter values they imply, and the true parameters."""
     from ..discovery import SparseExpression, sparse_regression
@@ -342,8 +349,10 @@ def _recover(ctx: _Context, model: HybridModel, traj_ts, traj, obs: Observations
         variables = list(args)
         owners = parsed.network_equations(network)
         c, absorbable = (None, [])
-        if len(owners) == 1:
+        if owners:
             c, absorbable = _split_equation(parsed, owners[0], network, variables, spec.degree)
+        if len(owners) > 1:  # the network must fit every equation: nothing can be absorbed
+            absorbable = []
         scale = 1.0 if c is None else c
         target = scale * outputs[network]
         for a in absorbable:
@@ -357,7 +366,7 @@ def _recover(ctx: _Context, model: HybridModel, traj_ts, traj, obs: Observations
             target,
             degree=None if library is not None else spec.degree,
             library=library,
-            threshold=spec.threshold,
+            threshold=threshold,
         )
         terms = dict(found.terms)
         absorbed = {}
@@ -379,15 +388,61 @@ def _recover(ctx: _Context, model: HybridModel, traj_ts, traj, obs: Observations
             r2=float(found.r2),
             truth=truth,
         )
-        ctx.log(
-            f"  {network}({', '.join(variables)}) ≈ {expression}"
-            + (
-                f"  [and {', '.join(f'{k} = {v:.4g}' for k, v in absorbed.items())}]"
-                if absorbed
-                else ""
-            )
-        )
     return recoveries, implied, true_params
+
+
+def _describe(recoveries) -> str:
+    parts = []
+    for network, rec in recoveries.items():
+        absorbed = ", ".join(f"{k} = {v:.4g}" for k, v in rec.absorbed.items())
+        parts.append(f"{network} ≈ {rec.expression}" + (f" [and {absorbed}]" if absorbed else ""))
+    return "; ".join(parts)
+
+
+def _select(ctx: _Context, hybrid: HybridModel, traj_ts, traj, obs: Observations):
+    """Regress at a few sparsity thresholds and keep the candidate that explains the *data* best
+    for its size (Bayesian information criterion after a short refit of each).
+
+    Selecting on the network's output alone cannot tell the network's own approximation error
+    from physics (a slightly wrong network asks for small spurious terms); the data can: a spurious
+    term barely lowers the misfit and pays log(n) for its coefficient."""
+    spec = ctx.spec.discovery
+    thresholds = sorted({round(spec.threshold * m, 6) for m in (1, 2, 3, 5)})
+    thresholds = [t for t in thresholds if t < 1] if spec.select else [spec.threshold]
+    candidates, seen = [], set()
+    for threshold in thresholds:
+        found = _recover(ctx, hybrid, traj_ts, traj, obs, threshold)
+        key = tuple(
+            (net, tuple(sorted(r.expression.terms)), tuple(sorted(r.absorbed)))
+            for net, r in found[0].items()
+        )
+        if key not in seen:
+            seen.add(key)
+            candidates.append((threshold, found))
+    if len(candidates) == 1:
+        ctx.log(f"  {_describe(candidates[0][1][0])}")
+        return candidates[0][1]
+    count = int(ctx.windows.mask.sum())
+    best, best_score = None, math.inf
+    for i, (threshold, found) in enumerate(candidates):
+        model, _ = _recovered_model(hybrid, found[0], found[1])
+        fit, _ = _train(
+            ctx,
+            f"select-{i}",
+            model,
+            [Stage("lbfgs", steps=spec.select_steps, lr=1.0)],
+            shooting=True,
+            quiet=True,
+        )
+        loss = min(fit.losses) if fit.losses else math.inf
+        size = sum(len(r.expression.terms) + len(r.absorbed) for r in found[0].values())
+        score = count * math.log(max(loss, 1e-300)) + size * math.log(count)
+        ctx.log(
+            f"  threshold {threshold:g}: {_describe(found[0])}  (loss {loss:.3g}, BIC {score:.1f})"
+        )
+        if score < best_score:
+            best, best_score = found, score
+    return best
 
 
 def _monomial(monomial: sympy.Expr, env: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -577,7 +632,7 @@ def discover(
     starts["hybrid"] = hybrid_starts[0]  # the first window starts at the first observation
     traj_ts, traj = _trajectory(hybrid, obs, starts["hybrid"], spec.discovery.samples)
     log(f"recovering closed forms along the fitted trajectory ({traj.shape[0]} points)")
-    recoveries, implied, true_params = _recover(ctx, hybrid, traj_ts, traj, obs)
+    recoveries, implied, true_params = _select(ctx, hybrid, traj_ts, traj, obs)
     recovered, coefficients = _recovered_model(hybrid, recoveries, implied)
     log(
         "recovered equations: "

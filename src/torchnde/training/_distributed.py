@@ -73,11 +73,9 @@ class Replica:
         if not self.distributed or batch is None:
             return batch, 1.0
         if len(batch) < self.world_size:
-            raise ValueError(
-                f"a batch of {len(batch)} windows cannot be shared by {self.world_size} "
-                f"processes; use a batch_size of at least {self.world_size} (and drop_last=True "
-                "if the last batch of an epoch is smaller)"
-            )
+            # too few windows to share (e.g. one whole trajectory): every process evaluates the
+            # whole batch; averaging identical gradients gives the single-process step
+            return batch, 1.0
         shard = torch.tensor_split(batch, self.world_size)[self.rank]
         return shard, len(shard) * self.world_size / len(batch)
 

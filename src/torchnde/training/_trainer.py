@@ -214,12 +214,6 @@ class Trainer:
                 "distributed training needs a `sampler` (a WindowSampler) whose batches of "
                 "windows the processes share"
             )
-        if self.sampler.smallest_batch < replica.world_size:
-            raise ValueError(
-                f"the sampler's smallest batch has {self.sampler.smallest_batch} windows, fewer "
-                f"than the {replica.world_size} processes; use a batch_size of at least "
-                f"{replica.world_size}, or drop_last=True"
-            )
 
     def _prepare_store(self, replica: Replica) -> CheckpointStore | None:
         if self.checkpoint_dir is None:
