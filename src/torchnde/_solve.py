@@ -393,11 +393,14 @@ def _messages(ctx, st, user) -> list[str]:
 
 
 def _message(ctx, st, b, code, user) -> str:
-    t_fail = float(user(st.fail_t)[b])
-    t_reached = float(user(st.t)[b])
-    t0 = float(user(ctx.t0)[b])
-    t1 = float(user(ctx.t_end)[b])
-    dt = float((st.t_next - st.t)[b])
+    def value(x):
+        return float(x[b].detach())
+
+    t_fail = value(user(st.fail_t))
+    t_reached = value(user(st.t))
+    t0 = value(user(ctx.t0))
+    t1 = value(user(ctx.t_end))
+    dt = value(st.t_next - st.t)
     steps = int(st.num_steps[b])
     if code == Status.NONFINITE:
         return (

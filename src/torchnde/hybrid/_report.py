@@ -276,7 +276,8 @@ def _forecast_section(result: DiscoveryResult) -> list[str]:
     lines = [
         "## Forecast",
         "",
-        f"Every model solved from the first observation to t = {float(forecast.ts[-1]):.4g}; "
+        f"Every model solved from its estimate of the first state (the first observation, or the "
+        f"initial state its fit learnt) to t = {float(forecast.ts[-1]):.4g}; "
         f"the training window ends at t = {forecast.train_end:.4g}.",
         "",
     ]
