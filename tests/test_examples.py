@@ -42,3 +42,17 @@ def test_spiral_neural_ode_quick_fits_the_spiral():
     before, after = float(match.group(1)), float(match.group(2))
     # solved from y(0) alone over the whole span, the trained model tracks the truth better
     assert after < 0.75 * before, f"trajectory error {before} -> {after}\n{out}"
+
+
+def test_discover_lotka_volterra_quick_recovers_the_interaction_terms():
+    """The library's discovery workflow, through its example: seed 2 is one where the sparsity
+    threshold alone keeps small spurious terms, which the selection on the data must remove."""
+    out = run_example("discover_lotka_volterra.py", "--quick", "--seed", "2")
+    nn1 = re.search(rf"NN1: (-?{NUMBER})\*x\*y\s+\(truth", out)
+    nn2 = re.search(rf"NN2: (-?{NUMBER})\*x\*y\s+\(truth", out)
+    assert nn1 and nn2, f"expected exactly one x*y term per network:\n{out}"
+    assert abs(float(nn1.group(1)) + 0.4) < 0.04 and abs(float(nn2.group(1)) - 0.1) < 0.01
+    theta = float(re.search(rf"^theta = {NUMBER}", out, re.M).group(1))
+    assert abs(theta - 0.4) < 0.02
+    errors = dict(re.findall(rf"forecast relative RMSE (\w+): {NUMBER}", out))
+    assert float(errors["recovered"]) < 0.2 * float(errors["blackbox"]), errors

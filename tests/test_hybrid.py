@@ -3,24 +3,17 @@ discovery workflow on the lecture's Lotka–Volterra problem."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
 
 import torchnde as tn
 from torchnde.hybrid import (
-    DiscoverySpec,
     EquationError,
-    ForecastSpec,
     HybridModel,
     NetworkSpec,
-    RunSpec,
     SyntheticData,
     SystemSpec,
-    TrainingSpec,
-    discover,
     parse_system,
     simulate,
 )
@@ -176,33 +169,3 @@ def test_simulate_refuses_networks_and_missing_initial_values():
 
 # ------------------------------------------------------------------------------------------------
 # the workflow
-
-
-QUICK = RunSpec(
-    name="lv-quick",
-    system=LV_SYSTEM,
-    training=TrainingSpec(window=8, solver="rk4", dt=0.1, adam_steps=150, lbfgs_steps=60),
-    discovery=DiscoverySpec(refit_steps=40, trajectory_steps=10),
-    forecast=ForecastSpec(blackbox=False),
-)
-
-
-@pytest.mark.slow
-def test_discovery_recovers_the_interaction_terms():
-    """The lecture's problem, quickly: −β·x·y and +γ·x·y and nothing else, θ close to δ.
-    (Seed 2 is one where the threshold alone keeps spurious terms: the selection on the data
-    must remove them.)"""
-    torch.manual_seed(0)
-    data = SyntheticData(**LV_TRUTH, t_end=15.0, n_points=151, noise=0.05, seed=2)
-    obs = simulate(data, ("x", "y"))
-    result = discover(QUICK, obs, progress=False)
-    nn1, nn2 = result.recoveries["NN1"], result.recoveries["NN2"]
-    assert set(nn1.terms) == {"x*y"} and set(nn2.terms) == {"x*y"}
-    assert math.isclose(nn1.terms["x*y"], -0.4, rel_tol=0.1)
-    assert math.isclose(nn2.terms["x*y"], 0.1, rel_tol=0.1)
-    assert result.true_parameters == {"theta": pytest.approx(0.4)}
-    assert result.parameter_errors()["theta"] < 0.05
-    assert nn1.same_terms_as_truth and nn2.same_terms_as_truth
-    metrics = result.metrics()
-    assert metrics["recovered_terms"]["NN1"].keys() == {"x*y"}
-    assert metrics["forecast"]["relative_rmse"]["recovered"] < 0.25
