@@ -12,7 +12,7 @@ from ._solve import DEFAULT_MAX_STEPS, solve
 from .adjoints import AbstractAdjoint, BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
 from .controllers import AbstractController, ConstantStepSize, PIDController, StepTo
 from .events import Event
-from .paths import AbstractPath, LinearInterpolation
+from .paths import AbstractBrownianPath, AbstractPath, BrownianGrid, LinearInterpolation
 from .solvers import (
     RK4,
     RK38,
@@ -40,6 +40,7 @@ __all__ = [
     "RK4",
     "RK38",
     "AbstractAdjoint",
+    "AbstractBrownianPath",
     "AbstractController",
     "AbstractExplicitRungeKutta",
     "AbstractPath",
@@ -47,6 +48,7 @@ __all__ = [
     "AbstractTerm",
     "BacksolveAdjoint",
     "Bosh3",
+    "BrownianGrid",
     "ButcherTableau",
     "CheckpointAdjoint",
     "ConstantStepSize",

@@ -20,6 +20,7 @@ from .adjoints._base import AbstractAdjoint, SavePlan
 from .adjoints.direct import DirectAdjoint
 from .controllers import AbstractController, ConstantStepSize
 from .events import Event
+from .paths import AbstractPath
 from .solvers._base import AbstractSolver
 from .terms import AbstractTerm
 
@@ -92,6 +93,8 @@ def solve(
     controller.check(solver)
 
     problem = Problem(terms, spec, args, direction, tdtype)
+    for path in _paths(terms):  # before the first step, which may query them
+        path.validate_span(t0_, t1_)
     y0_flat = spec.flatten(y0)
     vf0, nfe0 = solver.init(problem, tau0, y0_flat)
     terms.check(vf0, y0, batched)
@@ -123,6 +126,15 @@ def solve(
         failed = [i for i, s in enumerate(sol.statuses) if not s.ok]
         raise SolveError(_throw_message(sol, failed, batched), sol, failed)
     return sol
+
+
+def _paths(term: AbstractTerm):
+    """The control paths inside ``term`` (``ControlTerm.path``, recursively through ``MultiTerm``)."""
+    for sub in getattr(term, "terms", ()):
+        yield from _paths(sub)
+    path = getattr(term, "path", None)
+    if isinstance(path, AbstractPath):
+        yield path
 
 
 def _host_mode(batched, events, solver, controller, *times) -> bool:

@@ -1,7 +1,8 @@
-"""Control paths ``X(t)`` for :class:`~torchnde.ControlTerm`: interpolated observations (CDEs) and,
-later, Brownian motion (SDEs)."""
+"""Control paths ``X(t)`` for :class:`~torchnde.ControlTerm`: interpolated observations (CDEs) and
+Brownian motion (SDEs)."""
 
 from ._base import AbstractPath
+from ._brownian import AbstractBrownianPath, BrownianGrid
 from ._linear import LinearInterpolation
 
-__all__ = ["AbstractPath", "LinearInterpolation"]
+__all__ = ["AbstractBrownianPath", "AbstractPath", "BrownianGrid", "LinearInterpolation"]
