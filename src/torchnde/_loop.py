@@ -267,13 +267,15 @@ def _commit(
 def init_state(
     ctx: Context, y0: torch.Tensor, dt0: torch.Tensor | None, solver_state: Any, nfe0: int
 ) -> LoopState:
-    """The state before the first step (``solver_state`` is the first vector-field value)."""
+    """The state before the first step (``solver_state`` is the first vector-field value, from
+    :meth:`~torchnde.solvers.AbstractSolver.init`; the solver turns it into the state it carries)."""
     b = ctx.bounds
     if ctx.host is not None and dt0 is not None:
         dt0 = float(dt0[0])
     t_next, ctrl_state, nfe = ctx.controller.init(
         ctx.problem, ctx.solver, b.t0, b.t_end, y0, dt0, solver_state
     )
+    solver_state = ctx.solver.carry(y0, solver_state)
     if ctx.host is not None:
         return LoopState(
             t=b.t0,

@@ -56,6 +56,13 @@ class CheckpointAdjoint(AbstractAdjoint):
             )
 
     def check(self, ctx, plan: SavePlan) -> None:
+        if not ctx.solver.restartable:
+            raise ValueError(
+                f"CheckpointAdjoint recomputes steps from stored states (t, y), but {ctx.solver!r} "
+                "carries more state than y, so the recomputed steps would differ; use "
+                "`adjoint=ReversibleAdjoint()` (exact gradients, memory independent of the steps) "
+                "or `adjoint=DirectAdjoint()`"
+            )
         if plan.steps or plan.dense:
             what = "SaveAt(steps=True)" if plan.steps else "SaveAt(dense=True)"
             raise ValueError(

@@ -73,9 +73,20 @@ class AbstractSolver(abc.ABC):
     #: ``dense_matrix[r][p]``: coefficient of ``θ^p`` for row ``r`` of :meth:`dense_rows`.
     dense_matrix: tuple[tuple[float, ...], ...]
 
+    #: whether a step depends on the past only through ``(t, y)``, so that a solve can be
+    #: restarted from a stored ``(t, y)`` (with :meth:`first_state`) and reproduce the same steps;
+    #: false for solvers that carry more state, such as ``ReversibleHeun``
+    restartable: bool = True
+
+    def carry(self, y0: torch.Tensor, vf0: Any) -> Any:
+        """The state carried into the first step, from the flat ``y0`` and the vector field
+        ``vf0`` that :meth:`init` returned (default: ``vf0`` itself)."""
+        return vf0
+
     def first_state(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> Any:
-        """The vector field at the start of a step, recomputed (after a jump in the equation)."""
-        return self.init(problem, t0, y0)[0]
+        """The carried state at the start of a step, recomputed from ``(t0, y0)`` (after a jump
+        in the equation)."""
+        return self.carry(y0, self.init(problem, t0, y0)[0])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
