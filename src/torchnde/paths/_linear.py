@@ -4,101 +4,78 @@ from __future__ import annotations
 
 import torch
 
-from ._base import AbstractPath
+from ._pieces import (
+    AbstractInterpolation,
+    check_channels_observed,
+    check_observations,
+    impute_linear,
+    series_values,
+    to_series,
+)
 
 __all__ = ["LinearInterpolation"]
 
 
-class LinearInterpolation(AbstractPath):
+def step_widths(ts: torch.Tensor, batched: bool, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """``t_{i+1} - t_i`` shaped to broadcast against ``xs.diff`` along the time axis."""
+    h = ts.diff(dim=-1).to(dtype)
+    if batched and ts.ndim == 1:
+        h = h[None]
+    return h.reshape(*h.shape, *([1] * channels))
+
+
+def linear_coeffs(ts: torch.Tensor, xs: torch.Tensor, batched: bool) -> torch.Tensor:
+    """``(pieces, 2, *channels)`` (batched: ``(batch, pieces, 2, *channels)``): value and slope."""
+    axis = 1 if batched else 0
+    channels = xs.ndim - axis - 1
+    length = xs.shape[axis]
+    slope = xs.diff(dim=axis) / step_widths(ts, batched, channels, xs.dtype)
+    return torch.stack([xs.narrow(axis, 0, length - 1), slope], dim=axis + 1)
+
+
+def fill_missing(owner, ts, xs, batched, shape) -> torch.Tensor:
+    """``xs`` with NaNs imputed linearly in time (nearest observation at the ends)."""
+    if not bool(torch.isnan(xs).any()):
+        return xs
+    t, x = to_series(ts, xs, batched)
+    check_channels_observed(owner, x, batched, shape)
+    return series_values(impute_linear(t, x), batched, shape)
+
+
+class LinearInterpolation(AbstractInterpolation):
     """The piecewise-linear path through observations ``(ts[i], xs[i])``, constant outside them.
 
     Args:
         ts: observation times, strictly increasing: ``(length,)``, or ``(batch, length)`` for
-            per-sample times (then ``batch_axis=0`` is implied).
+            per-sample times (then ``batch_axis=0`` is implied). Any floating dtype; times may be
+            irregular.
         xs: observations ``(length, *channels)``, or ``(batch, length, *channels)`` with
-            ``batch_axis=0``.
-        batch_axis: ``0`` if ``xs`` has a leading batch axis, ``None`` otherwise.
+            ``batch_axis=0``. Missing values are NaN (see below).
+        batch_axis: ``0`` if ``xs`` has a leading batch axis (one path per sample, queried at
+            ``(batch,)`` times in a solve with ``batch_axis=0``), ``None`` otherwise.
+
+    Missing values: each NaN is replaced, channel by channel, by the linear interpolation in time
+    of the observations just before and after it; NaNs before a channel's first observation take
+    that observation, and NaNs after its last take the last one. ``xs`` (the attribute) holds the
+    filled values. A channel with no observation at all, or NaN/non-increasing ``ts``, raise a
+    ``ValueError`` that names it.
+
+    Outside ``[ts[0], ts[-1]]`` the path is constant (its derivative is zero there).
 
     A neural CDE driven by this path is the "linear control" of Kidger et al., *Neural Controlled
-    Differential Equations for Irregular Time Series* (NeurIPS 2020); it is exact for solvers that
-    step between observation times (pass them as ``PIDController(jump_ts=ts)``).
+    Differential Equations for Irregular Time Series* (NeurIPS 2020). Its derivative jumps at every
+    observation: with ``ControlTerm(f, path)`` (increments), steps that end on the observation
+    times (``StepTo(ts)``) are exact; with adaptive steps pass ``PIDController(jump_ts=ts)``.
     """
 
     def __init__(self, ts: torch.Tensor, xs: torch.Tensor, batch_axis: int | None = None):
-        if not isinstance(ts, torch.Tensor) or not isinstance(xs, torch.Tensor):
-            raise TypeError("`ts` and `xs` must be tensors")
-        if batch_axis not in (None, 0):
-            raise ValueError(f"`batch_axis` must be None or 0, got {batch_axis!r}")
-        batched = batch_axis == 0 or ts.ndim == 2
-        if ts.ndim not in (1, 2) or (ts.ndim == 2 and not batched):
-            raise ValueError(f"`ts` must be (length,) or (batch, length), got {tuple(ts.shape)}")
-        time_axis = 1 if batched else 0
-        if xs.ndim <= time_axis or xs.shape[time_axis] != ts.shape[-1]:
-            raise ValueError(
-                f"`xs` must have {ts.shape[-1]} observations along axis {time_axis} to match `ts`, "
-                f"got shape {tuple(xs.shape)}"
-            )
-        if ts.shape[-1] < 2:
-            raise ValueError("`ts` needs at least two observation times to interpolate")
-        if not torch.isfinite(ts).all():
-            raise ValueError("`ts` contains NaN or infinite times; remove those observations")
-        if not torch.isfinite(xs).all():
-            raise ValueError(
-                "`xs` contains NaN or infinite values; fill missing observations first "
-                "(e.g. forward-fill) before building a LinearInterpolation"
-            )
-        if not bool((ts.diff(dim=-1) > 0).all()):
-            raise ValueError("`ts` must be strictly increasing; sort the observations by time")
-        if batched and ts.ndim == 1:  # times shared by every sample's observations
-            ts = ts.expand(xs.shape[0], -1).contiguous()
+        owner = "LinearInterpolation"
+        ts, xs, batched, shape = check_observations(owner, ts, xs, batch_axis)
+
+        def build(ts, xs):
+            xs = fill_missing(owner, ts, xs, batched, shape)
+            last = xs[:, -1] if batched else xs[-1]
+            return ts, linear_coeffs(ts, xs, batched), last, xs
+
         self.ts = ts
-        self.xs = xs
-        self.batched = batched
-        self.shape = tuple(xs.shape[time_axis + 1 :])
-
-    def __repr__(self) -> str:
-        return f"LinearInterpolation(length={self.ts.shape[-1]}, shape={self.shape})"
-
-    def _piece(self, t: torch.Tensor):
-        """Index of the piece holding ``t`` and the fraction along it, for 0-dim or (batch,) t."""
-        ts = self.ts
-        t = t.to(ts.dtype)
-        length = ts.shape[-1]
-        if self.batched:
-            tq = t.expand(ts.shape[0]) if t.ndim == 0 else t
-            idx = torch.searchsorted(ts, tq[:, None].contiguous(), right=True)[:, 0] - 1
-            idx = idx.clamp(0, length - 2)
-            left = ts.gather(1, idx[:, None])[:, 0]
-            right = ts.gather(1, idx[:, None] + 1)[:, 0]
-        else:
-            tq = t.reshape(-1)
-            idx = (torch.searchsorted(ts, tq.contiguous(), right=True) - 1).clamp(0, length - 2)
-            left, right = ts[idx], ts[idx + 1]
-            idx = idx.reshape(t.shape)
-            left, right, tq = left.reshape(t.shape), right.reshape(t.shape), tq.reshape(t.shape)
-        return idx, left, right, tq
-
-    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.batched:
-            flat = self.xs.reshape(self.xs.shape[0], self.xs.shape[1], -1)
-            out = flat.gather(1, idx[:, None, None].expand(-1, 1, flat.shape[2]))[:, 0]
-            return out.reshape(idx.shape[0], *self.shape)
-        return self.xs[idx]
-
-    def _expand(self, w: torch.Tensor) -> torch.Tensor:
-        return w.reshape((*w.shape, *([1] * len(self.shape)))).to(self.xs.dtype)
-
-    def evaluate(self, t: torch.Tensor) -> torch.Tensor:
-        idx, left, right, tq = self._piece(t)
-        w = ((tq - left) / (right - left)).clamp(0.0, 1.0)
-        x0, x1 = self._gather(idx), self._gather(idx + 1)
-        return x0 + self._expand(w) * (x1 - x0)
-
-    def increment(self, t0: torch.Tensor, t1: torch.Tensor) -> torch.Tensor:
-        return self.evaluate(t1) - self.evaluate(t0)
-
-    def derivative(self, t: torch.Tensor) -> torch.Tensor:
-        idx, left, right, tq = self._piece(t)
-        inside = ((tq >= self.ts[..., :1].squeeze(-1)) & (tq <= self.ts[..., -1])).to(self.xs.dtype)
-        x0, x1 = self._gather(idx), self._gather(idx + 1)
-        return self._expand(inside / (right - left)) * (x1 - x0)
+        (self.xs,) = self._set_pieces(build, (ts, xs), batched, shape)
