@@ -12,7 +12,13 @@ from ._solve import DEFAULT_MAX_STEPS, solve
 from .adjoints import AbstractAdjoint, BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
 from .controllers import AbstractController, ConstantStepSize, PIDController, StepTo
 from .events import Event
-from .paths import AbstractBrownianPath, AbstractPath, BrownianGrid, LinearInterpolation
+from .paths import (
+    AbstractBrownianPath,
+    AbstractPath,
+    BrownianGrid,
+    LinearInterpolation,
+    VirtualBrownianTree,
+)
 from .solvers import (
     RK4,
     RK38,
@@ -74,6 +80,7 @@ __all__ = [
     "Status",
     "StepTo",
     "Tsit5",
+    "VirtualBrownianTree",
     "__version__",
     "solve",
 ]

@@ -2,7 +2,13 @@
 Brownian motion (SDEs)."""
 
 from ._base import AbstractPath
-from ._brownian import AbstractBrownianPath, BrownianGrid
+from ._brownian import AbstractBrownianPath, BrownianGrid, VirtualBrownianTree
 from ._linear import LinearInterpolation
 
-__all__ = ["AbstractBrownianPath", "AbstractPath", "BrownianGrid", "LinearInterpolation"]
+__all__ = [
+    "AbstractBrownianPath",
+    "AbstractPath",
+    "BrownianGrid",
+    "LinearInterpolation",
+    "VirtualBrownianTree",
+]

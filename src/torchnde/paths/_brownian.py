@@ -40,7 +40,7 @@ import torch
 
 from ._base import AbstractPath
 
-__all__ = ["AbstractBrownianPath", "BrownianGrid"]
+__all__ = ["AbstractBrownianPath", "BrownianGrid", "VirtualBrownianTree"]
 
 _LEVY_AREAS = (None, "space-time")
 
@@ -138,8 +138,9 @@ class AbstractBrownianPath(AbstractPath):
             )
         return self._query(t0, t1, True)
 
-    def _times(self, t0, t1) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-        """The query times as float64 tensors of a common shape ``()`` or ``(batch,)``."""
+    def _times(self, t0, t1):
+        """The query times as float64 tensors of a common shape ``lead``, ``()`` or ``(batch,)``,
+        with the dtypes they came in."""
         t0 = torch.as_tensor(t0, device=self.device)
         t1 = torch.as_tensor(t1, device=self.device)
         dtypes = (t0.dtype, t1.dtype)
@@ -156,8 +157,7 @@ class AbstractBrownianPath(AbstractPath):
                     f"{self!r} has batch size {self.batch}, but was queried with {t0.shape[0]} "
                     "times; build the path with `shape=(batch, ...)` matching the solve's batch"
                 )
-        self._time_dtypes = dtypes
-        return t0, t1, tuple(t0.shape)
+        return t0, t1, tuple(t0.shape), dtypes
 
     def _sample_index(self, lead: tuple[int, ...]) -> torch.Tensor:
         """Which path each query reads: sample ``b`` for a batched path, else path 0."""
@@ -236,6 +236,7 @@ class BrownianGrid(AbstractBrownianPath):
         self._setup(t0, t1, shape, seed, levy_area, dtype, device, batch_axis)
         self.steps = self._steps(steps, dt)
         self.h = (self.t1 - self.t0) / self.steps
+        self._tolerances: dict[torch.dtype, float] = {}
         gen = torch.Generator().manual_seed(seed)
         size = (self.steps, self.batch * self.channels)
         dw = torch.randn(size, generator=gen, dtype=torch.float64) * math.sqrt(self.h)
@@ -277,6 +278,12 @@ class BrownianGrid(AbstractBrownianPath):
 
     def _tolerance(self, dtype: torch.dtype) -> float:
         """How far (in time) a query may be from a grid point and still be read as on it."""
+        tol = self._tolerances.get(dtype)
+        if tol is None:
+            tol = self._tolerances[dtype] = self._compute_tolerance(dtype)
+        return tol
+
+    def _compute_tolerance(self, dtype: torch.dtype) -> float:
         eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
         tol = 16 * max(eps, torch.finfo(torch.float64).eps) * max(abs(self.t0), abs(self.t1))
         if tol >= self.h / 4:
@@ -294,19 +301,32 @@ class BrownianGrid(AbstractBrownianPath):
             err = (t - (self.t0 + k * self.h)).abs()
             bad = (err > tol) | (k < 0) | (k > self.steps)
             if bool(bad.any()):
-                at = float(t.reshape(-1)[bad.reshape(-1).nonzero()[0, 0]])
-                raise ValueError(
-                    f"{self!r} was queried at t={at:.10g}, which is not one of its grid points "
-                    f"t0 + k·{self.h:g}; step on the grid (ConstantStepSize with `dt0` a multiple "
-                    f"of {self.h:g}, or StepTo on grid points), or use `VirtualBrownianTree` for "
-                    "steps anywhere (adaptive solvers)"
-                )
+                raise ValueError(self._off_grid(float(t.reshape(-1)[bad.reshape(-1).argmax()])))
         return k.long()
 
+    def _off_grid(self, at: float) -> str:
+        return (
+            f"{self!r} was queried at t={at:.10g}, which is not one of its grid points "
+            f"t0 + k·{self.h:g} in [{_fmt(self.t0)}, {_fmt(self.t1)}]; step on the grid "
+            f"(ConstantStepSize with `dt0` a multiple of {self.h:g}, or StepTo on grid points), "
+            "or use `VirtualBrownianTree` for steps anywhere (adaptive solvers)"
+        )
+
     def _query(self, t0, t1, levy):
-        ta, tb, lead = self._times(t0, t1)
-        ka = self._index(ta, self._time_dtypes[0])
-        kb = self._index(tb, self._time_dtypes[1])
+        ta, tb = _host_time(t0), _host_time(t1)
+        if ta is not None and tb is not None and not self.batched:  # Python indices
+            ka, kb = self._host_index(ta, t0), self._host_index(tb, t1)
+            wa, wb = self._w[ka, 0], self._w[kb, 0]
+            w = wb - wa
+            if not levy:
+                return self._out(w, ()), None
+            if ka == kb:
+                return self._out(w, ()), self._out(torch.zeros_like(w), ())
+            h = (self._j[kb, 0] - self._j[ka, 0]) / ((kb - ka) * self.h) - wa - w / 2
+            return self._out(w, ()), self._out(h, ())
+        ta, tb, lead, dtypes = self._times(t0, t1)
+        ka = self._index(ta, dtypes[0])
+        kb = self._index(tb, dtypes[1])
         p = self._sample_index(lead)
         wa, wb = self._w[ka, p], self._w[kb, p]
         w = wb - wa
@@ -317,6 +337,13 @@ class BrownianGrid(AbstractBrownianPath):
         h = (self._j[kb, p] - self._j[ka, p]) / safe - wa - w / 2
         h = torch.where(span == 0, 0.0, h)
         return self._out(w, lead), self._out(h, lead)
+
+    def _host_index(self, t: float, given) -> int:
+        k = round((t - self.t0) / self.h)
+        dtype = given.dtype if isinstance(given, torch.Tensor) else torch.float64
+        if abs(t - (self.t0 + k * self.h)) > self._tolerance(dtype) or not 0 <= k <= self.steps:
+            raise ValueError(self._off_grid(t))
+        return k
 
     def validate_span(self, t0: torch.Tensor, t1: torch.Tensor) -> None:
         super().validate_span(t0, t1)
@@ -333,3 +360,314 @@ class BrownianGrid(AbstractBrownianPath):
                     f"t0 + k·{self.h:g}); start and end the solve on grid points, or use "
                     "`VirtualBrownianTree` for any interval"
                 )
+
+
+# ------------------------------------------------------------------------------------------------
+# counter-based random numbers: a hash of (seed, tree node, sample, channel), in int64 torch ops
+
+_MASK = 0xFFFFFFFF
+
+
+def _pcg(x):
+    """The 32-bit PCG hash (Jarzynski & Olano, *Hash Functions for GPU Rendering*, JCGT 2020) of
+    ``x`` in ``[0, 2^32)``, on Python ints or int64 tensors. Every product stays below ``2^63``
+    (multipliers below ``2^30``), so int64 arithmetic never overflows."""
+    state = (x * 747796405 + 2891336453) & _MASK
+    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & _MASK
+    return (word >> 22) ^ word
+
+
+def _seed_lanes(seed: int) -> tuple[int, int]:
+    """Two 32-bit starting states from a seed (taken modulo 2^64)."""
+    lo, hi = seed & _MASK, (seed >> 32) & _MASK
+    return _pcg(_pcg(lo) ^ hi), _pcg(_pcg(lo ^ 0x9E3779B9) ^ hi ^ 0x7F4A7C15)
+
+
+def _box_muller(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Two independent standard normals ``(2, ...)`` from two 32-bit uniform integers ``u:
+    (2, ...)``, in float64 for float64 paths, else float32 (tails are cut at ``sqrt(2·32·ln 2) ≈ 6.7`` standard deviations, probability
+    ``2^-32``)."""
+    u = u.to(torch.float64 if dtype == torch.float64 else torch.float32)
+    r = u[0].add_(0.5).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
+    angle = u[1].mul_(2.0 * math.pi * 2.0**-32)
+    return torch.stack([angle.cos(), angle.sin_()]).mul_(r)
+
+
+# ------------------------------------------------------------------------------------------------
+# shape functions of the tree (per unit node length; x ∈ [0, 1] the position in the node)
+
+
+def _tent(x):
+    """The Brownian-bridge midpoint displacement (Lévy–Ciesielski construction): linear up to the
+    node's midpoint and back down (a float or a tensor)."""
+    return 1 - abs(2 * x - 1)
+
+
+def _pywhere(cond, a, b):
+    return a if cond else b
+
+
+def _levy_shapes(x, where=torch.where):
+    """``(φ, ψ, Φ, Ψ)`` at ``x`` (a float or a tensor; ``where`` picks per element): how the two
+    normals drawn at a node (``Z`` and ``X`` below) move the path, and their antiderivatives
+    ``∫_0^x`` (which vanish at both ends of the node).
+
+    Splitting ``[s, u]`` (length ``h``) at its midpoint given ``W`` and ``H`` over it:
+    ``W_1 = W/2 + 3H/2 + Z``, ``W_2 = W - W_1``, ``H_1 = H/4 - Z/2 + X``, ``H_2 = H/4 - Z/2 - X``
+    with ``Z ~ N(0, h/16)`` and ``X ~ N(0, h/48)`` independent of ``(W, H)``: the conditional law
+    of ``(W_1, H_1, W_2, H_2)`` given ``(W, H)`` (it follows from the combination rule in the
+    module docstring and the covariances of the halves; see Foster, *Numerical approximations for
+    stochastic differential equations*, PhD thesis, Oxford 2020). Between levels the path is the
+    conditional mean given each node's ``(W, H)``, the parabola
+    ``W_{s,s+r} = (r/h) W + 6 (r/h)(1 - r/h) H``; refining a node moves it by ``Z φ + X ψ``."""
+    left = x < 0.5
+    u = where(left, 2 * x, 2 * x - 1)  # position in the half
+    c = 1 - u
+    uu = u * u
+    phi = where(left, u * (3 * u - 2), c * (1 - 3 * u))
+    psi = where(left, 6 * u * c, -6 * u * c)
+    big_phi = where(left, -uu * c, u * c * c) / 2
+    big_psi = where(left, uu * (3 - 2 * u), 1 - uu * (3 - 2 * u)) / 2
+    return phi, psi, big_phi, big_psi
+
+
+# ------------------------------------------------------------------------------------------------
+# virtual Brownian tree
+
+
+class VirtualBrownianTree(AbstractBrownianPath):
+    """Brownian motion on ``[t0, t1]`` computed on demand from a seed, to resolution ``tol``.
+
+    The path is the Brownian-bridge bisection of ``[t0, t1]`` down to depth
+    ``L = ceil(log2((t1 - t0)/tol))``: ``W`` is exact Brownian motion at the dyadic points
+    ``t0 + k (t1 - t0)/2^L`` (spacing at most ``tol``) and, between them, its conditional mean
+    given the finest level — the straight line (as diffrax does), or with
+    ``levy_area="space-time"`` the parabola fixed by the cell's increment and Lévy area. So ``tol``
+    (absolute, in time units, like torchsde's ``BrownianTree`` and diffrax) is the resolution:
+    an increment over an interval whose ends are dyadic points is exact in law; one whose ends are
+    not misses the bridge fluctuation inside the end cells (standard deviation at most
+    ``sqrt(tol)/2``). Choose ``tol`` well below the step size.
+
+    The random numbers of each tree node come from a counter-based hash of (seed, node, sample,
+    channel) — the 32-bit PCG hash in two lanes, then Box–Muller — in int64 tensor operations, so
+    the path is a pure function of (seed, time): the backward pass, rejected steps and
+    checkpoint recomputation see the same path, nothing is stored, queries run on any device,
+    and under ``batch_axis=0`` every sample (its own independent path) is queried at its own time
+    in one vectorised pass. Identical on every device up to float rounding in Box–Muller.
+
+    Each query costs O(L): ``W`` is a sum over levels of one node's normal times a fixed shape
+    (the Lévy–Ciesielski form of the bisection), and only the nodes holding the two ends of the
+    interval contribute, so no Python loop runs over levels, samples or values. The increment and
+    the Lévy area over ``[a, b]`` are computed as differences within each node (float64 weights,
+    normals in ``dtype``), so short intervals keep their relative precision.
+
+    Args:
+        t0, t1: the interval, ``t0 < t1``; queries outside it are clamped to it
+            (:func:`~torchnde.solve` checks the solve's interval first).
+        shape: channel shape of ``W``; with ``batch_axis=0``, ``shape[0]`` is the batch size (one
+            independent path per sample) and ``path.shape == shape[1:]``.
+        tol: the resolution, in time units (default ``1e-3``); the depth is capped at 48 levels.
+        seed: the seed (any int, taken modulo ``2^64``).
+        levy_area: None, or ``"space-time"`` for :meth:`levy_increment` (the path then differs
+            from the one without Lévy area for the same seed).
+        dtype: dtype of the increments.
+        device: where queries are computed.
+        batch_axis: None, or 0 for one path per sample.
+
+    Without a batch axis the path may also be queried at ``(batch,)`` times: one path read at
+    several times. References: Gaines & Lyons, *Variable step size control in the numerical
+    solution of stochastic differential equations*, SIAM J. Appl. Math. 1997 (the virtual tree);
+    Li et al., *Scalable gradients for stochastic differential equations*, AISTATS 2020;
+    Jelinčič et al., *Single-seed generation of Brownian paths and integrals for adaptive and
+    high order SDE solvers*, 2024 (Lévy area in the tree).
+    """
+
+    _MAX_DEPTH = 48
+
+    def __init__(
+        self,
+        t0: float,
+        t1: float,
+        shape: tuple[int, ...] | int,
+        *,
+        tol: float = 1e-3,
+        seed: int = 0,
+        levy_area: str | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        batch_axis: int | None = None,
+    ):
+        self._setup(t0, t1, shape, seed, levy_area, dtype, device, batch_axis)
+        tol = _real("tol", tol)
+        if tol <= 0:
+            raise ValueError(f"`tol` must be positive, got {tol}")
+        span = self.t1 - self.t0
+        depth = max(0, math.ceil(math.log2(span / tol) - 1e-12))
+        if depth > self._MAX_DEPTH:
+            raise ValueError(
+                f"`tol`={tol:g} needs {depth} levels of bisection on [{_fmt(self.t0)}, "
+                f"{_fmt(self.t1)}], more than {self._MAX_DEPTH}; use `tol` >= {span * 2.0**-48:g}"
+            )
+        self.tol, self.depth = tol, depth
+        dev = self.device
+        levels = torch.arange(depth, device=dev)
+        self._cells = 2.0 ** levels.to(torch.float64)  # (L,): nodes per level
+        self._first = 2**levels  # heap number of each level's first node
+        widths = span / self._cells
+        if levy_area is None:  # the bridge's midpoint displacement: N(0, h/4)
+            self._sigma = (widths.sqrt() / 2)[None]
+        else:  # Z ~ N(0, h/16), X ~ N(0, h/48) (see `_levy_shapes`)
+            self._sigma = torch.stack([widths.sqrt() / 4, (widths / 48).sqrt()])
+        root = [math.sqrt(span), math.sqrt(span / 12)]  # W and H over [t0, t1]
+        self._root = torch.tensor(root, dtype=torch.float64, device=dev)
+        self._lanes_f = _seed_lanes(seed)
+        self._lanes = torch.tensor(self._lanes_f, device=dev)
+        self._root_f, self._sigma_f = tuple(root), self._sigma.T.tolist()
+        # normals come in pairs (Box–Muller): without Lévy area one pair serves two channels
+        pairs = self.channels if levy_area else (self.channels + 1) // 2
+        if self.batch * pairs >= 2**32:
+            raise ValueError(
+                f"{self!r} has {self.batch * self.channels} numbers per tree node, more than "
+                "2^32; split it into several paths with different seeds"
+            )
+        sample = torch.arange(self.batch, device=dev)[:, None]
+        self._counter = sample * pairs + torch.arange(pairs, device=dev)  # (batch, pairs)
+
+    def __repr__(self) -> str:
+        shape = ((self.batch,) if self.batched else ()) + self.shape
+        levy = "" if self.levy_area is None else f", levy_area={self.levy_area!r}"
+        return (
+            f"VirtualBrownianTree(t0={_fmt(self.t0)}, t1={_fmt(self.t1)}, shape={shape}, "
+            f"tol={self.tol:g}{levy})"
+        )
+
+    def _query(self, t0, t1, levy):
+        ta, tb = _host_time(t0), _host_time(t1)
+        if ta is not None and tb is not None and not self.batched:
+            return self._host_query(ta, tb, levy)
+        ta, tb, lead, _ = self._times(t0, t1)
+        span = self.t1 - self.t0
+        s = ((torch.stack([ta, tb]) - self.t0) / span).clamp_(0, 1)  # (2, *lead)
+        sign = torch.where(s[1] < s[0], -1.0, 1.0)  # computed forwards, so reversal is exact
+        s = torch.stack([s.amin(0), s.amax(0)])
+        cells = self._cells.reshape(-1, 1, *([1] * len(lead)))  # (L, 1, ...)
+        y = s * cells  # (L, end, *lead): each end's position in units of that level's nodes
+        k = y.floor().clamp_(max=cells - 1)  # the node holding each end
+        # x[l, n, e]: where end e falls in the level-l node holding end n (clamped to the node)
+        x = (y.unsqueeze(1) - k.unsqueeze(2)).clamp_(0, 1)  # (L, node, end, *lead)
+        same = (k[:, 0] == k[:, 1]).unsqueeze(1)  # (L, 1, *lead)
+        drop = torch.cat([torch.zeros_like(same), same], 1)  # node b counted once, as node a
+        nodes = (k.long() + self._first.reshape(cells.shape)).flatten(0, 1)  # (2L, *lead)
+        nodes = torch.cat([torch.zeros_like(nodes[:1]), nodes])  # the root is node 0
+        h = _pcg(nodes ^ self._lanes.reshape(2, *([1] * nodes.ndim)))
+        if self.depth >= 31:  # heap numbers above 2^32
+            h = _pcg(h ^ (nodes >> 32))
+        z = self._normals(h, self._counter if self.batched else self._counter[0])
+        delta = s[1] - s[0]
+        if self.levy_area is None:
+            w = self._sigma[0].reshape(cells.shape) * (_tent(x[:, :, 1]) - _tent(x[:, :, 0]))
+            w = torch.cat([(self._root[0] * delta)[None], w.masked_fill(drop, 0).flatten(0, 1)])
+            return self._out(_contract(w * sign, z, lead), lead), None
+        w, h = self._levy_weights(x, s, cells, drop)
+        w_out = self._out(_contract(w * sign, z, lead), lead)
+        if not levy:
+            return w_out, None
+        return w_out, self._out(_contract(h, z, lead), lead)
+
+    def _levy_weights(self, x, s, cells, drop):
+        """Weights ``(stream, R, *lead)`` of the normals in ``W`` and in ``H`` over ``[a, b]``,
+        from ``W = f(b) - f(a)`` and ``H = (F(b) - F(a))/(b - a) - f(a) - W/2`` for each shape
+        ``f`` with antiderivative ``F``. Each node's shapes are read inside that node (nodes
+        away from both ends contribute nothing), so nothing large cancels."""
+        shapes = _levy_shapes(x)
+        f, big = torch.stack(shapes[:2]), torch.stack(shapes[2:])  # (stream, L, node, end, ...)
+        delta = s[1] - s[0]
+        safe = torch.where(delta == 0, 1.0, delta)
+        sigma = self._sigma.reshape(2, -1, *([1] * (x.ndim - 2)))  # (stream, L, 1, ...)
+        w = f[:, :, :, 1] - f[:, :, :, 0]
+        h = (big[:, :, :, 1] - big[:, :, :, 0]) / (cells * safe) - f[:, :, :, 0] - w / 2
+        w = (sigma * w).masked_fill_(drop, 0).flatten(1, 2)
+        h = (sigma * h).masked_fill_(drop, 0).flatten(1, 2)
+        # the root: W = √T·ξ along a line (no area), H = √(T/12)·η through the parabola 6s(1-s)
+        root = self._root.reshape(2, *([1] * delta.ndim))
+        root_w = torch.stack([delta, 6 * delta * (1 - s[0] - s[1])]) * root
+        root_h = torch.stack([torch.zeros_like(delta), delta * delta]) * root
+        w = torch.cat([root_w.unsqueeze(1), w], 1)
+        h = torch.cat([root_h.unsqueeze(1), h], 1)
+        return w, h.masked_fill_(delta == 0, 0)
+
+    def _normals(self, h: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
+        """The normals of every (node, sample, channel) from ``h: (2, R, *lead)``, the two hash
+        lanes keyed by (seed, node), and the element counter ``sample · pairs + pair``; returns
+        ``(2, R, *lead, pairs)`` (Lévy area: one stream each) or ``(R, *lead, channels)``."""
+        z = _box_muller(_pcg(h.unsqueeze(-1) ^ counter), self.dtype)
+        if self.levy_area is None:  # the pair's two normals serve two channels
+            return torch.cat([z[0], z[1]], -1)[..., : self.channels]
+        return z
+
+    def _host_query(self, ta: float, tb: float, levy: bool):
+        """One path queried at two Python times: the same computation as ``_query``, with the
+        per-level bookkeeping in Python numbers (far fewer tensor operations) and only the
+        nodes that contribute."""
+        span = self.t1 - self.t0
+        sa = min(max((ta - self.t0) / span, 0.0), 1.0)
+        sb = min(max((tb - self.t0) / span, 0.0), 1.0)
+        sign = 1.0
+        if sb < sa:
+            sa, sb, sign = sb, sa, -1.0
+        delta = sb - sa
+        safe = delta if delta else 1.0
+        nodes = [0]
+        root_w, root_h = self._root_f
+        if self.levy_area is None:
+            weights = [[root_w * delta * sign]]
+        else:
+            weights = [
+                [root_w * delta * sign],
+                [root_h * 6 * delta * (1 - sa - sb) * sign],
+                [0.0],
+                [root_h * delta * delta],
+            ]
+        for level in range(self.depth):
+            cells = float(1 << level)
+            ya, yb = sa * cells, sb * cells
+            ka, kb = min(math.floor(ya), cells - 1), min(math.floor(yb), cells - 1)
+            for k in (ka,) if ka == kb else (ka, kb):
+                xa, xb = min(max(ya - k, 0.0), 1.0), min(max(yb - k, 0.0), 1.0)
+                nodes.append((1 << level) + int(k))
+                sigma = self._sigma_f[level]
+                if self.levy_area is None:
+                    weights[0].append(sigma[0] * (_tent(xb) - _tent(xa)) * sign)
+                    continue
+                fa, fb = _levy_shapes(xa, _pywhere), _levy_shapes(xb, _pywhere)
+                for stream in (0, 1):
+                    w = fb[stream] - fa[stream]
+                    h = (fb[stream + 2] - fa[stream + 2]) / (cells * safe) - fa[stream] - w / 2
+                    weights[stream].append(sigma[stream] * w * sign)
+                    weights[stream + 2].append(sigma[stream] * h if delta else 0.0)
+        lanes = [[_pcg(n ^ lane) for n in nodes] for lane in self._lanes_f]
+        if self.depth >= 31:
+            lanes = [[_pcg(h ^ (n >> 32)) for h, n in zip(lane, nodes)] for lane in lanes]
+        dev = self.device
+        z = self._normals(torch.tensor(lanes, device=dev), self._counter[0])
+        weights = torch.tensor(weights, dtype=self.dtype, device=dev)  # (W/H, stream, R)
+        if self.levy_area is None:
+            return self._out(_contract(weights[0], z, ()), ()), None
+        w = self._out(_contract(weights[:2], z, ()), ())
+        return w, self._out(_contract(weights[2:], z, ()), ()) if levy else None
+
+
+def _host_time(t) -> float | None:
+    """``t`` as a Python float when it is a number or a 0-dim CPU tensor (cheap to read)."""
+    if isinstance(t, torch.Tensor):
+        if t.ndim or t.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        return t.item()
+    return float(t) if isinstance(t, (int, float)) else None
+
+
+def _contract(weights: torch.Tensor, z: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+    """``Σ weights z`` over the axes of ``weights`` before ``lead`` (streams, rows); ``z`` has
+    one more trailing axis (channels)."""
+    prod = weights.to(z.dtype).unsqueeze(-1) * z
+    return prod.sum(tuple(range(weights.ndim - len(lead))))
