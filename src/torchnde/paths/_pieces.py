@@ -362,6 +362,9 @@ class AbstractInterpolation(AbstractPath):
             idx = torch.bucketize(t, bounds, right=right)
             return idx, t - self._lefts[idx]
         batch = self._rows.shape[0]
+        if t.ndim == 0 and not self._per_sample:  # one piece for every sample
+            idx = torch.bucketize(t, bounds, right=right)
+            return idx, t - self._lefts[idx]
         if t.ndim == 0:
             t = t.expand(batch)
         elif t.shape != (batch,):
@@ -372,12 +375,17 @@ class AbstractInterpolation(AbstractPath):
         if self._per_sample:
             idx = torch.searchsorted(bounds, t[:, None].contiguous(), right=right)[:, 0]
             return idx, t - self._lefts.gather(1, idx[:, None])[:, 0]
-        idx = torch.bucketize(t, bounds, right=right)
+        idx = torch.bucketize(t.contiguous(), bounds, right=right)
         return idx, t - self._lefts[idx]
 
     def _horner(self, table: torch.Tensor, idx: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        rows = table[idx] if not self.batched else table[self._rows, idx]
-        parts = rows.unbind(idx.ndim)
+        if not self.batched:
+            rows, axis = table[idx], idx.ndim
+        elif idx.ndim == 0:
+            rows, axis = table[:, idx], 1
+        else:
+            rows, axis = table[self._rows, idx], 1
+        parts = rows.unbind(axis)
         s = s.to(table.dtype)
         if s.ndim:
             s = s.reshape(*s.shape, *self._trail)
