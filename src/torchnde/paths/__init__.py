@@ -3,12 +3,24 @@ Brownian motion (SDEs)."""
 
 from ._base import AbstractPath
 from ._brownian import AbstractBrownianPath, BrownianGrid, VirtualBrownianTree
+from ._interpolation import (
+    HermiteCubicSpline,
+    NaturalCubicSpline,
+    PiecewiseCubic,
+    RectilinearInterpolation,
+)
 from ._linear import LinearInterpolation
+from ._pieces import AbstractInterpolation
 
 __all__ = [
     "AbstractBrownianPath",
+    "AbstractInterpolation",
     "AbstractPath",
     "BrownianGrid",
+    "HermiteCubicSpline",
     "LinearInterpolation",
+    "NaturalCubicSpline",
+    "PiecewiseCubic",
+    "RectilinearInterpolation",
     "VirtualBrownianTree",
 ]
