@@ -1,0 +1,411 @@
+"""``torchnde.compat.torchsde`` against torchsde 0.2.6 itself.
+
+Driven by one Brownian path (a torchsde ``BrownianInterval`` with a fixed ``entropy``, built
+afresh for each library so both query it from scratch), every method both libraries have must
+give torchsde's numbers to rounding: same steps, same increments, same linear interpolation to
+the output times. Where the samples differ (``bm=None``, or this module's own
+``BrownianInterval``), the laws must agree: moments of the terminal value against the exact
+moments of the discretised process, and a two-sample Kolmogorov–Smirnov test against torchsde.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import torchnde
+from torchnde.compat import torchsde as nde
+
+tsde = pytest.importorskip("torchsde")
+stats = pytest.importorskip("scipy.stats")
+
+F64 = torch.float64
+BATCH, D = 4, 3
+TS = torch.tensor([0.0, 0.33, 0.7, 1.0], dtype=F64)  # output times off the step grid
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class SDE(torch.nn.Module):
+    """A small nonlinear SDE of each noise type. For diagonal and scalar noise ``g_i`` depends on
+    ``y_i`` alone (commutative noise, the case Milstein is for); additive noise does not depend
+    on ``y`` (nor on ``t``, where SRA1's published stage and torchnde's differ)."""
+
+    def __init__(self, noise_type: str, sde_type: str, m: int = 2):
+        super().__init__()
+        self.noise_type, self.sde_type = noise_type, sde_type
+        gen = torch.Generator().manual_seed(0)
+        self.a = torch.nn.Parameter(torch.linspace(-1.0, 0.5, D, dtype=F64))
+        self.b = torch.nn.Parameter(torch.linspace(0.2, 0.6, D, dtype=F64))
+        self.mix = torch.nn.Parameter(0.3 * torch.randn(D, m, generator=gen, dtype=F64))
+
+    def f(self, t, y):
+        return self.a * y + 0.1 * torch.sin(3 * t) * y.cos()
+
+    def g(self, t, y):
+        if self.noise_type == "diagonal":
+            return self.b * torch.cos(y)
+        if self.noise_type == "scalar":
+            return (self.b * torch.cos(y))[..., None]
+        if self.noise_type == "additive":
+            return self.mix.expand(y.shape[0], -1, -1)
+        return torch.tanh(y)[..., None] * self.mix
+
+
+def noise_size(noise_type: str) -> int:
+    return {"diagonal": D, "scalar": 1}.get(noise_type, 2)
+
+
+def shared_bm(noise_type: str, levy: bool = False, dtype=F64, entropy: int = 3):
+    return tsde.BrownianInterval(
+        0.0,
+        1.0,
+        size=(BATCH, noise_size(noise_type)),
+        dtype=dtype,
+        entropy=entropy,
+        levy_area_approximation="space-time" if levy else "none",
+    )
+
+
+Y0 = torch.rand(BATCH, D, generator=torch.Generator().manual_seed(1), dtype=F64)
+
+BOTH = [  # (noise type, sde type, method): every combination both libraries run
+    *[(n, "ito", "euler") for n in ("diagonal", "scalar", "additive", "general")],
+    *[(n, "ito", "milstein") for n in ("diagonal", "scalar", "additive")],
+    ("additive", "ito", "srk"),
+    *[
+        (n, "stratonovich", m)
+        for n in ("diagonal", "scalar", "additive", "general")
+        for m in ("midpoint", "heun", "euler_heun", "reversible_heun")
+    ],
+    *[(n, "stratonovich", "milstein") for n in ("diagonal", "scalar", "additive")],
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# the same path: the same numbers
+
+
+@pytest.mark.parametrize(("noise", "sde_type", "method"), BOTH)
+def test_methods_match_torchsde_on_the_same_brownian_path(noise, sde_type, method):
+    sde = SDE(noise, sde_type)
+    levy = method == "srk"
+    ours = nde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), method=method, dt=0.01)
+    theirs = tsde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), method=method, dt=0.01)
+    assert ours.shape == theirs.shape == (len(TS), BATCH, D)
+    assert torch.equal(ours[0], Y0)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_times_give_torchsdes_accumulated_steps():
+    """torchsde accumulates ``t + dt`` in the dtype of ``ts``; float32 steps of 0.01 drift off
+    the decimal grid, and the increments follow the times actually used."""
+    sde = SDE("diagonal", "ito").float()
+    y0, ts = Y0.float(), torch.tensor([0.0, 0.5, 1.0])
+    bm = lambda: shared_bm("diagonal", dtype=torch.float32)  # noqa: E731
+    ours = nde.sdeint(sde, y0, ts, bm=bm(), method="euler", dt=0.01)
+    theirs = tsde.sdeint(sde, y0, ts, bm=bm(), method="euler", dt=0.01)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_grid_accumulates_like_torchsde():
+    for dtype in (torch.float32, F64):
+        for dt in (1e-3, 0.07, 1 / 3):
+            ts = torch.tensor([0.3, 2.1], dtype=dtype)
+            current, times = ts[0], [ts[0].item()]
+            while current < ts[-1]:  # torchsde's loop
+                current = min(current + dt, ts[-1])
+                times.append(current.item())
+            assert nde._grid(ts, dt).tolist() == times
+
+
+def test_default_methods_are_torchsdes_except_srid2():
+    """torchsde's defaults: midpoint (Stratonovich), srk (Itô additive), euler (Itô general);
+    its srk for Itô diagonal/scalar noise (SRID2) is replaced by milstein."""
+    expected = {
+        ("stratonovich", "diagonal"): "midpoint",
+        ("stratonovich", "general"): "midpoint",
+        ("ito", "additive"): "srk",
+        ("ito", "general"): "euler",
+        ("ito", "diagonal"): "milstein",
+        ("ito", "scalar"): "milstein",
+    }
+    for (sde_type, noise), method in expected.items():
+        sde = SDE(noise, sde_type)
+        levy = method == "srk"
+        default = nde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), dt=0.01)
+        named = tsde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), method=method, dt=0.01)
+        torch.testing.assert_close(default, named, rtol=1e-12, atol=1e-12)
+
+
+class OnlyFG(torch.nn.Module):
+    """The diagonal SDE through ``f_and_g`` only, under other method names."""
+
+    noise_type, sde_type = "diagonal", "stratonovich"
+
+    def __init__(self, sde: SDE):
+        super().__init__()
+        self.sde = sde
+        self.calls = 0
+
+    def both(self, t, y):
+        self.calls += 1
+        return self.sde.f(t, y), self.sde.g(t, y)
+
+
+def test_f_and_g_and_names():
+    sde = SDE("diagonal", "stratonovich")
+    only = OnlyFG(sde)
+    names = {"drift_and_diffusion": "both"}
+    ours = nde.sdeint(only, Y0, TS, bm=shared_bm("diagonal"), method="heun", dt=0.01, names=names)
+    theirs = tsde.sdeint(sde, Y0, TS, bm=shared_bm("diagonal"), method="heun", dt=0.01)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    # one f_and_g per stage: Heun has two stages per step, 100 steps, plus the first call
+    assert only.calls <= 2 * 100 + 2
+
+
+class Posterior(SDE):
+    def h(self, t, y):  # the prior drift
+        return -y
+
+
+@pytest.mark.parametrize("noise", ["diagonal", "general"])
+def test_logqp_matches_torchsde(noise):
+    sde = Posterior(noise, "ito")
+    m = noise_size(noise)
+
+    def bm():  # the log-ratio channel is one more state channel (and noise channel if diagonal)
+        size = (BATCH, m + 1 if noise == "diagonal" else m)
+        return tsde.BrownianInterval(0.0, 1.0, size=size, dtype=F64, entropy=5)
+
+    ours = nde.sdeint(sde, Y0, TS, bm=bm(), method="euler", dt=0.01, logqp=True, extra=True)
+    theirs = tsde.sdeint(sde, Y0, TS, bm=bm(), method="euler", dt=0.01, logqp=True, extra=True)
+    assert len(ours) == 3 and ours[2] == () == theirs[2]
+    assert ours[0].shape == (len(TS), BATCH, D) and ours[1].shape == (len(TS) - 1, BATCH)
+    for a, b in zip(ours[:2], theirs[:2]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert bool((ours[1] > 0).all())  # a KL rate integrated over time
+
+
+# ------------------------------------------------------------------------------------------------
+# gradients
+
+
+@pytest.mark.parametrize(
+    ("noise", "sde_type", "method"),
+    [("diagonal", "ito", "milstein"), ("general", "stratonovich", "midpoint")],
+)
+def test_sdeint_gradients_match_torchsde(noise, sde_type, method):
+    sde = SDE(noise, sde_type)
+    y0 = Y0.clone().requires_grad_(True)
+    grads = []
+    for sdeint in (nde.sdeint, tsde.sdeint):
+        ys = sdeint(sde, y0, TS, bm=shared_bm(noise), method=method, dt=0.01)
+        inputs = (y0, *sde.parameters())
+        grads.append(torch.autograd.grad((ys * ys).sum(), inputs, materialize_grads=True))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_reversible_adjoint_gives_the_direct_gradient():
+    """torchsde's adjoint_reversible_heun is exact only when ``ts`` falls on the step grid; ours
+    is exact always: it equals backpropagation through the forward steps."""
+    sde = SDE("general", "stratonovich")
+    y0 = Y0.clone().requires_grad_(True)
+    inputs = (y0, *sde.parameters())
+
+    def grad(fn, **kw):
+        ys = fn(sde, y0, TS, bm=shared_bm("general"), method="reversible_heun", dt=0.01, **kw)
+        return torch.autograd.grad((ys**2).sum(), inputs, materialize_grads=True)
+
+    direct = grad(tsde.sdeint)
+    ours = grad(nde.sdeint_adjoint)
+    theirs = grad(tsde.sdeint_adjoint)
+    for a, b, c in zip(ours, direct, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+        torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6)  # torchsde: approximately
+
+
+# ------------------------------------------------------------------------------------------------
+# in distribution
+
+
+class GBM(torch.nn.Module):
+    """Geometric Brownian motion ``dX = μX dt + σX dW`` (Itô), diagonal noise."""
+
+    noise_type, sde_type = "diagonal", "ito"
+    mu, sigma = 0.5, 0.8
+
+    def f(self, t, y):
+        return self.mu * y
+
+    def g(self, t, y):
+        return self.sigma * y
+
+
+def test_euler_maruyama_moments_and_law_match_torchsde():
+    """Euler–Maruyama on GBM is the product of ``1 + μh + σΔW``: its mean and second moment are
+    known exactly, ``(1 + μh)^n`` and ``((1 + μh)² + σ²h)^n``; samples from a fresh path
+    (``bm=None``) must match them, and the law of torchsde's samples (two-sample KS test)."""
+    torch.manual_seed(0)
+    n, h, samples = 50, 0.02, 20_000
+    y0 = torch.ones(samples, 1, dtype=F64)
+    ts = torch.tensor([0.0, 1.0], dtype=F64)
+    ours = nde.sdeint(GBM(), y0, ts, method="euler", dt=h)[-1, :, 0]
+    theirs = tsde.sdeint(GBM(), y0, ts, method="euler", dt=h)[-1, :, 0]
+    mean = (1 + GBM.mu * h) ** n
+    second = ((1 + GBM.mu * h) ** 2 + GBM.sigma**2 * h) ** n
+    sd = math.sqrt(second - mean**2)
+    assert abs(ours.mean().item() - mean) < 4 * sd / math.sqrt(samples)
+    # the sample second moment's standard error, from the fourth moment of the product
+    fourth = ((1 + GBM.mu * h) ** 4 + 6 * (1 + GBM.mu * h) ** 2 * GBM.sigma**2 * h
+              + 3 * GBM.sigma**4 * h * h) ** n  # fmt: skip
+    assert abs((ours**2).mean().item() - second) < 4 * math.sqrt(fourth - second**2 / samples)
+    assert stats.ks_2samp(ours.numpy(), theirs.numpy()).pvalue > 1e-3
+
+
+def test_own_brownian_interval_has_brownian_statistics():
+    """This module's ``BrownianInterval`` (a VirtualBrownianTree): increments over the steps are
+    independent ``N(0, dt)``, the same from the same ``entropy``, and ``return_U`` gives
+    torchsde's ``U = ∫(W - W_a)``, whose space-time Lévy area ``U/h - W/2`` is ``N(0, h/12)``
+    independent of ``W``."""
+    bm = nde.BrownianInterval(0.0, 1.0, size=(20_000, 1), dtype=F64, entropy=11,
+                              levy_area_approximation="space-time")  # fmt: skip
+    again = nde.BrownianInterval(0.0, 1.0, size=(20_000, 1), dtype=F64, entropy=11,
+                                 levy_area_approximation="space-time")  # fmt: skip
+    a, b = 0.25, 0.375
+    w, u = bm(a, b, return_U=True)
+    assert torch.equal(w, again(a, b))
+    h = b - a
+    levy = u / h - w / 2
+    se = 4 / math.sqrt(w.numel())
+    assert abs(w.var().item() / h - 1) < se * math.sqrt(2) and abs(w.mean().item()) < se * h**0.5
+    assert abs(levy.var().item() / (h / 12) - 1) < se * math.sqrt(2)
+    assert abs(torch.corrcoef(torch.cat([w, levy], 1).T)[0, 1].item()) < se
+    # additivity and independence of adjacent increments
+    w1, w2 = bm(a, 0.3), bm(0.3, b)
+    torch.testing.assert_close(w1 + w2, w, rtol=1e-9, atol=1e-9)
+    assert abs(torch.corrcoef(torch.cat([w1, w2], 1).T)[0, 1].item()) < se
+    assert stats.kstest((w / h**0.5).flatten().numpy(), "norm").pvalue > 1e-3
+    # BrownianPath / BrownianTree: point queries start at w0
+    w0 = torch.full((3, 2), 5.0, dtype=F64)
+    for path in (nde.BrownianPath(0.0, w0), nde.BrownianTree(0.0, w0, entropy=1)):
+        torch.testing.assert_close(path(0.5) - w0, path(0.0, 0.5), rtol=0, atol=1e-12)
+
+
+def test_own_brownian_interval_drives_a_strong_order_check():
+    """Driven by one ``BrownianInterval``, ``srk`` (SRA1) on an additive-noise SDE converges
+    to the fine solution much faster than Euler–Maruyama, and ``adaptive=True`` stays within its
+    tolerance of it."""
+
+    class OU(torch.nn.Module):
+        noise_type, sde_type = "additive", "ito"
+
+        def f(self, t, y):
+            return -torch.sin(y)
+
+        def g(self, t, y):
+            return torch.full((y.shape[0], 1, 1), 0.7, dtype=y.dtype)
+
+    y0 = torch.full((200, 1), 0.5, dtype=F64)
+    ts = torch.tensor([0.0, 1.0], dtype=F64)
+    bm = nde.BrownianInterval(0.0, 1.0, size=(200, 1), dtype=F64, entropy=2,
+                              levy_area_approximation="space-time")  # fmt: skip
+    fine = nde.sdeint(OU(), y0, ts, bm=bm, method="srk", dt=2**-10)[-1]
+    errors = {}
+    for method in ("euler", "srk"):
+        coarse = nde.sdeint(OU(), y0, ts, bm=bm, method=method, dt=2**-4)[-1]
+        errors[method] = (coarse - fine).abs().mean().item()
+    assert errors["srk"] < errors["euler"] / 5, errors
+    adaptive = nde.sdeint(OU(), y0, ts, bm=bm, method="srk", adaptive=True, rtol=1e-4, atol=1e-4)
+    assert (adaptive[-1] - fine).abs().max().item() < 1e-2
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_errors_name_the_argument_and_the_fix():
+    diag = SDE("diagonal", "ito")
+    strat = SDE("diagonal", "stratonovich")
+    general = SDE("general", "ito")
+    cases = [
+        (lambda: nde.sdeint(strat, Y0, TS, method="euler"), ValueError, "euler_heun"),
+        (lambda: nde.sdeint(diag, Y0, TS, method="midpoint"), ValueError, "milstein"),
+        (lambda: nde.sdeint(diag, Y0, TS, method="srk"), ValueError, "SRID2.*milstein"),
+        (lambda: nde.sdeint(general, Y0, TS, method="milstein"), ValueError, "noise type"),
+        (lambda: nde.sdeint(strat, Y0, TS, method="log_ode"), ValueError, "midpoint"),
+        (lambda: nde.sdeint(strat, Y0, TS, method="rk4"), ValueError, "Expected method"),
+        (lambda: nde.sdeint(strat, Y0, TS, method="adjoint_reversible_heun"), ValueError,
+         "adjoint_method"),
+        (lambda: nde.sdeint(diag, Y0, TS, method="euler", options={"x": 1}), ValueError,
+         "takes no options"),
+        (lambda: nde.sdeint(diag, Y0, TS, method="milstein", options={"grad_free": True}),
+         ValueError, "grad_free"),
+        (lambda: nde.sdeint(diag, Y0, TS, names={"drfit": "f"}), ValueError, "drift"),
+        (lambda: nde.sdeint(diag, Y0[0], TS), ValueError, "2-dimensional"),
+        (lambda: nde.sdeint(diag, Y0, TS.flip(0)), ValueError, "strictly increasing"),
+        (lambda: nde.sdeint(diag, Y0, TS, method="euler", adaptive=True), ValueError, "srk"),
+        (lambda: nde.sdeint(strat, Y0, TS, method="midpoint", adaptive=True), ValueError,
+         "reversible_heun"),
+        (lambda: nde.sdeint(strat, Y0, TS, method="reversible_heun", extra=True), ValueError,
+         "extra"),
+        (lambda: nde.sdeint(diag, Y0, TS, bm=shared_bm("diagonal"), extra_solver_state=(Y0,)),
+         ValueError, "extra_solver_state"),
+        (lambda: nde.sdeint(diag, Y0[:2], TS, bm=shared_bm("diagonal")), ValueError, "Batch"),
+        (lambda: nde.sdeint(SDE("scalar", "ito"), Y0, TS, bm=shared_bm("general")), ValueError,
+         "scalar"),
+        (lambda: nde.sdeint(SDE("additive", "ito"), Y0, TS, bm=shared_bm("additive"),
+                            method="srk"), ValueError, "space-time"),
+        (lambda: nde.sdeint(diag, Y0, TS, bm=torch.zeros(4, 3)), TypeError, "BrownianInterval"),
+        (lambda: nde.sdeint(diag, Y0, TS, method="euler", unknown=1), TypeError, "unknown"),
+        (lambda: nde.BrownianInterval(0.0, 1.0, size=(2, 2), levy_area_approximation="foster"),
+         ValueError, "space-time"),
+        (lambda: nde.sdeint_adjoint(strat, Y0, TS, method="midpoint",
+                                    adjoint_method="adjoint_reversible_heun"), ValueError,
+         "reversible_heun"),
+    ]  # fmt: skip
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_diffusion_only_as_a_product_is_refused():
+    class ProdOnly(torch.nn.Module):
+        noise_type, sde_type = "general", "ito"
+
+        def f(self, t, y):
+            return -y
+
+        def g_prod(self, t, y, v):
+            return v.sum(-1, keepdim=True).expand_as(y)
+
+    with pytest.raises(ValueError, match="diffusion matrix"):
+        nde.sdeint(ProdOnly(), Y0, TS, bm=shared_bm("general"))
+
+
+def test_bm_must_cover_the_solve():
+    bm = tsde.BrownianInterval(0.0, 0.5, size=(BATCH, D), dtype=F64, entropy=1)
+    with pytest.raises(ValueError, match="t1=1"):
+        nde.sdeint(SDE("diagonal", "ito"), Y0, TS, bm=bm, method="euler")
+
+
+def test_torchnde_solvers_behind_the_method_names():
+    assert isinstance(nde._solver(_setup("euler"), False), torchnde.EulerMaruyama)
+    milstein = nde._solver(_setup("milstein", "stratonovich"), False)
+    assert isinstance(milstein, torchnde.Milstein) and milstein.interpretation == "stratonovich"
+    assert isinstance(nde._solver(_setup("heun", "stratonovich"), True), torchnde.HeunEuler)
+
+
+def _setup(method, sde_type="ito"):
+    setup, _ = nde._setup(SDE("diagonal", sde_type), Y0, TS, None, method, None, None, False)
+    return setup
