@@ -194,7 +194,7 @@ class BrownianGrid(AbstractBrownianPath):
 
     The interval ``[t0, t1]`` is cut into ``steps`` cells of width ``h = (t1 - t0)/steps``; the
     increment of every cell (and its space-time Lévy area, ``N(0, h/12)`` independent of it) is
-    drawn once, from a CPU ``torch.Generator`` seeded with ``seed`` (so the path is the same on
+    drawn once, from a CPU ``torch.Generator`` seeded from ``seed`` (so the path is the same on
     every device), and stored as cumulative sums in float64. A query over any union of whole
     cells, ``[t0 + i·h, t0 + j·h]``, is then a difference of two stored values: a solve with
     ``dt0`` a multiple of ``h`` (or ``StepTo`` on a subset of the grid) gets exact Brownian
@@ -237,7 +237,8 @@ class BrownianGrid(AbstractBrownianPath):
         self.steps = self._steps(steps, dt)
         self.h = (self.t1 - self.t0) / self.steps
         self._tolerances: dict[torch.dtype, float] = {}
-        gen = torch.Generator().manual_seed(seed)
+        # torch's CPU generator keeps 32 bits of its seed: hash all 64 of ours into them
+        gen = torch.Generator().manual_seed(_seed_lanes(seed)[0])
         size = (self.steps, self.batch * self.channels)
         dw = torch.randn(size, generator=gen, dtype=torch.float64) * math.sqrt(self.h)
         zero = torch.zeros(1, size[1], dtype=torch.float64)
@@ -301,7 +302,8 @@ class BrownianGrid(AbstractBrownianPath):
             err = (t - (self.t0 + k * self.h)).abs()
             bad = (err > tol) | (k < 0) | (k > self.steps)
             if bool(bad.any()):
-                raise ValueError(self._off_grid(float(t.reshape(-1)[bad.reshape(-1).argmax()])))
+                first = int(bad.reshape(-1).nonzero()[0, 0])
+                raise ValueError(self._off_grid(float(t.reshape(-1)[first])))
         return k.long()
 
     def _off_grid(self, at: float) -> str:
@@ -316,27 +318,31 @@ class BrownianGrid(AbstractBrownianPath):
         ta, tb = _host_time(t0), _host_time(t1)
         if ta is not None and tb is not None and not self.batched:  # Python indices
             ka, kb = self._host_index(ta, t0), self._host_index(tb, t1)
-            wa, wb = self._w[ka, 0], self._w[kb, 0]
+            lo, hi = min(ka, kb), max(ka, kb)  # computed forwards, so reversal is exact
+            wa, wb = self._w[lo, 0], self._w[hi, 0]
             w = wb - wa
+            sign_w = w if ka <= kb else -w
             if not levy:
-                return self._out(w, ()), None
+                return self._out(sign_w, ()), None
             if ka == kb:
                 return self._out(w, ()), self._out(torch.zeros_like(w), ())
-            h = (self._j[kb, 0] - self._j[ka, 0]) / ((kb - ka) * self.h) - wa - w / 2
-            return self._out(w, ()), self._out(h, ())
+            h = (self._j[hi, 0] - self._j[lo, 0]) / ((hi - lo) * self.h) - wa - w / 2
+            return self._out(sign_w, ()), self._out(h, ())
         ta, tb, lead, dtypes = self._times(t0, t1)
         ka = self._index(ta, dtypes[0])
         kb = self._index(tb, dtypes[1])
+        lo, hi = torch.minimum(ka, kb), torch.maximum(ka, kb)
+        sign = torch.where(kb < ka, -1.0, 1.0).unsqueeze(-1)
         p = self._sample_index(lead)
-        wa, wb = self._w[ka, p], self._w[kb, p]
+        wa, wb = self._w[lo, p], self._w[hi, p]
         w = wb - wa
         if not levy:
-            return self._out(w, lead), None
-        span = ((kb - ka).to(torch.float64) * self.h).unsqueeze(-1)
+            return self._out(sign * w, lead), None
+        span = ((hi - lo).to(torch.float64) * self.h).unsqueeze(-1)
         safe = torch.where(span == 0, 1.0, span)
-        h = (self._j[kb, p] - self._j[ka, p]) / safe - wa - w / 2
+        h = (self._j[hi, p] - self._j[lo, p]) / safe - wa - w / 2
         h = torch.where(span == 0, 0.0, h)
-        return self._out(w, lead), self._out(h, lead)
+        return self._out(sign * w, lead), self._out(h, lead)
 
     def _host_index(self, t: float, given) -> int:
         k = round((t - self.t0) / self.h)
