@@ -302,8 +302,7 @@ def test_float32_and_float64_paths_agree(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_cuda_path_equals_cpu_path(kind):
     cpu = make(kind, shape=(64, 3), seed=14, levy="space-time", batch_axis=0)
-    gpu = make(kind, shape=(64, 3), seed=14, levy="space-time", batch_axis=0)
-    gpu = type(gpu)(
+    gpu = type(cpu)(
         0.0,
         1.0,
         (64, 3),
@@ -340,6 +339,11 @@ def test_tree_is_linear_below_tol_and_a_parabola_with_levy_area():
     second = w[2:] - 2 * w[1:-1] + w[:-2]
     torch.testing.assert_close(second, second[:1].expand_as(second), rtol=1e-7, atol=1e-15)
     assert float(second.abs().max()) > 0
+    # W(t) itself: the increment from the start, W(t0) = 0
+    torch.testing.assert_close(
+        par.evaluate(ts), torch.stack([par.increment(T(0.0), t) for t in ts])
+    )
+    assert float(par.evaluate(T(0.0)).abs().max()) == 0.0
 
 
 def test_tree_depth_follows_tol():
@@ -348,6 +352,19 @@ def test_tree_depth_follows_tol():
     assert VirtualBrownianTree(0.0, 1.0, (1,), tol=2.0).depth == 0
     with pytest.raises(ValueError, match="tol"):
         VirtualBrownianTree(0.0, 1.0, (1,), tol=1e-20)
+
+
+def test_deep_tree_keeps_the_law_and_agrees_with_itself():
+    """Depth 40: node numbers above 2^32 are hashed in full (no int64 overflow, no collisions)."""
+    n = 4000
+    path = VirtualBrownianTree(0.0, 1.0, (n,), tol=2**-40, seed=18, dtype=F64, batch_axis=0)
+    ta = torch.rand(n, dtype=F64, generator=torch.Generator().manual_seed(0)) * 0.9
+    w = path.increment(ta, ta + 1e-9)
+    assert_law(w, 1e-9, "deep tree")
+    one = VirtualBrownianTree(0.0, 1.0, (2,), tol=2**-40, seed=18, dtype=F64)
+    together = one.increment(ta[:3], ta[:3] + 1e-9)
+    for i in range(3):
+        torch.testing.assert_close(one.increment(ta[i], ta[i] + 1e-9), together[i])
 
 
 def test_grid_rejects_off_grid_queries_with_the_fix():

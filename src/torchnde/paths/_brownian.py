@@ -34,6 +34,7 @@ Times passed to the paths are 0-dim tensors, or ``(batch,)`` tensors (one time p
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -125,6 +126,11 @@ class AbstractBrownianPath(AbstractPath):
         times or a batched path. Backwards (``t1 < t0``) it is minus the forward increment."""
         return self._query(t0, t1, False)[0]
 
+    def evaluate(self, t: torch.Tensor) -> torch.Tensor:
+        """``W(t)``, with ``W(t0) = 0``: the increment from the path's start."""
+        t = torch.as_tensor(t)
+        return self.increment(torch.full_like(t, self.t0, dtype=torch.float64), t)
+
     def levy_increment(
         self, t0: torch.Tensor, t1: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,8 +171,9 @@ class AbstractBrownianPath(AbstractPath):
             return torch.arange(self.batch, device=self.device)
         return torch.zeros(lead, dtype=torch.long, device=self.device)
 
+    @abc.abstractmethod
     def _query(self, t0, t1, levy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError
+        """``(W, H or None)`` over ``[t0, t1]`` (``H`` when ``levy``)."""
 
     def _out(self, x: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
         return x.to(self.dtype).reshape(*lead, *self.shape)
@@ -465,7 +472,10 @@ class VirtualBrownianTree(AbstractBrownianPath):
     (the Lévy–Ciesielski form of the bisection), and only the nodes holding the two ends of the
     interval contribute, so no Python loop runs over levels, samples or values. The increment and
     the Lévy area over ``[a, b]`` are computed as differences within each node (float64 weights,
-    normals in ``dtype``), so short intervals keep their relative precision.
+    normals in ``dtype``), so short intervals keep their relative precision. The work is
+    ``O(L · batch · channels)`` hash evaluations per query — cheap on a GPU; on a CPU, for
+    fixed-step solves of large batches, :class:`BrownianGrid` (O(1) per query) is much faster.
+    Increments are not differentiable with respect to the query times.
 
     Args:
         t0, t1: the interval, ``t0 < t1``; queries outside it are clamped to it
@@ -565,8 +575,8 @@ class VirtualBrownianTree(AbstractBrownianPath):
         drop = torch.cat([torch.zeros_like(same), same], 1)  # node b counted once, as node a
         nodes = (k.long() + self._first.reshape(cells.shape)).flatten(0, 1)  # (2L, *lead)
         nodes = torch.cat([torch.zeros_like(nodes[:1]), nodes])  # the root is node 0
-        h = _pcg(nodes ^ self._lanes.reshape(2, *([1] * nodes.ndim)))
-        if self.depth >= 31:  # heap numbers above 2^32
+        h = _pcg((nodes & _MASK) ^ self._lanes.reshape(2, *([1] * nodes.ndim)))
+        if self.depth > 32:  # heap numbers from 2^32: their high bits too
             h = _pcg(h ^ (nodes >> 32))
         z = self._normals(h, self._counter if self.batched else self._counter[0])
         delta = s[1] - s[0]
@@ -651,8 +661,8 @@ class VirtualBrownianTree(AbstractBrownianPath):
                     h = (fb[stream + 2] - fa[stream + 2]) / (cells * safe) - fa[stream] - w / 2
                     weights[stream].append(sigma[stream] * w * sign)
                     weights[stream + 2].append(sigma[stream] * h if delta else 0.0)
-        lanes = [[_pcg(n ^ lane) for n in nodes] for lane in self._lanes_f]
-        if self.depth >= 31:
+        lanes = [[_pcg((n & _MASK) ^ lane) for n in nodes] for lane in self._lanes_f]
+        if self.depth > 32:
             lanes = [[_pcg(h ^ (n >> 32)) for h, n in zip(lane, nodes)] for lane in lanes]
         dev = self.device
         z = self._normals(torch.tensor(lanes, device=dev), self._counter[0])
@@ -664,9 +674,10 @@ class VirtualBrownianTree(AbstractBrownianPath):
 
 
 def _host_time(t) -> float | None:
-    """``t`` as a Python float when it is a number or a 0-dim CPU tensor (cheap to read)."""
+    """``t`` as a Python float when it is a number or a 0-dim CPU tensor (cheap to read) that no
+    gradient flows through."""
     if isinstance(t, torch.Tensor):
-        if t.ndim or t.device.type != "cpu" or torch.compiler.is_compiling():
+        if t.ndim or t.device.type != "cpu" or t.requires_grad or torch.compiler.is_compiling():
             return None
         return t.item()
     return float(t) if isinstance(t, (int, float)) else None
