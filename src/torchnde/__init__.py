@@ -39,6 +39,7 @@ from .solvers import (
     HeunEuler,
     Midpoint,
     Ralston,
+    ReversibleHeun,
     Tsit5,
 )
 from .terms import AbstractTerm, ControlTerm, MultiTerm, ODETerm
@@ -82,6 +83,7 @@ __all__ = [
     "PiecewiseCubic",
     "Ralston",
     "RectilinearInterpolation",
+    "ReversibleHeun",
     "SaveAt",
     "Solution",
     "SolveError",

@@ -16,6 +16,7 @@ from ._explicit import (
     Midpoint,
     Ralston,
 )
+from ._reversible import ReversibleHeun
 from ._runge_kutta import AbstractExplicitRungeKutta
 from ._tableau import ButcherTableau, Interpolant
 from ._tsit5 import Tsit5
@@ -37,6 +38,7 @@ __all__ = [
     "Interpolant",
     "Midpoint",
     "Ralston",
+    "ReversibleHeun",
     "StepResult",
     "Tsit5",
 ]
