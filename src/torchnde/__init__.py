@@ -9,7 +9,13 @@ from ._errors import SolveError
 from ._saveat import SaveAt
 from ._solution import Solution, Status
 from ._solve import DEFAULT_MAX_STEPS, solve
-from .adjoints import AbstractAdjoint, BacksolveAdjoint, CheckpointAdjoint, DirectAdjoint
+from .adjoints import (
+    AbstractAdjoint,
+    BacksolveAdjoint,
+    CheckpointAdjoint,
+    DirectAdjoint,
+    ReversibleAdjoint,
+)
 from .controllers import AbstractController, ConstantStepSize, PIDController, StepTo
 from .events import Event
 from .paths import (
@@ -83,6 +89,7 @@ __all__ = [
     "PiecewiseCubic",
     "Ralston",
     "RectilinearInterpolation",
+    "ReversibleAdjoint",
     "ReversibleHeun",
     "SaveAt",
     "Solution",

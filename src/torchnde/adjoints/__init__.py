@@ -4,5 +4,12 @@ from ._base import AbstractAdjoint
 from .backsolve import BacksolveAdjoint
 from .checkpoint import CheckpointAdjoint
 from .direct import DirectAdjoint
+from .reversible import ReversibleAdjoint
 
-__all__ = ["AbstractAdjoint", "BacksolveAdjoint", "CheckpointAdjoint", "DirectAdjoint"]
+__all__ = [
+    "AbstractAdjoint",
+    "BacksolveAdjoint",
+    "CheckpointAdjoint",
+    "DirectAdjoint",
+    "ReversibleAdjoint",
+]
