@@ -183,7 +183,9 @@ class AbstractBrownianPath(AbstractPath):
     def validate_span(self, t0: torch.Tensor, t1: torch.Tensor) -> None:
         lo = min(float(torch.as_tensor(t0).min()), float(torch.as_tensor(t1).min()))
         hi = max(float(torch.as_tensor(t0).max()), float(torch.as_tensor(t1).max()))
-        slack = 64 * torch.finfo(torch.as_tensor(t0).dtype).eps * max(abs(lo), abs(hi), 1e-300)
+        dtype = torch.as_tensor(t0).dtype
+        eps = torch.finfo(dtype if dtype.is_floating_point else torch.float64).eps
+        slack = 64 * eps * max(abs(lo), abs(hi), 1e-300)
         if lo < self.t0 - slack or hi > self.t1 + slack:
             raise ValueError(
                 f"{self!r} covers [{_fmt(self.t0)}, {_fmt(self.t1)}], but the solve runs over "
