@@ -12,6 +12,6 @@ Switching is one import line: ``from torchnde.compat.torchdiffeq import odeint``
 thin translations, never a second implementation: every solve runs through :func:`torchnde.solve`.
 """
 
-from . import torchdiffeq, torchsde
+from . import torchcde, torchdiffeq, torchsde
 
-__all__ = ["torchdiffeq", "torchsde"]
+__all__ = ["torchcde", "torchdiffeq", "torchsde"]

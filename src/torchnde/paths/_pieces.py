@@ -257,6 +257,14 @@ def _tables(build, batched: bool, *inputs: torch.Tensor) -> tuple[torch.Tensor, 
     return (knots, coeffs, values, slopes, lefts, *extra)
 
 
+def reusable(fn: Callable[..., tuple[torch.Tensor, ...]], *inputs: torch.Tensor):
+    """``fn(*inputs)`` (a tuple of tensors); when an input requires grad, computed as one autograd
+    node whose backward may run any number of times (:class:`_Reusable`)."""
+    if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
+        return _Reusable.apply(fn, *inputs)
+    return fn(*inputs)
+
+
 class _Reusable(torch.autograd.Function):
     """``run(*inputs)`` as one autograd node whose backward may run many times.
 
@@ -327,11 +335,7 @@ class AbstractInterpolation(AbstractPath):
         whose backward can run any number of times (see :class:`_Reusable`), so adjoints that
         differentiate the vector field piece by piece (checkpointing, backsolve) reach the data.
         """
-        run = functools.partial(_tables, build, batched)
-        if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
-            outs = _Reusable.apply(run, *inputs)
-        else:
-            outs = run(*inputs)
+        outs = reusable(functools.partial(_tables, build, batched), *inputs)
         knots, coeffs, self._values, self._slopes, self._lefts, *extra = outs
         self.knots = knots
         self.coeffs = coeffs
