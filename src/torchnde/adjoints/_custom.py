@@ -4,6 +4,7 @@ respect to the times, which both compute the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,9 +49,15 @@ def needs_grad(y0: torch.Tensor, ctx: Context, plan: SavePlan, params: list) -> 
 
 
 @torch.no_grad()
-def forward_loop(run: Run, y0: torch.Tensor, thin: int | None = None) -> None:
+def forward_loop(
+    run: Run,
+    y0: torch.Tensor,
+    thin: int | None = None,
+    on_step: Callable[[LoopState], None] | None = None,
+) -> None:
     """Run the whole solve without a graph; keep at most ``thin`` snapshots of the loop state
-    (evenly spaced: when full, every other one is dropped and the spacing doubles)."""
+    (evenly spaced: when full, every other one is dropped and the spacing doubles); call
+    ``on_step(state)`` after every iteration, if given."""
     ctx, plan = run.ctx, run.plan
     st = init_state(ctx, y0, run.dt0, run.solver_state, run.nfe0)
     rec = Recorder(ctx, plan.ts, plan.steps, plan.dense)
@@ -60,6 +67,8 @@ def forward_loop(run: Run, y0: torch.Tensor, thin: int | None = None) -> None:
     while ctx.ops.any(st.running):
         st = iteration(ctx, st, rec)
         i += 1
+        if on_step is not None:
+            on_step(st)
         if thin is not None and i % interval == 0:
             snapshots.append((i, st))
             if len(snapshots) > thin:
