@@ -22,10 +22,16 @@ from typing import Any
 
 import torch
 
-from ._pytree import same_structure, tree_leaves, tree_map, tree_structure_str
-from .paths import AbstractPath
+from ._pytree import (
+    same_structure,
+    tree_leaves,
+    tree_map,
+    tree_structure_str,
+    tree_unflatten,
+)
+from .paths import AbstractBrownianPath, AbstractPath
 
-__all__ = ["AbstractTerm", "ControlTerm", "MultiTerm", "ODETerm"]
+__all__ = ["NOISE_TYPES", "AbstractTerm", "ControlTerm", "MultiTerm", "ODETerm", "sde_noise"]
 
 
 def _bcast(scalar: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
@@ -68,13 +74,37 @@ class AbstractTerm(abc.ABC):
         return []
 
 
-def _check_like_state(name: str, out: Any, y: Any, extra: tuple[int, ...] = ()) -> None:
-    """Check that ``out`` has ``y``'s structure and dtypes, and leaf shapes ``y.shape + extra``."""
+def _check_structure(name: str, out: Any, y: Any, what: str = "") -> None:
+    """Check that ``out`` has ``y``'s tree structure."""
     if not same_structure(y, out):
+        label = f"the vector field `{name}`" + (f" {what}" if what else "")
         raise ValueError(
-            f"the vector field `{name}` returned {tree_structure_str(out)}, but the state `y0` is "
+            f"{label} returned {tree_structure_str(out)}, but the state `y0` is "
             f"{tree_structure_str(y)}; return the same structure as the state"
         )
+
+
+def _check_leaf_meta(name: str, o: Any, s: torch.Tensor, where: str) -> None:
+    """Check that one output leaf is a tensor of the state's dtype and device."""
+    if not isinstance(o, torch.Tensor):
+        raise TypeError(
+            f"the vector field `{name}` returned {type(o).__name__}{where}, expected a tensor"
+        )
+    if o.dtype != s.dtype:
+        raise TypeError(
+            f"the vector field `{name}` returned dtype {o.dtype}{where}, but the state `y0` is "
+            f"{s.dtype}; cast the output with `.to({s.dtype})` or build the network in that dtype"
+        )
+    if o.device != s.device:
+        raise ValueError(
+            f"the vector field `{name}` returned a tensor on {o.device}{where}, but the state "
+            f"is on {s.device}; move the model with `.to({str(s.device)!r})`"
+        )
+
+
+def _check_like_state(name: str, out: Any, y: Any, extra: tuple[int, ...] = ()) -> None:
+    """Check that ``out`` has ``y``'s structure and dtypes, and leaf shapes ``y.shape + extra``."""
+    _check_structure(name, out, y)
     for i, (o, s) in enumerate(zip(tree_leaves(out), tree_leaves(y))):
         where = "" if len(tree_leaves(y)) == 1 else f" (leaf {i})"
         if not isinstance(o, torch.Tensor):
@@ -93,16 +123,7 @@ def _check_like_state(name: str, out: Any, y: Any, extra: tuple[int, ...] = ()) 
                 f"the vector field `{name}` returned shape {tuple(o.shape)}{where}, but the state "
                 f"needs {want}{hint}; make it return a tensor shaped {want}"
             )
-        if o.dtype != s.dtype:
-            raise TypeError(
-                f"the vector field `{name}` returned dtype {o.dtype}{where}, but the state `y0` is "
-                f"{s.dtype}; cast the output with `.to({s.dtype})` or build the network in that dtype"
-            )
-        if o.device != s.device:
-            raise ValueError(
-                f"the vector field `{name}` returned a tensor on {o.device}{where}, but the state "
-                f"is on {s.device}; move the model with `.to({str(s.device)!r})`"
-            )
+        _check_leaf_meta(name, o, s, where)
 
 
 def _name(fn: Any) -> str:
@@ -141,19 +162,55 @@ class ODETerm(AbstractTerm):
         return f"ODETerm({_name(self.f)})"
 
 
-class ControlTerm(AbstractTerm):
-    """A controlled term ``g(t, y, args) dX(t)``.
+#: the noise types of :class:`ControlTerm`
+NOISE_TYPES = ("general", "diagonal", "scalar", "additive")
 
-    ``g`` returns, for each leaf of ``y`` shaped ``s``, a tensor shaped ``s + path.shape``; the
-    increment ``dX`` (shaped ``path.shape``, with a leading batch axis if the path is batched) is
-    contracted with its trailing axes: ``dy[..., i] = Σ_c g[..., i, c] dX[c]``.
+_NOISE_RULES = {
+    "general": "g returns s + path.shape (dy = Σ_c g[..., c] dX[c]), or s + (m,) when "
+    "path.shape == s[:-1] + (m,) (dy[..., i] = Σ_j g[..., i, j] dX[..., j])",
+    "additive": "as 'general', and g must not depend on y",
+    "diagonal": "g returns s itself (dy = g ⊙ dX), with path.shape == s or (n,) for a state of n "
+    "numbers",
+    "scalar": "g returns s + (1,) and the path has one channel: shape (1,) or s[:-1] + (1,)",
+}
+
+
+class ControlTerm(AbstractTerm):
+    """A controlled term ``g(t, y, args) dX(t)``: a neural CDE's control, or an SDE's diffusion
+    (``X`` a Brownian motion).
+
+    How ``g``'s value meets the increment ``dX`` (shaped ``path.shape``, with a leading batch axis
+    when the path is batched) is the noise type. For a state leaf shaped ``s``:
+
+    * ``"general"`` (default): ``g`` returns ``s + path.shape`` and ``dy = Σ_c g[..., c] dX[c]``
+      over every channel axis. Or, when the path's leading axes are the state's
+      (``path.shape == s[:-1] + (m,)``, torchsde's and torchcde's convention for a batch inside one
+      problem: a state ``(batch, d)`` with a path ``(batch, m)``), ``g`` returns ``s + (m,)`` and
+      ``dy[..., i] = Σ_j g[..., i, j] dX[..., j]`` — one batched matrix product.
+    * ``"diagonal"``: ``path.shape == s`` and ``g`` returns ``s``; ``dy = g ⊙ dX`` (one
+      elementwise product: each state entry has its own Brownian motion). For a tuple or dict
+      state the path has shape ``(n,)``, ``n`` the number of entries in the state (per sample),
+      split across the leaves in their flatten order (dict keys in insertion order).
+    * ``"scalar"``: one noise channel: as ``"general"`` with ``m = 1`` (``g`` returns ``s + (1,)``).
+    * ``"additive"``: as ``"general"``, and a promise that ``g`` does not depend on ``y`` (it may
+      depend on ``t``); :class:`~torchnde.SRA1` relies on it.
+
+    Under ``batch_axis=0`` the shapes above include the batch axis of the state (``s = (batch,
+    ...)``); a batched path (one per sample) then meets each sample's row, an unbatched one is
+    shared by every sample.
 
     Args:
-        g: the vector field (matrix-valued).
+        g: the vector field (the diffusion of an SDE), ``g(t, y, args)``.
         path: the control, an :class:`~torchnde.paths.AbstractPath` with ``increment(t0, t1)``.
+        noise: ``"general"``, ``"diagonal"``, ``"scalar"`` or ``"additive"``.
     """
 
-    def __init__(self, g: Callable[[torch.Tensor, Any, Any], Any], path: AbstractPath):
+    def __init__(
+        self,
+        g: Callable[[torch.Tensor, Any, Any], Any],
+        path: AbstractPath,
+        noise: str = "general",
+    ):
         if not callable(g):
             raise TypeError(f"`ControlTerm(g, path)` needs a callable g, got {type(g).__name__}")
         if not isinstance(path, AbstractPath):
@@ -161,8 +218,16 @@ class ControlTerm(AbstractTerm):
                 f"`ControlTerm(g, path)`: `path` must be a torchnde path (e.g. "
                 f"`torchnde.paths.LinearInterpolation(ts, xs)`), got {type(path).__name__}"
             )
+        if not isinstance(noise, str) or noise not in NOISE_TYPES:
+            raise ValueError(
+                f"`ControlTerm(noise=...)` must be one of {', '.join(map(repr, NOISE_TYPES))}, "
+                f"got {noise!r}"
+            )
         self.g = g
         self.path = path
+        self.noise = noise
+        # (vf leaf shapes, increment shape) -> how they meet; filled by `check`
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
 
     def vf(self, t, y, args):
         return self.g(t, y, args)
@@ -171,11 +236,24 @@ class ControlTerm(AbstractTerm):
         return self.path.increment(t0, t1)
 
     def prod(self, vf, control):
-        channels = len(self.path.shape)
-        return tree_map(lambda v: _contract(v, control, channels), vf)
+        if isinstance(vf, torch.Tensor):  # one leaf: the common case, kept short
+            plan = self._plans.get((vf.shape, control.shape)) or self._guess(vf, control)
+            return plan.apply_one(vf, control)
+        leaves = tree_leaves(vf)
+        key = (tuple(v.shape for v in leaves), control.shape)
+        plan = self._plans.get(key) or self._guess(vf, control)
+        return tree_unflatten(vf, plan.apply(leaves, control))
 
     def check(self, vf, y, batched):
-        _check_like_state(_name(self.g), vf, y, tuple(self.path.shape))
+        name = _name(self.g)
+        _check_structure(name, vf, y, f"(ControlTerm, noise={self.noise!r})")
+        leaves, states = tree_leaves(vf), tree_leaves(y)
+        for i, (o, s) in enumerate(zip(leaves, states)):
+            _check_leaf_meta(name, o, s, _where(i, states))
+        lead = (states[0].shape[0],) if self.path.batched and states[0].ndim else ()
+        increment = torch.Size(lead + tuple(self.path.shape))
+        plan = self._plan(leaves, states, increment)
+        self._remember(plan, leaves, increment)
 
     def callables(self):
         return [self.g]
@@ -184,11 +262,13 @@ class ControlTerm(AbstractTerm):
         """The ODE ``dy/dt = g(t, y, args) · dX/dt(t)`` (needs a differentiable path). Its solvers
         keep their full order on smooth paths, which the increment form does not."""
         path, g = self.path, self.g
-        channels = len(path.shape)
 
         def f(t, y, args):
             dx = path.derivative(t)
-            return tree_map(lambda v: _contract(v, dx, channels), g(t, y, args))
+            vf = g(t, y, args)
+            leaves = tree_leaves(vf)
+            plan = self._plan(leaves, tree_leaves(y), dx.shape)
+            return tree_unflatten(vf, plan.apply(leaves, dx))
 
         f.__name__ = f"{_name(g)}·dX/dt"
         term = ODETerm(f)
@@ -196,7 +276,138 @@ class ControlTerm(AbstractTerm):
         return term
 
     def __repr__(self) -> str:
-        return f"ControlTerm({_name(self.g)}, {self.path!r})"
+        noise = "" if self.noise == "general" else f", noise={self.noise!r}"
+        return f"ControlTerm({_name(self.g)}, {self.path!r}{noise})"
+
+    # -- how g meets dX ---------------------------------------------------------------------------
+
+    def _remember(self, plan: _Plan, leaves: list[torch.Tensor], increment: torch.Size) -> None:
+        if len(self._plans) > 64:  # many shapes seen (e.g. varying batch sizes): start afresh
+            self._plans.clear()
+        key_shapes = leaves[0].shape if len(leaves) == 1 else tuple(v.shape for v in leaves)
+        self._plans[(key_shapes, increment)] = plan
+        if len(leaves) == 1:  # a one-leaf tree (e.g. a 1-tuple) is looked up by its tuple too
+            self._plans[((leaves[0].shape,), increment)] = plan
+
+    def _guess(self, vf: Any, control: torch.Tensor) -> _Plan:
+        """The plan when :meth:`check` has not seen these shapes (e.g. ``prod`` called directly):
+        the state's leaf shapes are inferred from ``g``'s output under the noise type's rule."""
+        leaves = tree_leaves(vf)
+        channels = len(self.path.shape)
+        states = []
+        for v in leaves:
+            if self.noise == "diagonal":
+                states.append(v)
+            elif self.noise in ("general", "additive") and tuple(
+                v.shape[v.ndim - channels :]
+            ) == tuple(self.path.shape):
+                states.append(v.new_empty(v.shape[: v.ndim - channels]))
+            else:
+                states.append(v.new_empty(v.shape[:-1]))
+        plan = self._plan(leaves, states, control.shape)
+        self._remember(plan, leaves, control.shape)
+        return plan
+
+    def _plan(self, leaves: list[torch.Tensor], states: list[torch.Tensor], increment) -> _Plan:
+        """How each leaf of ``g``'s output meets an increment shaped ``increment``, for state
+        leaves ``states``; a clear error when the shapes do not fit the noise type."""
+        increment = tuple(increment)
+        path_shape = tuple(self.path.shape)
+        lead = increment[: len(increment) - len(path_shape)]  # the path's batch axis, if any
+        if self.noise == "diagonal":
+            return self._diagonal_plan(leaves, states, increment, lead)
+        ops = []
+        for i, (v, s) in enumerate(zip(leaves, states)):
+            got, want = tuple(v.shape), tuple(s.shape)
+            shared = len(increment) >= 2 and increment[:-1] == want[:-1]
+            if self.noise == "scalar" and (not increment or increment[-1] != 1):
+                raise ValueError(
+                    f"`ControlTerm(noise='scalar')` needs a path with one channel (shape (1,), or "
+                    f"s[:-1] + (1,) for a state shaped s), but the path has shape {path_shape}; "
+                    "use noise='general' for several channels"
+                )
+            if shared and got == want + increment[-1:]:
+                ops.append(("scalar" if self.noise == "scalar" else "shared", increment))
+            elif got == want + path_shape:
+                if path_shape == (1,):  # one channel: a broadcast product
+                    ops.append(("scalar", lead + (1,) * (len(want) - len(lead))))
+                else:
+                    ops.append(("full", ()))
+            else:
+                options = [want + path_shape]
+                if shared:
+                    options.append(want + increment[-1:])
+                raise ValueError(self._shape_message(got, want, options, _where(i, states)))
+        return _Plan(tuple(ops), len(path_shape))
+
+    def _diagonal_plan(self, leaves, states, increment, lead) -> _Plan:
+        path_shape = tuple(self.path.shape)
+        for i, (v, s) in enumerate(zip(leaves, states)):
+            if v.shape != s.shape:
+                raise ValueError(
+                    self._shape_message(
+                        tuple(v.shape), tuple(s.shape), [tuple(s.shape)], _where(i, states)
+                    )
+                    + "; for a matrix-valued diffusion use noise='general'"
+                )
+        # per-sample leaf shapes: the whole leaf, or the leaf without its batch axis (a state
+        # under batch_axis=0 with a path shared by every sample, or a batched path)
+        for drop in (0, 1) if not lead else (1,):
+            per = [tuple(s.shape[drop:]) for s in states]
+            numels = [int(torch.Size(p).numel()) for p in per]
+            if len(per) == 1 and path_shape == per[0]:
+                return _Plan((("mul", lead + per[0]),), len(path_shape))
+            if path_shape == (sum(numels),):
+                ops = tuple(("mul", lead + p) for p in per)
+                return _Plan(ops, 1, None if len(per) == 1 else tuple(numels))
+        per = [tuple(s.shape[1 if lead else 0 :]) for s in states]
+        total = sum(int(torch.Size(p).numel()) for p in per)
+        want = f"{per[0]} or ({total},)" if len(per) == 1 and len(per[0]) != 1 else f"({total},)"
+        raise ValueError(
+            f"the diffusion `{_name(self.g)}` (ControlTerm, noise='diagonal') needs a path with one "
+            f"channel per state entry, shaped {want}, but the path has shape {path_shape}; build "
+            f"the Brownian motion with that shape, or use noise='general' with g returning "
+            "s + path.shape"
+        )
+
+    def _shape_message(self, got, want, options, where) -> str:
+        expected = " or ".join(str(o) for o in options)
+        return (
+            f"the diffusion `{_name(self.g)}` (ControlTerm, noise={self.noise!r}) returned shape "
+            f"{got}{where} for a state leaf shaped {want} and a path shaped "
+            f"{tuple(self.path.shape)}{' (batched)' if self.path.batched else ''}; expected "
+            f"{expected}. With noise={self.noise!r}: {_NOISE_RULES[self.noise]}"
+        )
+
+
+class _Plan:
+    """How the leaves of ``g``'s output meet one increment ``dX``: per leaf an operation
+    (``"full"``: contract every channel axis; ``"shared"``: one batched matrix–vector product over
+    the last axis; ``"mul"``: elementwise (diagonal); ``"scalar"``: one channel, broadcast) and the
+    shape ``dX`` (or its part) takes for it."""
+
+    __slots__ = ("channels", "ops", "split")
+
+    def __init__(self, ops, channels: int, split: tuple[int, ...] | None = None):
+        self.ops = ops
+        self.channels = channels
+        self.split = split  # diagonal noise over several leaves: entries per leaf
+
+    def apply_one(self, v: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+        kind, shape = self.ops[0]
+        if kind == "mul":
+            return v * (dx if dx.shape == shape else dx.reshape(shape))
+        if kind == "shared":
+            return torch.matmul(v, dx.unsqueeze(-1)).squeeze(-1)
+        if kind == "scalar":
+            return v.squeeze(-1) * (dx if dx.shape == shape else dx.reshape(shape))
+        return _contract(v, dx, self.channels)
+
+    def apply(self, leaves: list[torch.Tensor], dx: torch.Tensor) -> list[torch.Tensor]:
+        if self.split is None:
+            return [_Plan((op,), self.channels).apply_one(v, dx) for v, op in zip(leaves, self.ops)]
+        parts = dx.split(self.split, dim=-1)
+        return [v * part.reshape(shape) for v, part, (_, shape) in zip(leaves, parts, self.ops)]
 
 
 def _contract(v: torch.Tensor, dx: torch.Tensor, channels: int) -> torch.Tensor:
@@ -209,6 +420,10 @@ def _contract(v: torch.Tensor, dx: torch.Tensor, channels: int) -> torch.Tensor:
     batch = dx.shape[0]
     out = torch.bmm(v.reshape(batch, -1, c), dx.reshape(batch, c, 1))
     return out.reshape(lead)
+
+
+def _where(i: int, states: list[Any]) -> str:
+    return "" if len(states) == 1 else f" (leaf {i})"
 
 
 class MultiTerm(AbstractTerm):
@@ -247,3 +462,14 @@ class MultiTerm(AbstractTerm):
 
     def __repr__(self) -> str:
         return f"MultiTerm({', '.join(map(repr, self.terms))})"
+
+
+def sde_noise(term: AbstractTerm) -> str | None:
+    """The noise type of ``term`` if it is a stochastic differential equation — a
+    :class:`ControlTerm` driven by Brownian motion, alone or inside a :class:`MultiTerm` — else
+    ``None`` (ODEs, and CDEs driven by smooth paths)."""
+    terms = term.terms if isinstance(term, MultiTerm) else (term,)
+    for part in terms:
+        if isinstance(part, ControlTerm) and isinstance(part.path, AbstractBrownianPath):
+            return part.noise
+    return None
