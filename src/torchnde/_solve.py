@@ -91,6 +91,7 @@ def solve(
     save_ts = _check_ts(saveat.ts, batched, batch, tdtype, device, direction, tau0, tau1)
     dt0_ = _check_dt0(dt0, batched, batch, tdtype, device, direction, t0_, t1_)
     controller.check(solver)
+    solver.check_terms(terms)
 
     problem = Problem(terms, spec, args, direction, tdtype)
     for path in _paths(terms):  # before the first step, which may query them

@@ -316,7 +316,9 @@ class PIDController(AbstractController):
         # two distinct tensors: aliased state entries would make a compiled step recompile once
         # they stop being aliased after the first accepted step
         ones = 1.0 if ops.host else torch.ones_like(t0)
-        return t0 + dt0, (ones, 1.0 if ops.host else ones.clone(), dt0), nfe
+        # the error estimate's local order on this term (lower on SDEs than on ODEs)
+        k = solver.error_order_for(problem.term)
+        return t0 + dt0, (ones, 1.0 if ops.host else ones.clone(), dt0, k), nfe
 
     def _clip(self, dt, ops):
         if self.dtmax is not None:
@@ -357,8 +359,7 @@ class PIDController(AbstractController):
 
     def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
         ops = ops_for(t0)
-        prev1, prev2, dt_prev = state
-        k = solver.error_order
+        prev1, prev2, dt_prev, k = state
         # step sizes are not differentiated: gradients follow the steps that were taken
         err = self._scaled_norm(result.y_error.detach(), y0.detach(), result.y1.detach())
         err = ops.value(err if ops.host else err.to(t0.dtype))
@@ -385,7 +386,7 @@ class PIDController(AbstractController):
         next_end = ops.where(accept, t1, t0) + dt_next
         prev2 = ops.where(accept, prev1, prev2)
         prev1 = ops.where(accept, inv, prev1)
-        return accept, next_end, (prev1, prev2, dt_next), too_small
+        return accept, next_end, (prev1, prev2, dt_next, k), too_small
 
     def check(self, solver: AbstractSolver) -> None:
         if solver.error_order is None:

@@ -18,25 +18,31 @@ from ._explicit import (
 )
 from ._reversible import ReversibleHeun
 from ._runge_kutta import AbstractExplicitRungeKutta
+from ._sde import SRA1, AbstractSDESolver, EulerHeun, EulerMaruyama, Milstein
 from ._tableau import ButcherTableau, Interpolant
 from ._tsit5 import Tsit5
 
 __all__ = [
     "RK4",
     "RK38",
+    "SRA1",
     "AbstractExplicitRungeKutta",
+    "AbstractSDESolver",
     "AbstractSolver",
     "Bosh3",
     "ButcherTableau",
     "Dopri5",
     "Dopri8",
     "Euler",
+    "EulerHeun",
+    "EulerMaruyama",
     "Fehlberg2",
     "Heun",
     "Heun3",
     "HeunEuler",
     "Interpolant",
     "Midpoint",
+    "Milstein",
     "Ralston",
     "ReversibleHeun",
     "StepResult",

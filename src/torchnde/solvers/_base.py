@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .._problem import Problem
+from ..terms import sde_noise
 
 __all__ = ["AbstractSolver", "StepResult"]
 
@@ -50,6 +51,33 @@ class AbstractSolver(abc.ABC):
     #: used without a batch axis); a solver that only does ``t0 + c * (t1 - t0)`` arithmetic on
     #: times and hands them to the problem can set it
     supports_host: bool = False
+    #: strong order of convergence on an SDE, ``E|y_N - y(T)| = O(dt^strong_order)``, for the
+    #: noise the method is meant for (see its docstring: e.g. Euler–Maruyama is 0.5 in general and
+    #: 1.0 on additive noise); ``None`` for methods not analysed as SDE solvers
+    strong_order: float | None = None
+    #: the stochastic integral the method converges to on an SDE: ``"ito"``, ``"stratonovich"``,
+    #: ``"any"`` (additive noise only, where the two agree); ``None`` when not an SDE method
+    interpretation: str | None = None
+
+    def check_terms(self, term: Any) -> None:
+        """Raise a clear ``TypeError``/``ValueError`` when this solver cannot solve ``term`` (e.g.
+        Milstein on non-diagonal noise). :func:`~torchnde.solve` calls it before the first step;
+        the default accepts every term."""
+
+    def error_order_for(self, term: Any) -> float | None:
+        """The local order ``k`` of the error estimate on ``term`` (one step's estimate is
+        ``O(dt^k)``), which adaptive controllers use for the step-size exponent ``1/k``.
+
+        :attr:`error_order` on ODEs and CDEs. On an SDE (a control term driven by Brownian
+        motion) stages differ by ``O(dt^½)`` increments, so an embedded estimate is ``O(dt)``
+        (``O(dt^1.5)`` for additive noise, whose diffusion does not move with ``y``); a solver
+        whose estimate behaves otherwise overrides this."""
+        if self.error_order is None:
+            return None
+        noise = sde_noise(term)
+        if noise is None:
+            return self.error_order
+        return 1.5 if noise == "additive" else 1.0
 
     @abc.abstractmethod
     def init(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> tuple[Any, int]:
