@@ -30,21 +30,37 @@ class Euler(AbstractExplicitRungeKutta):
     """The explicit Euler method, ``y1 = y0 + dt f(t0, y0)``. Order 1, no error estimate.
 
     A residual network ``x + f(x)`` is one Euler step of size 1 (the seed lecture's ResNet ⇔ Euler
-    correspondence)."""
+    correspondence).
+
+    On an SDE ``MultiTerm(ODETerm(f), ControlTerm(g, brownian))`` it is Euler–Maruyama: Itô,
+    strong order 0.5 (1.0 on additive noise)."""
 
     tableau = ButcherTableau(c=(0,), a=((),), b=(1,), order=1)
+    strong_order = 0.5
+    interpretation = "ito"
 
 
 class Midpoint(AbstractExplicitRungeKutta):
-    """The explicit midpoint method. Order 2."""
+    """The explicit midpoint method. Order 2.
+
+    On an SDE it converges to the Stratonovich solution: strong order 0.5 in general, 1.0 on
+    commutative noise."""
 
     tableau = ButcherTableau(c=(0, F(1, 2)), a=((), (F(1, 2),)), b=(0, 1), order=2)
+    strong_order = 0.5
+    interpretation = "stratonovich"
 
 
 class Heun(AbstractExplicitRungeKutta):
-    """Heun's method (the explicit trapezoidal rule). Order 2, no error estimate."""
+    """Heun's method (the explicit trapezoidal rule). Order 2, no error estimate.
+
+    On an SDE ``MultiTerm(ODETerm(f), ControlTerm(g, brownian))`` (the increment of a step is used
+    by both stages) it is the stochastic Heun method: Stratonovich, strong order 0.5 in general and
+    1.0 on commutative noise (diagonal, scalar, additive, or commuting matrix noise)."""
 
     tableau = ButcherTableau(c=(0, 1), a=((), (1,)), b=(F(1, 2), F(1, 2)), order=2)
+    strong_order = 0.5
+    interpretation = "stratonovich"
 
 
 class Ralston(AbstractExplicitRungeKutta):
@@ -87,7 +103,14 @@ class RK38(AbstractExplicitRungeKutta):
 
 
 class HeunEuler(AbstractExplicitRungeKutta):
-    """Heun's method with an embedded Euler method: the simplest adaptive pair, 2(1)."""
+    """Heun's method with an embedded Euler method: the simplest adaptive pair, 2(1).
+
+    On an SDE it is :class:`Heun` (Stratonovich) with an error estimate of local order 1 (1.5 on
+    additive noise; see :meth:`~AbstractSolver.error_order_for`), so adaptive steps work with a
+    :class:`~torchnde.VirtualBrownianTree` path (they converge for commutative noise)."""
+
+    strong_order = 0.5
+    interpretation = "stratonovich"
 
     tableau = ButcherTableau(
         c=(0, 1),
