@@ -511,3 +511,31 @@ def test_a_batched_cde_is_each_sample_alone():
         one = tn.solve(tn.ControlTerm(g, alone).to_ode(), tn.RK4(), 0.0, 2.0, z0[b], **kw)
         torch.testing.assert_close(sol.ys[b], one.ys, rtol=0, atol=1e-14)
     assert (sol.ys[0] - sol.ys[1]).abs().max() > 0.01
+
+
+def test_double_backward_through_the_path_data():
+    """A gradient penalty on the data gradient (create_graph=True) differentiates correctly with
+    respect to the field weights (central finite differences)."""
+    ts = torch.linspace(0, 2, 6, dtype=F64)
+    gen = torch.Generator().manual_seed(8)
+    xs0 = torch.randn(6, 2, generator=gen, dtype=F64)
+    w0 = torch.randn(3, 3, 2, generator=gen, dtype=F64) * 0.5
+
+    def penalty(w, create):
+        xs = xs0.clone().requires_grad_(True)
+        path = tn.NaturalCubicSpline(ts, xs)
+        g = lambda t, z, a: torch.tanh(torch.einsum("hkc,k->hc", w, z))  # noqa: E731
+        term = tn.ControlTerm(g, path).to_ode()
+        sol = tn.solve(term, tn.RK4(), 0.0, 2.0, torch.ones(3, dtype=F64), dt0=0.25)
+        (gx,) = torch.autograd.grad(sol.ys.sum(), xs, create_graph=create)
+        return (gx**2).sum()
+
+    w = w0.clone().requires_grad_(True)
+    (gw,) = torch.autograd.grad(penalty(w, True), w)
+    eps, i = 1e-6, (0, 1, 1)
+    plus, minus = w0.clone(), w0.clone()
+    plus[i] += eps
+    minus[i] -= eps
+    fd = (penalty(plus, False) - penalty(minus, False)) / (2 * eps)
+    torch.testing.assert_close(gw[i], fd, rtol=1e-6, atol=1e-8)
+    assert gw.abs().max() > 0.1

@@ -272,6 +272,8 @@ class _Reusable(torch.autograd.Function):
     that own their backward pass differentiate one piece of the solve at a time and so walk back
     through the tables more than once; an ordinary graph frees its saved tensors after the first
     walk. Here the construction's graph is kept (``retain_graph=True``) for the node's lifetime.
+    Under double backward the result is differentiable with respect to the incoming gradients
+    (the tables are linear in the observations), not through a second derivative in the times.
     """
 
     @staticmethod
@@ -295,6 +297,7 @@ class _Reusable(torch.autograd.Function):
                 wanted,
                 [g for _, g in pairs],
                 retain_graph=True,
+                create_graph=torch.is_grad_enabled(),  # double backward: linear in the grads
                 allow_unused=True,
             )
         )
