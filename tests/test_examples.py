@@ -56,3 +56,20 @@ def test_discover_lotka_volterra_quick_recovers_the_interaction_terms():
     assert abs(theta - 0.4) < 0.02
     errors = dict(re.findall(rf"forecast relative RMSE (\w+): {NUMBER}", out))
     assert float(errors["recovered"]) < 0.2 * float(errors["blackbox"]), errors
+
+
+def test_neural_sde_quick_fits_the_statistics_of_the_process():
+    """The neural SDE's mean and spread approach the data's, on Brownian paths it never trained
+    on, and it learns the mean reversion towards 1 and a noise that grows with y."""
+    out = run_example("neural_sde.py", "--quick")
+    losses = [float(x) for x in re.findall(rf"^iteration\s+\d+\s+loss\s+{NUMBER}$", out, re.M)]
+    assert len(losses) >= 5, out
+    assert losses[-1] < 0.1 * losses[0], out
+    match = re.search(rf"fresh paths {NUMBER} before training, {NUMBER} after", out)
+    assert match, out
+    assert float(match.group(2)) < 0.1 * float(match.group(1)), out
+    fitted = re.findall(rf"y = {NUMBER}: drift ([-+]{NUMBER}) .*diffusion {NUMBER} ", out)
+    drift = [float(f[1]) for f in fitted]
+    diffusion = [float(f[3]) for f in fitted]
+    assert len(drift) == 3 and drift[0] > 0 > drift[2], out
+    assert diffusion[0] < diffusion[1] < diffusion[2], out
