@@ -259,6 +259,16 @@ class _ReversibleFunction(torch.autograd.Function):
 
 
 @dataclass
+class _Step:
+    """One step's times (leaves, requiring grad when times need gradients) and its control
+    increment (with its graph to them and to the path's data)."""
+
+    t_start: torch.Tensor
+    t_end: torch.Tensor
+    control: Any = None
+
+
+@dataclass
 class _Point:
     """The reconstructed state at a step boundary, with the vector field at ``(t, ŷ)`` carrying a
     graph from the leaves ``yhat_leaf`` (and ``t_leaf`` when times need gradients)."""
@@ -367,33 +377,39 @@ class _Sweep:
     def _undo(self, i: int) -> None:
         mask = None if self.everyone[i] else self.accepted[i]
         t_start, t_end = self.t0s[i], self.t1s[i]
+        with torch.enable_grad():  # the increment, queried once, with its graph to path data/times
+            step = _Step(
+                t_start.detach().requires_grad_(self.timed),
+                t_end.detach().requires_grad_(self.timed),
+            )
+            step.control = self.problem.contr(step.t_start, step.t_end)
         end = self.point
-        start = self._inverse(mask, t_start, t_end, end)
+        start = self._inverse(mask, step, end)
         start_part = self._saves(i, start.y, t_start, t_end) if self.has_saves[i] else None
         if self.run.plan.steps:
             self.a_y = self.a_y + self._steps_cotangent(i)
-        self._step_vjp(i, mask, t_start, t_end, start, end)
+        self._step_vjp(i, mask, step, start, end)
         if start_part is not None:
             self.a_y = self.a_y + start_part
         if self.timed:
             self.source = torch.where(self.accepted[i], i, self.source)
         self.point = start
 
-    def _inverse(self, mask, t_start, t_end, end: _Point) -> _Point:
+    def _inverse(self, mask, step: _Step, end: _Point) -> _Point:
         """The state at the step's start, for the samples that took it (the others stay)."""
         problem = self.problem
         with torch.no_grad():
-            control = problem.contr(t_start, t_end)
+            control = tree_map(torch.Tensor.detach, step.control)
             vf1 = tree_map(torch.Tensor.detach, end.vf)
             k1 = problem.prod(vf1, control)
             yhat0 = _select(mask, 2 * end.y - end.yhat - k1, end.yhat)
-        start = self._point(_select(mask, t_start, end.t), end.y, yhat0)
+        start = self._point(_select(mask, step.t_start.detach(), end.t), end.y, yhat0)
         with torch.no_grad():
             k0 = problem.prod(tree_map(torch.Tensor.detach, start.vf), control)
             start.y = _select(mask, end.y - 0.5 * (k0 + k1), end.y)
         return start
 
-    def _step_vjp(self, i, mask, t_start, t_end, start: _Point, end: _Point) -> None:
+    def _step_vjp(self, i, mask, step: _Step, start: _Point, end: _Point) -> None:
         """Backpropagate ``(a_y, a_ŷ, a_v)`` at the step's end through
         ``ŷ' = 2y - ŷ + P(v, ΔX)``, ``v' = vf(t', ŷ')``, ``y' = y + ½P(v + v', ΔX)``."""
         a_y, a_yhat, a_vf = self.a_y, self.a_yhat, self.a_vf
@@ -402,26 +418,24 @@ class _Sweep:
             a_yhat = _select(mask, a_yhat, torch.zeros_like(a_yhat))
             a_vf = tree_where(mask, a_vf, _zeros_tree(a_vf))
         vjp = self._vjp_ode if self.ode else self._vjp_general
-        a_yhat1, a_vf0, g_params, g_times = vjp(t_start, t_end, start, end, a_y, a_yhat, a_vf)
+        a_yhat1, a_vf0, g_params, g_times = vjp(step, start, end, a_y, a_yhat, a_vf)
         for k, g in enumerate(g_params):
             self.g_params[k] = _add(self.g_params[k], g)
         if self.timed:
             g_now, g_start, g_end = g_times
             self._time_cotangent(self.accepted[i], g_now)
-            self.cot_t0[i] += _zero(g_start, t_start)
-            self.cot_t1[i] += _zero(g_end, t_end)
+            self.cot_t0[i] += _zero(g_start, step.t_start)
+            self.cot_t1[i] += _zero(g_end, step.t_end)
         self.a_y = _select(mask, a_y + 2 * a_yhat1, self.a_y)
         self.a_yhat = _select(mask, -a_yhat1, self.a_yhat)
         self.a_vf = _select_tree(mask, tree_unflatten(start.vf, a_vf0), self.a_vf)
 
-    def _vjp_general(self, t_start, t_end, start, end, a_y, a_yhat, a_vf):
+    def _vjp_general(self, step: _Step, start, end, a_y, a_yhat, a_vf):
         """The step's vector-Jacobian product for any term, by autograd (two calls: the
         cotangent of ``ŷ'`` is known only after the one through ``v' = vf(t', ŷ')``)."""
         problem, params = self.problem, self.params
+        control, ts_leaf, te_leaf = step.control, step.t_start, step.t_end
         with torch.enable_grad():
-            ts_leaf = t_start.detach().requires_grad_(self.timed)
-            te_leaf = t_end.detach().requires_grad_(self.timed)
-            control = problem.contr(ts_leaf, te_leaf)
             vf0 = tree_map(lambda x: x.detach().requires_grad_(True), start.vf)
             vf0_leaves = tree_leaves(vf0)
             k0 = problem.prod(vf0, control)
@@ -440,11 +454,11 @@ class _Sweep:
             g_times = (g[at], _add(g[at + 1], g2[nv + npar]), _add(g[at + 2], g2[nv + npar + 1]))
         return a_yhat1, a_vf0, g_params, g_times
 
-    def _vjp_ode(self, t_start, t_end, start, end, a_y, a_yhat, a_vf):
+    def _vjp_ode(self, step: _Step, start, end, a_y, a_yhat, a_vf):
         """The same for an ODE (``P(v, Δt) = v Δt``, real state) with the linear parts written
         out: one autograd call per step."""
         problem, spec, params = self.problem, self.problem.spec, self.params
-        dt = problem.contr(t_start, t_end)  # the user's step: 0-dim, or (batch,)
+        dt = step.control.detach()  # the user's step: 0-dim, or (batch,)
         scale = dt[:, None] if dt.ndim else dt
         half = 0.5 * a_y * scale
         c_vf1 = tree_map(torch.add, a_vf, spec.unflatten(half))
@@ -542,7 +556,7 @@ class _Sweep:
         if saved is not None:
             outputs.append(saved)
             cots.append(self.grads.ts)
-        g = _grad(outputs, list(run.time_inputs), cots)
+        g = _grad(outputs, list(run.time_inputs), cots, retain=True)  # backward may run again
         t0, t1, ts = run.time_inputs
         return (
             None if t0 is None or not t0.requires_grad else _zero(g[0], t0),
