@@ -9,6 +9,7 @@ Brownian path (a :class:`~torchnde.BrownianGrid` whose cells are finer than ever
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import pytest
@@ -596,6 +597,20 @@ DECLARED = [
 def test_sde_solvers_declare_strong_order_and_interpretation(solver, strong, interpretation):
     assert solver.strong_order == strong
     assert solver.interpretation == interpretation
+
+
+def test_every_exported_sde_solver_is_declared_here():
+    """Adding an SDE-only solver to torchnde without a row in ``DECLARED`` fails here."""
+    exported = {
+        obj
+        for obj in vars(tn).values()
+        if isinstance(obj, type)
+        and issubclass(obj, tn.AbstractSDESolver)
+        and not inspect.isabstract(obj)
+    }
+    assert exported == {
+        type(solver) for solver, _, _ in DECLARED if isinstance(solver, tn.AbstractSDESolver)
+    }
 
 
 def _bm(levy=None):
