@@ -238,40 +238,43 @@ class Milstein(AbstractSDESolver):
         f0, g_carried = sde.unpack(state)
         dw = sde.diffusion.contr(u0, u1)
         noise = sde.diffusion.noise
-        if noise == "additive":
-            g0, dgg = sde.g(u0, y0), None
-        elif noise == "diagonal":
-            g0, dgg = self._diagonal(sde, u0, y0)
-        else:
+        ito = self.interpretation == "ito"
+        if noise == "diagonal":  # flat: g ⊙ dW + ½ (∂g/∂y · g) ⊙ (dW² - h), as torchsde
+            dw = dw.reshape(-1, y0.shape[1])
+            weight = dw * dw
+            if ito:
+                weight = weight - (dt.abs() if isinstance(dt, torch.Tensor) else abs(dt))
+            g0, correction = self._diagonal(sde, u0, y0, weight.mul_(0.5))
+            y1 = torch.addcmul(y0 + correction, g0, dw)
+        elif noise == "scalar":
             g0, dgg = self._scalar(sde, u0, y0)
-        y1 = y0 + sde.gdw(g0, dw)
-        if dgg is not None:
-            square = dw * dw
-            if self.interpretation == "ito":
-                square = square - (_abs_like(dt, dw) if isinstance(dt, torch.Tensor) else abs(dt))
-            y1 = y1 + 0.5 * sde.gdw(dgg, square)
+            weight = dw * dw
+            if ito:
+                weight = weight - (_abs_like(dt, dw) if isinstance(dt, torch.Tensor) else abs(dt))
+            y1 = y0 + sde.gdw(g0, dw) + 0.5 * sde.gdw(dgg, weight)
+        else:  # additive: the correction vanishes
+            y1 = y0 + sde.gdw(sde.g(u0, y0), dw)
         y1 = _axpy(y1, sde.flat(f0), dt)
         f1 = None if sde.drift is None else sde.drift.vf(u1, sde.spec.unflatten(y1), sde.args)
         return StepResult(y1, None, sde.pack(f1, g_carried), (y0, y1), 2)
 
     @staticmethod
-    def _diagonal(sde: _SDE, t, y0: torch.Tensor):
-        """``g`` and ``∂_y g · g`` for diagonal noise: ``Σ_i g_i ∂g_i/∂y_j``, one
-        vector–Jacobian product (equal to the Jacobian–vector product when ``g_i`` depends on
-        ``y_i`` alone, the case the method is for)."""
+    def _diagonal(sde: _SDE, t, y0: torch.Tensor, weight: torch.Tensor):
+        """The flat ``g`` and ``Σ_i w_i g_i ∂g_i/∂y_j`` for diagonal noise: one vector–Jacobian
+        product with cotangent ``w ⊙ g`` (the Jacobian–vector product ``w ⊙ (∂g/∂y · g)`` when
+        ``g_i`` depends on ``y_i`` alone, the case the method is for)."""
         record = _records(sde, t, y0)
         with torch.enable_grad():
             y = y0 if y0.requires_grad else y0.detach().requires_grad_(True)
-            g = sde.g(t, y)
-            flat = sde.spec.flatten(g)
-            (dgg,) = torch.autograd.grad(
-                flat, y, grad_outputs=flat, create_graph=record, allow_unused=True
+            flat = sde.spec.flatten(sde.g(t, y))
+            (correction,) = torch.autograd.grad(
+                flat, y, grad_outputs=flat * weight, create_graph=record, allow_unused=True
             )
-        if dgg is None:  # g does not depend on y
-            dgg = torch.zeros_like(flat)
+        if correction is None:  # g does not depend on y
+            correction = torch.zeros_like(flat)
         if not record:
-            g, dgg = tree_map(torch.Tensor.detach, g), dgg.detach()
-        return g, sde.spec.unflatten(dgg)
+            flat, correction = flat.detach(), correction.detach()
+        return flat, correction
 
     @staticmethod
     def _scalar(sde: _SDE, t, y0: torch.Tensor):
