@@ -266,6 +266,43 @@ def test_ito_correction_for_general_noise_is_half_the_sum_over_channels():
     assert error(term_s, tn.EulerMaruyama()) > 5 * ito
 
 
+@pytest.mark.parametrize(
+    "solver", [tn.Milstein("stratonovich"), tn.EulerHeun(), tn.SRA1(), tn.Heun()], ids=repr
+)
+def test_a_backwards_solve_on_the_same_path_retraces_a_stratonovich_solution(solver):
+    """Stratonovich SDEs keep the chain rule, so solving from y(T) back to t = 0 on the same
+    Brownian path (queried over reversed intervals) returns to y(0), up to an error that vanishes
+    with the step; the Itô solution does not retrace (its backward reading is another SDE)."""
+    paths, additive = 100, isinstance(solver, tn.SRA1)
+    path = tn.BrownianGrid(
+        0.0,
+        T,
+        (paths, 1),
+        steps=2**9,
+        seed=14,
+        dtype=F64,
+        levy_area="space-time" if additive else None,
+    )
+    if additive:
+        diffusion = tn.ControlTerm(
+            lambda t, y, a: (0.5 * (1 + t)).expand(paths, 1, 1), path, "additive"
+        )
+    else:
+        diffusion = tn.ControlTerm(lambda t, y, a: 0.5 * torch.sin(y) + 0.3, path, "diagonal")
+    term = tn.MultiTerm(tn.ODETerm(lambda t, y, a: -torch.sin(y)), diffusion)
+    y0 = torch.full((paths, 1), 0.5, dtype=F64)
+
+    def round_trip(solver, dt):
+        with torch.no_grad():
+            y1 = tn.solve(term, solver, 0.0, T, y0, dt0=dt).ys[0]
+            return float((tn.solve(term, solver, T, 0.0, y1, dt0=-dt).ys[0] - y0).abs().mean())
+
+    coarse, fine = round_trip(solver, 2**-5), round_trip(solver, 2**-8)
+    assert fine < coarse / 4 and fine < 3e-3, (coarse, fine)
+    if isinstance(solver, tn.Milstein):
+        assert round_trip(tn.EulerMaruyama(), 2**-8) > 0.1
+
+
 # ------------------------------------------------------------------------------------------------
 # states: tensors, tuples and dicts give the same numbers
 
