@@ -206,6 +206,24 @@ def test_strong_order(solver, problem, order):
     assert errors[-1] < errors[0]
 
 
+@pytest.mark.parametrize("batch_axis", [None, 0])
+def test_euler_maruyama_takes_the_steps_of_euler_on_the_multiterm(batch_axis):
+    """EulerMaruyama is the Runge–Kutta Euler method on the SDE's MultiTerm, without the
+    Runge–Kutta machinery: the same numbers, with or without a batch axis."""
+    path = tn.BrownianGrid(0.0, T, (3, 2), steps=16, seed=15, dtype=F64, batch_axis=batch_axis)
+    term = tn.MultiTerm(
+        tn.ODETerm(lambda t, y, a: -torch.sin(y)),
+        tn.ControlTerm(lambda t, y, a: 0.5 * torch.cos(y), path, noise="diagonal"),
+    )
+    y0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.7, 0.9]], dtype=F64)
+    ts = tn.SaveAt(steps=True)
+    em = tn.solve(
+        term, tn.EulerMaruyama(), 0.0, T, y0, dt0=1 / 16, saveat=ts, batch_axis=batch_axis
+    )
+    euler = tn.solve(term, tn.Euler(), 0.0, T, y0, dt0=1 / 16, saveat=ts, batch_axis=batch_axis)
+    torch.testing.assert_close(em.ys, euler.ys, rtol=0, atol=1e-14)
+
+
 def test_sra1_with_a_time_dependent_diffusion_matches_the_exact_ou_solution():
     """On Ornstein–Uhlenbeck with σ(t) = s(1 + t) the exact solution needs ∫ σ dW, which SRA1's
     ``½(g(t0) + g(t1)) ΔW + (g(t0) - g(t1)) H`` integrates exactly for σ linear in t: the order
