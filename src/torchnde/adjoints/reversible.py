@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -111,7 +111,6 @@ class _ReversibleRun(Run):
     time_graph: tuple[torch.Tensor, ...] | None = None
     time_inputs: tuple[torch.Tensor | None, ...] = ()
     saves: torch.Tensor | None = None  # the save times ``(batch, T)`` the forward pass used
-    finals: dict[str, Any] = field(default_factory=dict)
 
 
 class _Records:
@@ -132,9 +131,6 @@ class _Records:
         self.accepted.append(info.accepted)
         self.lo.append(lo)
         self.hi.append(hi)
-
-    def __len__(self) -> int:
-        return len(self.t0)
 
     def stacked(self, batch: int, tdtype, device) -> dict[str, torch.Tensor]:
         """The records as ``(iterations, batch)`` tensors (detached)."""
@@ -178,6 +174,9 @@ class _UntimedSteps(AbstractSolver):
 
     def carry(self, y0, vf0):
         return self.solver.carry(y0, vf0)
+
+    def error_order_for(self, term):
+        return self.solver.error_order_for(term)
 
     def step(self, problem, t0, t1, y0, state):
         with torch.no_grad():
