@@ -19,6 +19,7 @@ CASES = {
     "B2": "benchmarks.b2_backward",
     "B3": "benchmarks.b3_vanderpol",
     "B4": "benchmarks.b4_fixed_step",
+    "B5": "benchmarks.b5_sde",
     "B6": "benchmarks.b6_cde",
     "MEM": "benchmarks.memory",
 }

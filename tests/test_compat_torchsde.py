@@ -64,13 +64,16 @@ def noise_size(noise_type: str) -> int:
     return {"diagonal": D, "scalar": 1}.get(noise_type, 2)
 
 
-def shared_bm(noise_type: str, levy: bool = False, dtype=F64, entropy: int = 3):
+def shared_bm(noise_type: str, levy: bool = False, dtype=F64, entropy: int = 3, dt=None):
+    """torchsde's BrownianInterval; with ``dt`` its tree no longer depends on the order of the
+    queries (which the adjoint's extra whole-interval query would change)."""
     return tsde.BrownianInterval(
         0.0,
         1.0,
         size=(BATCH, noise_size(noise_type)),
         dtype=dtype,
         entropy=entropy,
+        dt=dt,
         levy_area_approximation="space-time" if levy else "none",
     )
 
@@ -105,12 +108,18 @@ def test_methods_match_torchsde_on_the_same_brownian_path(noise, sde_type, metho
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
+def test_one_output_time_is_the_initial_state():
+    sde = SDE("diagonal", "ito")
+    ours, theirs = nde.sdeint(sde, Y0, TS[:1]), tsde.sdeint(sde, Y0, TS[:1])
+    assert ours.shape == theirs.shape == (1, BATCH, D) and torch.equal(ours, theirs)
+
+
 def test_float32_times_give_torchsdes_accumulated_steps():
     """torchsde accumulates ``t + dt`` in the dtype of ``ts``; float32 steps of 0.01 drift off
     the decimal grid, and the increments follow the times actually used."""
     sde = SDE("diagonal", "ito").float()
     y0, ts = Y0.float(), torch.tensor([0.0, 0.5, 1.0])
-    bm = lambda: shared_bm("diagonal", dtype=torch.float32)  # noqa: E731
+    bm = lambda: shared_bm("diagonal", dtype=torch.float32, dt=0.01)  # noqa: E731
     ours = nde.sdeint(sde, y0, ts, bm=bm(), method="euler", dt=0.01)
     theirs = tsde.sdeint(sde, y0, ts, bm=bm(), method="euler", dt=0.01)
     assert ours.dtype == torch.float32
@@ -233,6 +242,47 @@ def test_reversible_adjoint_gives_the_direct_gradient():
     for a, b, c in zip(ours, direct, theirs):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
         torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6)  # torchsde: approximately
+
+
+@pytest.mark.parametrize(
+    ("noise", "sde_type", "method", "kwargs"),
+    [
+        ("general", "stratonovich", "midpoint", {}),
+        ("additive", "ito", "euler", {}),
+        ("scalar", "stratonovich", "reversible_heun", {"adjoint_method": "heun"}),
+    ],
+)
+def test_stochastic_adjoint_agrees_with_torchsdes(noise, sde_type, method, kwargs):
+    """BacksolveAdjoint and torchsde's adjoint solve the same adjoint SDE on the same path, with
+    slightly different backward steps: both approach backpropagation through the forward steps
+    as dt shrinks (first order), and each other. torchsde's is accurate only when the times
+    ``ts`` fall on its step grid; ours also when they do not (dt = 0.004)."""
+    sde = SDE(noise, sde_type)
+    y0 = Y0.clone().requires_grad_(True)
+    inputs = (y0, *sde.parameters())
+
+    def grad(fn, dt, **kw):
+        ys = fn(sde, y0, TS, bm=shared_bm(noise, dt=dt), method=method, dt=dt, **kw)
+        return torch.autograd.grad((ys**2).sum(), inputs, materialize_grads=True)
+
+    def rel(a, b):
+        return max(((x - y).norm() / y.norm().clamp(min=1e-30)).item() for x, y in zip(a, b))
+
+    errors = {}
+    for dt in (0.01, 0.004, 0.002):
+        ours = grad(nde.sdeint_adjoint, dt, **kwargs)
+        errors[dt] = rel(ours, grad(tsde.sdeint, dt))
+    assert errors[0.002] < errors[0.01] / 2.5 and errors[0.004] < errors[0.01] / 1.5, errors
+    theirs = grad(tsde.sdeint_adjoint, 0.002, **kwargs)
+    assert rel(ours, theirs) < 2 * errors[0.002], (rel(ours, theirs), errors)
+
+
+def test_ito_adjoint_needs_additive_noise():
+    with pytest.raises(ValueError, match="Stratonovich form"):
+        nde.sdeint_adjoint(SDE("diagonal", "ito"), Y0, TS, method="milstein")
+    for bad, match in (("milstein", "product"), ("log_ode", "cannot solve")):
+        with pytest.raises(ValueError, match=match):
+            nde.sdeint_adjoint(SDE("diagonal", "stratonovich"), Y0, TS, adjoint_method=bad)
 
 
 # ------------------------------------------------------------------------------------------------

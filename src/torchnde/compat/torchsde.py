@@ -59,10 +59,22 @@ Deviations from torchsde, each deliberate:
   warns), unknown ``options`` or ``names`` keys, ``extra_solver_state`` for a method without one,
   Lévy-area approximations ``"davie"``/``"foster"`` (no solver here uses them), and a diffusion
   given only as a product (``g_prod``/``f_and_g_prod``): torchnde's terms need the matrix ``g``.
-* **sdeint_adjoint** runs :class:`torchnde.BacksolveAdjoint` (the stochastic adjoint, on the same
-  Brownian path backwards), or :class:`torchnde.ReversibleAdjoint` for ``reversible_heun``.
+* **sdeint_adjoint** runs :class:`torchnde.ReversibleAdjoint` for ``reversible_heun`` (with the
+  default ``adjoint_method``): exact gradients of the forward steps, where torchsde's are exact
+  only when ``ts`` falls on the step grid. Otherwise it runs :class:`torchnde.BacksolveAdjoint`,
+  the stochastic adjoint on the same Brownian path, whose backward solve retraces the forward
+  steps in reverse (torchsde steps back from each ``ts[i]`` by ``dt``): the gradients agree with
+  torchsde's to the accuracy of either. ``adjoint_method`` may be ``midpoint``, ``heun``,
+  ``reversible_heun`` or (additive noise) ``euler``; ``milstein``, ``euler_heun`` and
+  ``adjoint_adaptive=True`` raise. Itô SDEs with non-additive noise raise (the adjoint here is
+  Stratonovich): write them in Stratonovich form, or use :func:`sdeint`.
   ``adjoint_params=None`` works for any ``sde`` (torchnde finds the tensors it uses); torchsde
   requires an ``nn.Module`` then.
+* **A torchsde BrownianInterval built without ``dt``** shapes its tree from the statistics of
+  its first queries, so its path depends on the order of queries; ``sdeint_adjoint`` queries the
+  whole interval once before stepping, so it draws a different (equally valid) path from such an
+  object than torchsde's ``sdeint_adjoint`` would. Build it with ``dt=`` (or
+  ``halfway_tree=True``) to share the path exactly.
 * **Seeds.** ``entropy=None`` draws the seed from torch's global generator (torchsde: NumPy's), so
   ``torch.manual_seed`` makes ``bm=None`` reproducible. The paths themselves differ from
   torchsde's for the same ``entropy``: results agree in distribution, not sample by sample.
@@ -967,11 +979,14 @@ class _Plan:
     hi: torch.Tensor | None = None
 
 
-def _plan(setup: _Setup, bm: Any, dt, adaptive: bool, rtol, atol, dt_min) -> _Plan:
+def _plan(setup: _Setup, bm: Any, dt, adaptive: bool, rtol, atol, dt_min) -> _Plan | None:
+    """How to solve; None when there is nothing to solve (one output time)."""
     ts = setup.ts
     needs_levy = METHODS[setup.method].levy_area
     dt = _no_grad_number("dt", dt)
     dt_min = _no_grad_number("dt_min", dt_min)
+    if len(ts) == 1:
+        return None
     if adaptive:
         rtol = _no_grad_number("rtol", rtol, positive=False)
         atol = _no_grad_number("atol", atol, positive=False)
@@ -1049,8 +1064,8 @@ def _outputs(setup: _Setup, plan: _Plan, ys: torch.Tensor) -> torch.Tensor:
     return torch.cat([setup.y0[None], out[1:]])  # ts[0] is y0 itself, as in torchsde
 
 
-def _integrate(setup: _Setup, plan: _Plan, solver: AbstractSolver, adjoint: AbstractAdjoint):
-    if len(setup.ts) == 1:
+def _integrate(setup: _Setup, plan: _Plan | None, solver: AbstractSolver, adjoint: AbstractAdjoint):
+    if plan is None:
         return setup.y0[None].clone()
     try:
         sol = solve(
@@ -1158,7 +1173,8 @@ def sdeint(
 
 
 def _default_adjoint_method(setup: _Setup) -> str:
-    """torchsde's default backward method for the forward one."""
+    """torchsde's default backward method for the forward one (for Itô SDEs only additive noise
+    gets this far, whose default is ``euler``)."""
     if setup.method == "reversible_heun":
         return "adjoint_reversible_heun"
     if setup.sde_type == "stratonovich":
@@ -1180,12 +1196,12 @@ def _adjoint(
     params = None
     if adjoint_params is not None:
         params = tuple(p for p in adjoint_params if p.requires_grad)
-    if adjoint_method == "adjoint_reversible_heun" or setup.method == "reversible_heun":
-        if setup.method != "reversible_heun" or adjoint_method != "adjoint_reversible_heun":
+    if adjoint_method == "adjoint_reversible_heun":
+        if setup.method != "reversible_heun":
             raise ValueError(
-                "adjoint_method='adjoint_reversible_heun' and method='reversible_heun' go "
-                f"together (got method={setup.method!r}, adjoint_method={adjoint_method!r}): the "
-                "backward pass undoes the reversible steps exactly; use both, or neither"
+                "adjoint_method='adjoint_reversible_heun' undoes the steps of "
+                f"method='reversible_heun' exactly, but method={setup.method!r}; use "
+                "method='reversible_heun', or another adjoint_method such as 'midpoint'"
             )
         if adjoint_options:
             raise ValueError(
@@ -1205,12 +1221,56 @@ def _adjoint(
     )
 
 
+#: torchsde adjoint method name → the torchnde solver of the backward solve (it must work on any
+#: term: a Runge–Kutta method or ReversibleHeun)
+_ADJOINT_SOLVERS = {
+    "euler": "Euler",
+    "midpoint": "Midpoint",
+    "heun": "Heun",
+    "reversible_heun": "ReversibleHeun",
+}
+
+
 def _backsolve(setup, adjoint_method, adaptive, rtol, atol, options, params) -> AbstractAdjoint:
-    raise NotImplementedError(
-        f"sdeint_adjoint with method={setup.method!r} needs torchnde.BacksolveAdjoint for SDEs (the stochastic "
-        "adjoint), which this version of torchnde does not have yet; use method='reversible_heun' "
-        "(exact gradients at constant memory) or sdeint"
-    )
+    """:class:`torchnde.BacksolveAdjoint`: the Stratonovich adjoint SDE over the same path."""
+    if setup.sde_type == "ito" and setup.noise_type != "additive":
+        raise ValueError(
+            f"sdeint_adjoint on an Itô SDE with {setup.noise_type} noise: torchnde's stochastic "
+            "adjoint (BacksolveAdjoint) solves the Stratonovich adjoint SDE. Write the SDE in "
+            "Stratonovich form (sde_type='stratonovich', drift f - ½ (∂g/∂y) g) and use "
+            "method='midpoint', 'heun' or 'reversible_heun' (exact gradients at constant memory), "
+            "or use sdeint, which backpropagates through the Itô steps"
+        )
+    if adjoint_method not in _ADJOINT_SOLVERS:
+        known = ", ".join(repr(m) for m in [*_ADJOINT_SOLVERS, "adjoint_reversible_heun"])
+        hint = (
+            " (it needs the diffusion matrix of the adjoint SDE, which is only available as a "
+            "product)"
+            if adjoint_method in ("milstein", "srk", "euler_heun")
+            else ""
+        )
+        raise ValueError(
+            f"adjoint_method={adjoint_method!r} cannot solve the adjoint SDE{hint}; use one of "
+            f"{known}"
+        )
+    if adjoint_method == "euler" and setup.noise_type != "additive":
+        raise ValueError(
+            "adjoint_method='euler' converges to the Itô solution of the adjoint SDE, which is "
+            "Stratonovich; use adjoint_method='midpoint' (the default) or 'heun'"
+        )
+    if adaptive:
+        raise ValueError(
+            "adjoint_adaptive=True: torchnde's backward solve retraces the forward steps in "
+            "reverse (so it queries the Brownian motion only where the forward pass did); drop "
+            "it, and set the accuracy with `dt` (or adaptive=True for the forward solve)"
+        )
+    if options:
+        raise ValueError(
+            f"adjoint_options {sorted(options)}: adjoint_method={adjoint_method!r} takes no "
+            "options; drop them"
+        )
+    solver = _piece(_ADJOINT_SOLVERS[adjoint_method], f"adjoint_method={adjoint_method!r}")()
+    return _nde.BacksolveAdjoint(solver=solver, params=params)
 
 
 def sdeint_adjoint(
@@ -1249,10 +1309,14 @@ def sdeint_adjoint(
     Args:
         sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
             extra_solver_state: as in :func:`sdeint`.
-        adjoint_method: the backward method (default: torchsde's: ``adjoint_reversible_heun`` for
-            ``reversible_heun``, ``midpoint`` for Stratonovich SDEs, ``milstein`` for Itô diagonal
-            noise, ``euler`` otherwise).
-        adjoint_adaptive, adjoint_rtol, adjoint_atol, adjoint_options: of the backward solve.
+        adjoint_method: the backward method: ``adjoint_reversible_heun`` (the default for
+            ``reversible_heun``), ``midpoint`` (the default otherwise), ``heun``,
+            ``reversible_heun``, or ``euler`` (additive noise; torchsde's default for Itô SDEs
+            other than diagonal noise, whose ``milstein`` default is not available here).
+        adjoint_adaptive: must be False (the backward solve retraces the forward steps).
+        adjoint_rtol, adjoint_atol: accepted for torchsde's signature; they act only with
+            ``adjoint_adaptive``, as in torchsde.
+        adjoint_options: must be empty (no backward method here takes options).
         adjoint_params: the tensors to return gradients for besides ``y0``; ``None`` finds them
             (any ``sde``, not only an ``nn.Module``).
     """
