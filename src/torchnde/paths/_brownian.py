@@ -181,9 +181,10 @@ class AbstractBrownianPath(AbstractPath):
     # ---- the span of a solve -------------------------------------------------------------------
 
     def validate_span(self, t0: torch.Tensor, t1: torch.Tensor) -> None:
-        lo = min(float(torch.as_tensor(t0).min()), float(torch.as_tensor(t1).min()))
-        hi = max(float(torch.as_tensor(t0).max()), float(torch.as_tensor(t1).max()))
-        dtype = torch.as_tensor(t0).dtype
+        t0, t1 = torch.as_tensor(t0).detach(), torch.as_tensor(t1).detach()
+        lo = min(float(t0.min()), float(t1.min()))
+        hi = max(float(t0.max()), float(t1.max()))
+        dtype = t0.dtype
         eps = torch.finfo(dtype if dtype.is_floating_point else torch.float64).eps
         slack = 64 * eps * max(abs(lo), abs(hi), 1e-300)
         if lo < self.t0 - slack or hi > self.t1 + slack:
