@@ -114,6 +114,21 @@ def test_one_output_time_is_the_initial_state():
     assert ours.shape == theirs.shape == (1, BATCH, D) and torch.equal(ours, theirs)
 
 
+def test_times_as_a_list_and_renamed_drift():
+    class Renamed(SDE):
+        def drift(self, t, y):
+            return SDE.f(self, t, y)
+
+        f = None  # only the renamed drift exists
+
+    sde = Renamed("diagonal", "ito")
+    ours = nde.sdeint(sde, Y0, TS.tolist(), bm=shared_bm("diagonal"), names={"drift": "drift"})
+    theirs = tsde.sdeint(
+        SDE("diagonal", "ito"), Y0, TS, bm=shared_bm("diagonal"), method="milstein"
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
 def test_float32_times_give_torchsdes_accumulated_steps():
     """torchsde accumulates ``t + dt`` in the dtype of ``ts``; float32 steps of 0.01 drift off
     the decimal grid, and the increments follow the times actually used."""
@@ -384,6 +399,11 @@ def test_own_brownian_interval_drives_a_strong_order_check():
 # bad input
 
 
+class WrongShape(SDE):
+    def g(self, t, y):
+        return torch.ones(BATCH, D, 5, dtype=F64)
+
+
 def test_errors_name_the_argument_and_the_fix():
     diag = SDE("diagonal", "ito")
     strat = SDE("diagonal", "stratonovich")
@@ -417,6 +437,10 @@ def test_errors_name_the_argument_and_the_fix():
         (lambda: nde.sdeint(SDE("additive", "ito"), Y0, TS, bm=shared_bm("additive"),
                             method="srk"), ValueError, "space-time"),
         (lambda: nde.sdeint(diag, Y0, TS, bm=torch.zeros(4, 3)), TypeError, "BrownianInterval"),
+        (lambda: nde.sdeint(diag, Y0, TS, bm=shared_bm("general")), ValueError,
+         r"Diagonal noise.*size=\(4, 3\)"),
+        (lambda: nde.sdeint(WrongShape("general", "ito"), Y0, TS, bm=shared_bm("general")),
+         ValueError, r"`WrongShape.g`.*\(4, 3, 5\)"),
         (lambda: nde.sdeint(diag, Y0, TS, method="euler", unknown=1), TypeError, "unknown"),
         (lambda: nde.BrownianInterval(0.0, 1.0, size=(2, 2), levy_area_approximation="foster"),
          ValueError, "space-time"),

@@ -90,23 +90,27 @@ from typing import Any
 
 import torch
 
-import torchnde as _nde
-
 from .. import (
+    DEFAULT_MAX_STEPS,
     AbstractAdjoint,
     AbstractPath,
     AbstractSolver,
+    BacksolveAdjoint,
+    BrownianGrid,
     ControlTerm,
     DirectAdjoint,
     MultiTerm,
     ODETerm,
     PIDController,
+    ReversibleAdjoint,
     SaveAt,
     SolveError,
     Status,
     StepTo,
+    VirtualBrownianTree,
     solve,
 )
+from .. import solvers as _solvers
 
 __all__ = [
     "BaseBrownian",
@@ -156,16 +160,6 @@ _NEAREST = {  # what to use instead, by SDE type
     "ito": "'euler' (any noise) or 'milstein' (diagonal, scalar or additive noise)",
     "stratonovich": "'midpoint', 'heun', 'euler_heun', 'reversible_heun' or 'milstein'",
 }
-
-
-def _piece(name: str, what: str) -> Any:
-    """A torchnde object this facade builds on, or a clear error naming what is missing."""
-    obj = getattr(_nde, name, None)
-    if obj is None:
-        raise NotImplementedError(
-            f"{what} needs torchnde.{name}, which this version of torchnde does not have yet"
-        )
-    return obj
 
 
 # ------------------------------------------------------------------------------------------------
@@ -319,10 +313,9 @@ class BaseBrownian:
         self._device = torch.device("cpu") if device is None else torch.device(device)
         self._entropy = int(entropy)
         self._approximation = levy_area_approximation
-        vbt = _piece("VirtualBrownianTree", "torchnde.compat.torchsde.BrownianInterval")
         # torchsde's tol=0 is "resolve to floating-point accuracy"; the tree's resolution is a
         # time (increments between its dyadic points are exact in law), here 2^-20 (t1 - t0)
-        self.path = vbt(
+        self.path = VirtualBrownianTree(
             t0,
             t1,
             self._size,
@@ -381,8 +374,6 @@ class BrownianInterval(BaseBrownian):
                 "over [t0, t1] is not supported by torchnde's VirtualBrownianTree; use "
                 "torchsde.BrownianInterval(W=...) itself (sdeint accepts it as `bm`)"
             )
-        if size is None:
-            size = None
         self._build(
             t0, t1, size, dtype, device, entropy, _scalar("tol", tol), levy_area_approximation
         )
@@ -579,9 +570,6 @@ class _SDEFunctions:
             return kept[2]
         return self.f_and_g(t, y)[1]
 
-    def prior_drift(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.h(self._t(t), y)
-
 
 class _LogqpFunctions:
     """torchsde's ``logqp=True``: the state gains a last channel ``∫ ½|u|² dt`` with
@@ -596,6 +584,7 @@ class _LogqpFunctions:
                 f"`{base.names['prior_drift']}`)."
             )
         self.base = base
+        self.f, self.g = base.f, base.g
         self.diagonal = noise_type == "diagonal"
 
     def drift(self, t: torch.Tensor, y: torch.Tensor, args: Any = None) -> torch.Tensor:
@@ -781,7 +770,7 @@ def _noise_size(functions: Any, noise_type: str, ts: torch.Tensor, y0: torch.Ten
     return int(g.shape[2])
 
 
-def _check_bm(bm: Any, batch: int, noise_type: str) -> None:
+def _check_bm(bm: Any, batch: int, state: int, noise_type: str) -> None:
     if bm is None:
         return
     if not isinstance(bm, BaseBrownian) and not _is_torchsde_brownian(bm):
@@ -795,6 +784,11 @@ def _check_bm(bm: Any, batch: int, noise_type: str) -> None:
         raise ValueError(
             f"Batch sizes not consistent: `y0` has batch {batch}, `bm` has shape {tuple(bm.shape)}."
         )
+    if noise_type == "diagonal" and bm.shape[1] != state:
+        raise ValueError(
+            f"Diagonal noise needs one Brownian channel per state channel: `y0` has {state}, "
+            f"`bm` has shape {tuple(bm.shape)}; build it with size=({batch}, {state})."
+        )
     if noise_type == "scalar" and bm.shape[1] != 1:
         raise ValueError(
             f"The Brownian motion for scalar SDEs must be of dimension 1, `bm` has shape "
@@ -802,7 +796,7 @@ def _check_bm(bm: Any, batch: int, noise_type: str) -> None:
         )
 
 
-def _setup(sde, y0, ts, bm, method, options, names, logqp, adjoint=False) -> tuple[_Setup, Any]:
+def _setup(sde, y0, ts, bm, method, options, names, logqp) -> tuple[_Setup, Any]:
     noise_type, sde_type = _check_sde(sde)
     names = _check_names(names)
     if not isinstance(y0, torch.Tensor):
@@ -820,7 +814,7 @@ def _setup(sde, y0, ts, bm, method, options, names, logqp, adjoint=False) -> tup
     if logqp:
         functions = _LogqpFunctions(functions, noise_type)
         y0 = torch.cat((y0, y0.new_zeros(size=(y0.size(0), 1))), dim=1)
-    _check_bm(bm, y0.shape[0], noise_type)
+    _check_bm(bm, y0.shape[0], y0.shape[1], noise_type)
     m = _noise_size(functions, noise_type, ts, y0, bm)
     if noise_type == "scalar" and m != 1:
         raise ValueError(
@@ -899,9 +893,8 @@ def _user_path(setup: _Setup, bm: Any, needs_levy: bool) -> AbstractPath:
 
 def _tree(setup: _Setup, needs_levy: bool, tol: float) -> AbstractPath:
     """A fresh :class:`torchnde.VirtualBrownianTree` over ``[ts[0], ts[-1]]``."""
-    vbt = _piece("VirtualBrownianTree", "sdeint with bm=None")
     ts = setup.ts
-    return vbt(
+    return VirtualBrownianTree(
         float(ts[0]),
         float(ts[-1]),
         (setup.batch, setup.noise_size),
@@ -914,9 +907,13 @@ def _tree(setup: _Setup, needs_levy: bool, tol: float) -> AbstractPath:
 
 
 def _terms(setup: _Setup, path: AbstractPath) -> MultiTerm:
-    name = type(setup.sde).__name__
-    drift = _named(setup.functions.drift, f"{name}.drift")
-    diffusion = _named(setup.functions.diffusion, f"{name}.diffusion")
+    fns = setup.functions
+    names = (fns.base if isinstance(fns, _LogqpFunctions) else fns).names
+    sde, logqp = type(setup.sde).__name__, " (logqp)" if setup.logqp else ""
+    drift_name = names["drift"] if fns.f is not None else names["drift_and_diffusion"]
+    diffusion_name = names["diffusion"] if fns.g is not None else names["drift_and_diffusion"]
+    drift = _named(fns.drift, f"{sde}.{drift_name}{logqp}")
+    diffusion = _named(fns.diffusion, f"{sde}.{diffusion_name}{logqp}")
     return MultiTerm(ODETerm(drift), ControlTerm(diffusion, path, noise=setup.noise_type))
 
 
@@ -933,8 +930,7 @@ def _solver(setup: _Setup, adaptive: bool) -> AbstractSolver:
     name = spec.solver
     if adaptive:
         name = _ADAPTIVE.get(setup.method, name)
-        cls = _piece(name, f"method={setup.method!r}")
-        if getattr(cls, "error_order", None) is None:
+        if getattr(_solvers, name).error_order is None:
             raise ValueError(
                 f"adaptive=True with method={setup.method!r}: torchnde controls the step size "
                 "with the solver's own error estimate (torchsde's comparison of one step with two "
@@ -945,7 +941,7 @@ def _solver(setup: _Setup, adaptive: bool) -> AbstractSolver:
                     else "method='heun' or 'reversible_heun', or adaptive=False"
                 )
             )
-    cls = _piece(name, f"method={setup.method!r}")
+    cls = getattr(_solvers, name)
     if setup.method == "milstein":
         if setup.options.get("grad_free", False) and setup.noise_type != "additive":
             raise ValueError(
@@ -999,15 +995,14 @@ def _plan(setup: _Setup, bm: Any, dt, adaptive: bool, rtol, atol, dt_min) -> _Pl
         controller = PIDController(
             rtol=rtol, atol=atol, dtmin=dt_min, step_ts=ts.detach().to(torch.float64)
         )
-        max_steps = max(_nde.DEFAULT_MAX_STEPS, 4 * math.ceil(span / dt_min))
+        max_steps = max(DEFAULT_MAX_STEPS, 4 * math.ceil(span / dt_min))
         return _Plan(path, controller, min(dt, span), SaveAt(ts=ts), max_steps, ts[0], ts[-1])
     steps = _uniform_steps(ts, dt) if bm is None else None
     if steps is not None:
         # a fresh path on the exact uniform grid t0 + k·dt (torchsde accumulates the same times
         # in the dtype of ts: they differ by rounding), sampled once: O(1) per step
-        grid_path = _piece("BrownianGrid", "sdeint with bm=None")
         t0, t1 = float(ts[0]), float(ts[-1])
-        path = grid_path(
+        path = BrownianGrid(
             t0,
             t1,
             (setup.batch, setup.noise_size),
@@ -1213,9 +1208,7 @@ def _adjoint(
                 "adjoint_adaptive=True has no meaning for adjoint_method='adjoint_reversible_heun': "
                 "the backward pass retraces the forward steps exactly (adaptive ones too); drop it"
             )
-        return _piece("ReversibleAdjoint", "sdeint_adjoint with method='reversible_heun'")(
-            params=params
-        )
+        return ReversibleAdjoint(params=params)
     return _backsolve(
         setup, adjoint_method, adjoint_adaptive, adjoint_rtol, adjoint_atol, adjoint_options, params
     )
@@ -1269,8 +1262,8 @@ def _backsolve(setup, adjoint_method, adaptive, rtol, atol, options, params) -> 
             f"adjoint_options {sorted(options)}: adjoint_method={adjoint_method!r} takes no "
             "options; drop them"
         )
-    solver = _piece(_ADJOINT_SOLVERS[adjoint_method], f"adjoint_method={adjoint_method!r}")()
-    return _nde.BacksolveAdjoint(solver=solver, params=params)
+    solver = getattr(_solvers, _ADJOINT_SOLVERS[adjoint_method])()
+    return BacksolveAdjoint(solver=solver, params=params)
 
 
 def sdeint_adjoint(
