@@ -21,13 +21,8 @@ F64 = torch.float64
 KINDS = ["grid", "tree"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and far faster on a busy machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors: one intra-op thread is fastest (conftest.one_thread restores it after)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(kind, t0=0.0, t1=1.0, shape=(3,), *, seed=0, levy=None, dtype=F64, batch_axis=None):

@@ -17,15 +17,10 @@ tc = pytest.importorskip("torchcde")
 F64 = torch.float64
 NAN = float("nan")
 
-pytestmark = pytest.mark.filterwarnings("ignore:odeint_adjoint:UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:odeint_adjoint:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def _data(batch=(2, 3), length=9, channels=4, seed=0, nan=True):

@@ -30,12 +30,8 @@ Y0 = torch.tensor([1.0, 0.0], dtype=F64)
 T = torch.linspace(0.0, 3.0, 7, dtype=F64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors: one intra-op thread is fastest (conftest.one_thread restores it after)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference(t=T, y0=Y0, func=pendulum):

@@ -26,12 +26,8 @@ BATCH, D = 4, 3
 TS = torch.tensor([0.0, 0.33, 0.7, 1.0], dtype=F64)  # output times off the step grid
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors: one intra-op thread is fastest (conftest.one_thread restores it after)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SDE(torch.nn.Module):

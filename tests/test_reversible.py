@@ -18,13 +18,8 @@ from torchnde._pytree import StateSpec
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest (and immune to a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors: one intra-op thread is fastest (conftest.one_thread restores it after)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _slope(hs, errors) -> float:

@@ -12,13 +12,8 @@ import torchnde as tn
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest (and immune to a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors: one intra-op thread is fastest (conftest.one_thread restores it after)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Drift(nn.Module):

@@ -24,13 +24,8 @@ DTS = [2.0**-k for k in range(3, 9)]  # step sizes of an order measurement
 FINE = 2**10  # cells of the Brownian grid (the exact OU solution integrates over them)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and far faster on a busy machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# small tensors: one intra-op thread is fastest (conftest.one_thread restores it after)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _t(x: float) -> torch.Tensor:
