@@ -85,7 +85,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--out", default="runs", metavar="DIR", help="where run folders go (default: runs)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch threads per process (default 1: fastest for small systems, and what "
+        "bitwise resume needs to match)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def shipped_config(name: str) -> Path:
@@ -123,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if getattr(args, "threads", None) is not None:
+        import torch  # imported here so that `--help` stays quick
+
+        torch.set_num_threads(args.threads)
     if args.command == "configs":
         for name in SHIPPED_CONFIGS:
             print(f"{name:16s} {shipped_config(name)}")
