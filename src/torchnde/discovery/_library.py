@@ -17,28 +17,12 @@ import sympy
 from sympy.core.function import AppliedUndef
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
+from .._math_names import MATH_FUNCTIONS
+
 __all__ = ["polynomial_library"]
 
 #: The functions and constants a term string may use, by name. Variables may not take these names.
-FUNCTIONS: dict[str, Any] = {
-    "sin": sympy.sin,
-    "cos": sympy.cos,
-    "tan": sympy.tan,
-    "asin": sympy.asin,
-    "acos": sympy.acos,
-    "atan": sympy.atan,
-    "sinh": sympy.sinh,
-    "cosh": sympy.cosh,
-    "tanh": sympy.tanh,
-    "exp": sympy.exp,
-    "log": sympy.log,
-    "sqrt": sympy.sqrt,
-    "Abs": sympy.Abs,
-    "abs": sympy.Abs,
-    "sign": sympy.sign,
-    "pi": sympy.pi,
-    "E": sympy.E,
-}
+FUNCTIONS: dict[str, Any] = {**MATH_FUNCTIONS, "pi": sympy.pi, "E": sympy.E}
 
 # What parse_expr's automatic transformations need to find (numbers, symbols), and no builtins.
 _PARSER_GLOBALS: dict[str, Any] = {

@@ -18,28 +18,14 @@ import sympy
 from sympy.core.function import AppliedUndef
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
+from .._math_names import MATH_FUNCTIONS
 from ._spec import SystemSpec
 
 __all__ = ["FUNCTIONS", "EquationError", "ParsedSystem", "parse_expression", "parse_system"]
 
-#: the mathematical functions equations may use (by their name in the text)
-FUNCTIONS: dict[str, Any] = {
-    "sin": sympy.sin,
-    "cos": sympy.cos,
-    "tan": sympy.tan,
-    "asin": sympy.asin,
-    "acos": sympy.acos,
-    "atan": sympy.atan,
-    "sinh": sympy.sinh,
-    "cosh": sympy.cosh,
-    "tanh": sympy.tanh,
-    "exp": sympy.exp,
-    "log": sympy.log,
-    "sqrt": sympy.sqrt,
-    "abs": sympy.Abs,
-    "Abs": sympy.Abs,
-    "sign": sympy.sign,
-}
+#: the mathematical functions equations may use (by their name in the text); constants other than
+#: pi are not names here, so that e.g. `E` can be a state
+FUNCTIONS: dict[str, Any] = MATH_FUNCTIONS
 _CONSTANTS = {"pi": sympy.pi}
 _PARSER_NAMES = {
     "Function": sympy.Function,
