@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
 
     commands.add_parser("configs", help="list the shipped configs and where they are")
+    from ._reproduce import add_reproduce_parser
+
+    add_reproduce_parser(commands, _positive_int)
     return parser
 
 
@@ -145,6 +148,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         import torch  # imported here so that `--help` stays quick
 
         torch.set_num_threads(args.threads)
+    if args.command == "reproduce":
+        from ._reproduce import reproduce
+
+        return reproduce(args)
     if args.command == "configs":
         for name in SHIPPED_CONFIGS:
             print(f"{name:16s} {shipped_config(name)}")
