@@ -64,7 +64,7 @@ class FlowOutput:
 
 
 class _Dynamics(nn.Module):
-    """``d/dt (z, Δ, R_1, …) = (f, -tr ∂f/∂z, r_1, …)`` with ``args = noise``."""
+    """``d/dt (z, Δ, R_1, …) = (f, -tr ∂f/∂z, r_1, …)`` with ``args = (user_args, noise)``."""
 
     def __init__(self, field, trace: AbstractTraceEstimator, regularisers, heuristic: bool):
         super().__init__()
@@ -74,15 +74,16 @@ class _Dynamics(nn.Module):
         self.heuristic = heuristic
         self.frobenius = any(r.needs_frobenius for r in regularisers)
 
-    def forward(self, t, state, noise):
+    def forward(self, t, state, args):
         z = state[0]
+        user_args, noise = args
         outer = torch.is_grad_enabled()
         with torch.enable_grad():
             z_ = differentiable_state(z)
-            f = self.field(t, z_)
+            f = self.field(t, z_, user_args)
             if not isinstance(f, torch.Tensor) or f.shape != z.shape:
                 raise ValueError(
-                    f"the CNF's `field(t, z)` must return a tensor shaped like z {tuple(z.shape)}, "
+                    f"the CNF's `field(t, z, args)` must return a tensor shaped like z {tuple(z.shape)}, "
                     f"got {getattr(f, 'shape', type(f).__name__)}"
                 )
             info = self.trace.estimate(f, z_, noise, frobenius=self.frobenius, create_graph=outer)
@@ -118,8 +119,9 @@ class CNF(nn.Module):
     ``softplus`` activations rather than ``relu``).
 
     Args:
-        field: ``f(t, z) -> dz/dt``, an ``nn.Module`` taking the time (0-dim) and ``z: (batch,
-            *event)``.
+        field: ``f(t, z, args) -> dz/dt``, an ``nn.Module`` taking the time (0-dim), ``z: (batch,
+            *event)`` and the ``args`` given to :meth:`log_prob`/:meth:`sample` (``None`` by
+            default; e.g. a conditioning vector).
         trace: :class:`ExactTrace` (default) or :class:`HutchinsonTrace`.
         t0, t1: the base and data times (FFJORD: 0 and 1; a learnt ``t1`` may be a parameter).
         solver, controller, adjoint: as in :func:`torchnde.solve` (defaults ``Dopri5()``,
@@ -149,7 +151,7 @@ class CNF(nn.Module):
     ):
         super().__init__()
         if not callable(field):
-            raise TypeError(f"`field` must be callable as field(t, z), got {type(field)}")
+            raise TypeError(f"`field` must be callable as field(t, z, args), got {type(field)}")
         trace = ExactTrace() if trace is None else trace
         if not isinstance(trace, AbstractTraceEstimator):
             raise TypeError(
@@ -177,7 +179,7 @@ class CNF(nn.Module):
         if self.heuristic is not None:
             heuristic_solver(self.heuristic, self.solver, self.controller, self.adjoint)
 
-    def _flow(self, x: torch.Tensor, start, end, generator) -> tuple[torch.Tensor, ...]:
+    def _flow(self, x: torch.Tensor, start, end, args, generator) -> tuple[torch.Tensor, ...]:
         """Solve the augmented state from ``(x, 0, …)`` at ``start`` to ``end``."""
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
             raise ValueError(
@@ -197,7 +199,7 @@ class CNF(nn.Module):
             start,
             end,
             state0,
-            args=noise,
+            args=(args, noise),
             dt0=self._dt0(start, end),
             controller=self.controller,
             adjoint=self.adjoint,
@@ -211,21 +213,26 @@ class CNF(nn.Module):
             out[self.heuristic.name] = acc[-1]
         return out
 
-    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> FlowOutput:
+    def forward(
+        self, x: torch.Tensor, args: Any = None, *, generator: torch.Generator | None = None
+    ) -> FlowOutput:
         """Map data ``x: (batch, *event)`` at ``t1`` to the base at ``t0`` and return
         ``log p(x)`` with the penalties. ``generator`` draws Hutchinson's noise."""
-        sol, (z, delta, *acc) = self._flow(x, self.t1, self.t0, generator)
+        sol, (z, delta, *acc) = self._flow(x, self.t1, self.t0, args, generator)
         log_prob = self.base.log_prob(z) - delta
         return FlowOutput(x, z, log_prob, self._penalties(acc, -1.0), sol)
 
-    def log_prob(self, x: torch.Tensor, *, generator: torch.Generator | None = None):
+    def log_prob(
+        self, x: torch.Tensor, args: Any = None, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``log p(x)`` per sample ``(batch,)``."""
-        return self.forward(x, generator=generator).log_prob
+        return self.forward(x, args, generator=generator).log_prob
 
     def sample_with_log_prob(
         self,
         n: int,
         event_shape: Sequence[int],
+        args: Any = None,
         *,
         like: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
@@ -233,43 +240,43 @@ class CNF(nn.Module):
         """Draw ``n`` points: ``z(t0)`` from the base, solved forwards to ``x = z(t1)``, with
         ``log p(x) = log p_base(z(t0)) + Δ(t1)`` (``dΔ/dt = -tr ∂f/∂z``, ``Δ(t0) = 0``).
         ``like`` gives the dtype and device (default: the field's first parameter's)."""
-        like = self._like() if like is None else like
-        z = self.base.sample((n, *event_shape), like, generator)
-        sol, (x, delta, *acc) = self._flow(z, self.t0, self.t1, generator)
+        z = self._base_sample(n, event_shape, like, generator)
+        sol, (x, delta, *acc) = self._flow(z, self.t0, self.t1, args, generator)
         return FlowOutput(x, z, self.base.log_prob(z) + delta, self._penalties(acc, 1.0), sol)
 
     def sample(
         self,
         n: int,
         event_shape: Sequence[int],
+        args: Any = None,
         *,
         like: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``n`` samples ``(n, *event_shape)`` of the flow's distribution."""
-        like = self._like() if like is None else like
-        z = self.base.sample((n, *event_shape), like, generator)
-        return self.transform(z)
+        """``n`` samples ``(n, *event_shape)`` of the flow's distribution (no trace computed)."""
+        return self.transform(self._base_sample(n, event_shape, like, generator), args)
 
-    def transform(self, z: torch.Tensor) -> torch.Tensor:
+    def transform(self, z: torch.Tensor, args: Any = None) -> torch.Tensor:
         """Move base-side points ``z(t0)`` to ``z(t1)`` (the state alone, no trace)."""
-        field = self.field
-
-        def f(t, y, args):
-            return field(t, y)
-
         sol = _solve(
-            ODETerm(f),
+            ODETerm(self.field),
             self.solver,
             self.t0,
             self.t1,
             z,
+            args=args,
             dt0=self._dt0(self.t0, self.t1),
             controller=self.controller,
             adjoint=self.adjoint,
             max_steps=self.max_steps,
         )
         return sol.ys[-1]
+
+    def _base_sample(self, n, event_shape, like, generator) -> torch.Tensor:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"`n` must be a positive int (how many samples), got {n!r}")
+        like = self._like() if like is None else like
+        return self.base.sample((n, *tuple(event_shape)), like, generator)
 
     def _dt0(self, start, end) -> float | None:
         if self.dt0 is None:
