@@ -31,7 +31,7 @@ class Linear(torch.nn.Module):
         super().__init__()
         self.a = torch.nn.Parameter(a.clone())
 
-    def forward(self, t, z):
+    def forward(self, t, z, args=None):
         return z @ self.a.T
 
 
@@ -45,7 +45,7 @@ class MLP(torch.nn.Module):
             torch.nn.Linear(dim + 1, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, dim)
         ).to(dtype)
 
-    def forward(self, t, z):
+    def forward(self, t, z, args=None):
         return self.net(torch.cat([z, t.expand(z.shape[0], 1)], dim=1))
 
 

@@ -87,7 +87,7 @@ def test_kinetic_and_frobenius_integrals_equal_quadrature_along_the_solution():
 def test_cnf_exact_trace_gives_the_exact_frobenius_norm_and_kinetic_energy():
     field = Field(seed=1)
     cnf = CNF(
-        lambda t, z: field(t, z),
+        field,
         controller=tn.PIDController(rtol=1e-10, atol=1e-10),
         regularisers=[KineticEnergy(), JacobianFrobenius()],
     )
