@@ -498,8 +498,10 @@ def test_a_non_finite_loss_stops_with_the_parameters_of_the_step_before():
         saved[record.step] = model.w.detach().clone()
 
     model = Quadratic()
-    trainer = Trainer(model, loss_fn, [Stage("adam", steps=5, lr=0.1)], progress=False, log=log)
-    with pytest.raises(FloatingPointError, match="step 3"):
+    trainer = Trainer(
+        model, loss_fn, [Stage("adam", steps=5, lr=0.1)], progress=False, log=log, nonfinite="raise"
+    )
+    with pytest.raises(FloatingPointError, match="the loss is inf at step 3"):
         trainer.fit()
     assert torch.equal(model.w, saved[2])
 

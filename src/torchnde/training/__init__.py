@@ -20,6 +20,7 @@ from ._atomic import atomic_save, atomic_write_bytes, atomic_write_text
 from ._checkpoint import load_checkpoint
 from ._distributed import is_main_process
 from ._lock import RunLock
+from ._nonfinite import NONFINITE_POLICIES, NonFiniteError, NonFiniteStepWarning
 from ._result import StageResult, StepRecord, TrainResult
 from ._rng import seed_everything
 from ._sampler import WindowSampler
@@ -36,11 +37,14 @@ from ._stage import (
 from ._trainer import Trainer
 
 __all__ = [
+    "NONFINITE_POLICIES",
     "OPTIMIZERS",
     "SCHEDULES",
     "AbstractSchedule",
     "CosineSchedule",
     "ExponentialSchedule",
+    "NonFiniteError",
+    "NonFiniteStepWarning",
     "RunLock",
     "Stage",
     "StageResult",

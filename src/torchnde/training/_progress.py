@@ -42,11 +42,15 @@ class Progress:
         if self._bar is not None:
             self._bar.set_description(f"{self.name} [{index + 1}/{count} {optimizer}]")
 
-    def step(self, loss: float, skipped: int = 0) -> None:
+    def step(self, loss: float, skipped: int = 0, nonfinite_skips: int = 0) -> None:
         """Advance by one step (plus ``skipped`` steps an early stop left out) and show
-        ``loss``."""
+        ``loss`` and, once there are any, the count of updates skipped for a non-finite loss or
+        gradient."""
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.4e}", refresh=False)
+            postfix = {"loss": f"{loss:.4e}"}
+            if nonfinite_skips:
+                postfix["skipped"] = str(nonfinite_skips)
+            self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(1 + skipped)
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["StageResult", "StepRecord", "TrainResult"]
 
@@ -23,6 +24,8 @@ class StepRecord:
         lr: the learning rate the step used.
         val_loss: the validation loss after the step, if it was evaluated.
         stage_finished: this step ended its stage; ``stopped_early`` says whether early.
+        skipped: the step's update was left out because its loss or gradient was not finite
+            (the trainer's ``nonfinite="skip"`` policy); the parameters did not change.
     """
 
     step: int
@@ -36,6 +39,7 @@ class StepRecord:
     val_loss: float | None = None
     stage_finished: bool = False
     stopped_early: bool = False
+    skipped: bool = False
 
     def __str__(self) -> str:
         text = (
@@ -45,6 +49,8 @@ class StepRecord:
         )
         if self.val_loss is not None:
             text += f" val_loss={self.val_loss:.6g}"
+        if self.skipped:
+            text += " (update skipped: non-finite loss or gradient)"
         if self.stopped_early:
             text += " (stopped early)"
         return text
@@ -77,6 +83,11 @@ class TrainResult:
         wall_time: seconds spent training, summed over the sessions of a resumed run (time lost
             between the last checkpoint and a kill is not counted).
         resumed: whether this fit continued from a checkpoint.
+        skipped_steps: the steps (1-based, over the whole run, resumed sessions included) whose
+            update was skipped because their loss or gradient was not finite; their losses are
+            still in ``losses``.
+        resumed_from: the checkpoint file this fit continued from (``previous.pt`` when
+            ``latest.pt`` was damaged), or None.
     """
 
     losses: list[float]
@@ -84,6 +95,8 @@ class TrainResult:
     val_losses: list[tuple[int, float]]
     wall_time: float
     resumed: bool
+    skipped_steps: list[int] = field(default_factory=list)
+    resumed_from: Path | None = None
 
     @property
     def num_steps(self) -> int:

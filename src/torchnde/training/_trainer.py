@@ -5,9 +5,11 @@ data-parallel training."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,16 @@ from ._checkpoint import CheckpointStore
 from ._checks import check_callable, check_count
 from ._distributed import Replica, setup_replica
 from ._early_stopping import EarlyStopping
+from ._nonfinite import (
+    GRADIENT_HINT,
+    LOSS_HINT,
+    NonFiniteError,
+    NonFiniteStepWarning,
+    backticked,
+    check_policy,
+    nonfinite_names,
+    step_span,
+)
 from ._progress import Progress, require_tqdm
 from ._result import StageResult, StepRecord, TrainResult
 from ._rng import capture_rng_state, check_seed, restore_rng_state, seed_everything
@@ -44,7 +56,10 @@ class _Run:
     stages_done: list[StageResult] = field(default_factory=list)
     elapsed: float = 0.0  # seconds spent in earlier sessions
     resumed: bool = False
+    resumed_from: Path | None = None
     pending: dict[str, Any] | None = None  # optimiser etc. states of a stage resumed midway
+    skipped: list[int] = field(default_factory=list)  # steps whose update was skipped
+    consecutive_skips: int = 0  # the current run of skipped steps
 
     @property
     def global_step(self) -> int:
@@ -63,6 +78,17 @@ class _Session:
     guard: SignalGuard
     started: float = field(default_factory=time.perf_counter)
     last_checkpoint: Path | None = None
+    last_saved_step: int | None = None
+
+    def checkpoint_note(self) -> str:
+        """Where the last (intact, finite) checkpoint is, for error messages."""
+        if self.store is None:
+            return "no checkpoint is written (the trainer has no checkpoint_dir)"
+        if self.last_checkpoint is None:
+            return "no checkpoint has been written in this session yet"
+        return (
+            f"the last checkpoint, {self.last_checkpoint} (step {self.last_saved_step}), is intact"
+        )
 
     def elapsed(self, run: _Run) -> float:
         return run.elapsed + time.perf_counter() - self.started
@@ -115,6 +141,26 @@ class Trainer:
         val_every: steps between validations.
         distributed: True or False to force data-parallel training on or off; None: on when
             ``WORLD_SIZE`` > 1 or a process group of several processes is initialised.
+        nonfinite: what a step whose loss or gradient holds a NaN or an infinity does. Every
+            gradient is checked after every backward pass (one fused reduction), not only the
+            loss, because a derivative can be NaN where the loss is finite (``sqrt(y**2)`` at
+            ``y = 0``). ``"skip"`` (the default): the update is left out (the parameters and
+            the optimiser state stay as they were; the step still counts towards the stage's
+            budget and its schedule), a :class:`NonFiniteStepWarning` names the step and the
+            parameters, the step is recorded in :attr:`TrainResult.skipped_steps` and
+            :attr:`StepRecord.skipped`, and ``max_consecutive_skips`` skipped steps in a row,
+            or a stage in which every step was skipped, stop the run with a
+            :class:`NonFiniteError`. One bad mini-batch (a window whose solve meets a
+            singular derivative) thus costs one step, not the run, while a persistent fault
+            stops within a few steps. ``"raise"``: the first such step raises
+            :class:`NonFiniteError`. For L-BFGS the check applies to the first evaluation of
+            each step; a line-search trial point with a non-finite loss or gradient is reported
+            to the line search as a loss far above the step's start, so it backs off to the
+            finite side. Either way the parameters
+            after a finished step are checked too, and a model with a non-finite parameter is
+            never written as a checkpoint.
+        max_consecutive_skips: under ``nonfinite="skip"``, how many skipped steps in a row stop
+            the run.
 
     Example:
         >>> trainer = Trainer(model, loss_fn, [Stage("adam", steps=300, lr=1e-2),
@@ -140,9 +186,13 @@ class Trainer:
         val_fn: Callable[[nn.Module], Any] | None = None,
         val_every: int = 1,
         distributed: bool | None = None,
+        nonfinite: str = "skip",
+        max_consecutive_skips: int = 5,
     ):
         self.model = _check_model(model)
-        self._params = [p for p in model.parameters() if p.requires_grad]
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self._names = [name for name, _ in named]
+        self._params = [p for _, p in named]
         self.loss_fn = check_callable(loss_fn, "loss_fn")
         self.stages = _check_stages(stages)
         if sampler is not None and not isinstance(sampler, WindowSampler):
@@ -161,6 +211,8 @@ class Trainer:
         if distributed is not None and not isinstance(distributed, bool):
             raise TypeError(f"`distributed` must be True, False or None, got {distributed!r}")
         self.distributed = distributed
+        self.nonfinite = check_policy(nonfinite)
+        self.max_consecutive_skips = check_count(max_consecutive_skips, "max_consecutive_skips")
 
     # ----------------------------------------------------------------------------- fit
 
@@ -178,13 +230,20 @@ class Trainer:
         Raises:
             TrainingInterrupted: SIGTERM or SIGINT arrived; the step in progress was finished
                 and a checkpoint written (the signal handlers in place before ``fit`` are back).
-            FloatingPointError: the loss became NaN or infinite (the parameters stay as they
-                were before that step).
+            NonFiniteError: (a FloatingPointError) a non-finite loss or gradient under
+                ``nonfinite="raise"``, too many skipped steps under ``"skip"``, parameters that
+                an update made non-finite, or a model with a non-finite parameter about to be
+                checkpointed. Nothing non-finite was written; the message names the step, the
+                stage, the parameters and the last checkpoint.
+            ValueError: a parameter is not finite before training starts.
+            OSError: a checkpoint could not be written (e.g. the disk is full, errno ENOSPC);
+                the previous checkpoint is intact.
         """
         replica = setup_replica(self.distributed, self._params[0].device)
         self._check_sharing(replica)
         store = self._prepare_store(replica)
         run = self._begin(resume, store)
+        self._check_initial_parameters(run)
         session = _Session(
             replica=replica,
             store=store,
@@ -198,6 +257,8 @@ class Trainer:
             ),
             guard=SignalGuard(lambda: session.last_checkpoint),
         )
+        if run.resumed:  # the checkpoint resumed from is the last one written
+            session.last_checkpoint, session.last_saved_step = run.resumed_from, run.global_step
         try:
             with session.guard:
                 while run.stage_index < len(self.stages):
@@ -205,6 +266,16 @@ class Trainer:
         finally:
             session.progress.close()
         return self._result(run, session.elapsed(run))
+
+    def _check_initial_parameters(self, run: _Run) -> None:
+        bad = nonfinite_names(self._names, self._params)
+        if bad:
+            source = f"the checkpoint {run.resumed_from}" if run.resumed else "the model"
+            raise ValueError(
+                f"{_parameters(bad)} of {source} {'is' if len(bad) == 1 else 'are'} not finite "
+                "before training starts; initialise them with finite values (check the model's "
+                "construction, or load another checkpoint)"
+            )
 
     def _check_sharing(self, replica: Replica) -> None:
         if not replica.distributed:
@@ -251,9 +322,9 @@ class Trainer:
         session.progress.stage(run.stage_index, len(self.stages), stage.optimizer)
         while True:
             lr = float(live.optimizer.param_groups[0]["lr"])
-            loss = self._step(stage, live.optimizer, session, run)
+            loss, skipped = self._step(stage, live.optimizer, session, run)
             if live.scheduler is not None:
-                live.scheduler.step()
+                _step_scheduler(live.scheduler, skipped)
             run.losses.append(loss)
             run.stage_step += 1
             val_loss = self._validate(run, session)
@@ -261,8 +332,9 @@ class Trainer:
             stop = monitored is not None and live.stopper.update(monitored)
             finished = stop or run.stage_step >= stage.steps
             stopped_early = stop and run.stage_step < stage.steps
-            self._report(run, stage, loss, lr, val_loss, finished, stopped_early, session)
+            self._report(run, stage, loss, lr, val_loss, finished, stopped_early, session, skipped)
             if finished:
+                self._check_stage_updated(run, stage, session)
                 self._finish_stage(run, stage, stopped_early)
             self._end_step(run, session, None if finished else live)
             if finished:
@@ -308,33 +380,137 @@ class Trainer:
 
     def _step(
         self, stage: Stage, optimizer: torch.optim.Optimizer, session: _Session, run: _Run
-    ) -> float:
-        """One optimiser step on the next batch; returns the (global mean) loss before it."""
+    ) -> tuple[float, bool]:
+        """One optimiser step on the next batch; returns the (global mean) loss before it and
+        whether its update was skipped (a non-finite loss or gradient, see ``nonfinite``)."""
         batch = self.sampler.next_batch() if self.sampler is not None else None
         shard, weight = session.replica.shard(batch)
         evaluations = 0
+        start_loss = 0.0  # the loss at the start of the step (its first evaluation)
 
         def closure() -> torch.Tensor:
-            nonlocal evaluations
+            nonlocal evaluations, start_loss
+            first = evaluations == 0
+            evaluations += 1
             optimizer.zero_grad(set_to_none=True)
             local = session.evaluate(shard, weight)
-            if evaluations == 0:
+            if first:
                 _check_loss(local)
             local.backward()
             loss = session.replica.global_loss(local.detach())
-            if evaluations == 0 and not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss is {loss.item()} at step {run.global_step + 1} (stage "
-                    f"{run.stage_index + 1}, {stage.optimizer}); the parameters are those from "
-                    "before this step. Lower the learning rate, clip gradients with "
-                    "Stage(max_grad_norm=...), or check loss_fn and the data"
-                )
-            evaluations += 1
+            # one fused check of every gradient and the loss (the empty name is the loss)
+            bad = nonfinite_names([*self._names, ""], [*(p.grad for p in self._params), loss])
+            if bad:
+                if first:
+                    raise _NonFiniteStep(float(loss), [name for name in bad if name])
+                # an L-BFGS line-search trial point: reported as far worse than the start (a
+                # finite value: an infinite one turns the line search's cubic fit into NaN)
+                optimizer.zero_grad(set_to_none=True)
+                return torch.full_like(loss, start_loss + 1e6 * max(1.0, abs(start_loss)))
+            if first:
+                start_loss = float(loss)
             if stage.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self._params, stage.max_grad_norm)
             return loss
 
-        return float(optimizer.step(closure))
+        try:
+            loss = float(optimizer.step(closure))
+        except _NonFiniteStep as found:
+            optimizer.zero_grad(set_to_none=True)
+            self._skip(found, stage, run, session)
+            return found.loss, True
+        self._check_updated(stage, run, session)
+        run.consecutive_skips = 0
+        return loss, False
+
+    def _skip(self, found: _NonFiniteStep, stage: Stage, run: _Run, session: _Session) -> None:
+        """Record a skipped step; raise if the policy or the run of skips says stop."""
+        step = run.global_step + 1
+        where = f"step {step} (stage {run.stage_index + 1}, {stage.optimizer})"
+        if math.isfinite(found.loss):
+            what, hint = "gradient", GRADIENT_HINT
+            problem = (
+                f"the gradient of {backticked(found.parameters)} is not finite (NaN or inf) at "
+                f"{where}, although the loss, {found.loss:.6g}, is"
+            )
+        else:
+            what, hint = "loss", LOSS_HINT
+            problem = f"the loss is {found.loss} at {where}"
+        run.skipped.append(step)
+        run.consecutive_skips += 1
+
+        def stop(message: str) -> NonFiniteError:
+            return NonFiniteError(
+                f"{message}; {session.checkpoint_note()}. {hint}",
+                step=step,
+                stage_index=run.stage_index,
+                optimizer=stage.optimizer,
+                what=what,
+                parameters=found.parameters,
+                skipped=run.skipped,
+                checkpoint=session.last_checkpoint,
+            )
+
+        if self.nonfinite == "raise":
+            raise stop(
+                f"{problem}. The update was not applied: the parameters are those from before "
+                "this step (with nonfinite='skip' the trainer would leave out such steps and go "
+                "on)"
+            )
+        streak = run.skipped[-run.consecutive_skips :]
+        if len(streak) >= self.max_consecutive_skips:
+            raise stop(
+                f"training stopped: {len(streak)} steps in a row ({step_span(streak)}) were "
+                f"skipped (max_consecutive_skips={self.max_consecutive_skips}); at the last, "
+                f"{problem}. The parameters are those from before them"
+            )
+        warnings.warn(
+            f"{problem}: the update was skipped and the parameters left as they were "
+            f"({len(streak)} skipped in a row; {self.max_consecutive_skips} stop the run). "
+            + hint.split(". ")[0],
+            NonFiniteStepWarning,
+            stacklevel=5,  # the caller of fit()
+        )
+
+    def _check_updated(self, stage: Stage, run: _Run, session: _Session) -> None:
+        """Raise if the update just applied made a parameter non-finite (finite loss and
+        gradient, but the step overflowed)."""
+        bad = nonfinite_names(self._names, self._params)
+        if not bad:
+            return
+        step = run.global_step + 1
+        raise NonFiniteError(
+            f"{_parameters(bad)} became non-finite in step {step} (stage {run.stage_index + 1}, "
+            f"{stage.optimizer}) although the loss and its gradient were finite: the update "
+            "overflowed. Lower the learning rate (Stage(lr=...)) or clip the gradient "
+            f"(Stage(max_grad_norm=...)); nothing of this step was written, "
+            f"{session.checkpoint_note()}",
+            step=step,
+            stage_index=run.stage_index,
+            optimizer=stage.optimizer,
+            what="parameters",
+            parameters=bad,
+            skipped=run.skipped,
+            checkpoint=session.last_checkpoint,
+        )
+
+    def _check_stage_updated(self, run: _Run, stage: Stage, session: _Session) -> None:
+        """A stage in which every step was skipped is an error, not a silent success."""
+        start = run.global_step - run.stage_step
+        skipped = [step for step in run.skipped if step > start]
+        if len(skipped) < run.stage_step:
+            return
+        raise NonFiniteError(
+            f"no update was applied in stage {run.stage_index + 1} ({stage.optimizer}): all its "
+            f"{run.stage_step} steps ({step_span(skipped)}) were skipped for a non-finite loss "
+            f"or gradient (see the warnings); {session.checkpoint_note()}. {GRADIENT_HINT}",
+            step=run.global_step,
+            stage_index=run.stage_index,
+            optimizer=stage.optimizer,
+            what="gradient",
+            skipped=run.skipped,
+            checkpoint=session.last_checkpoint,
+        )
 
     def _validate(self, run: _Run, session: _Session) -> float | None:
         if self.val_fn is None or run.global_step % self.val_every != 0:
@@ -355,10 +531,15 @@ class Trainer:
         finished: bool,
         stopped_early: bool,
         session: _Session,
+        skipped: bool,
     ) -> None:
         if not session.replica.is_main:
             return
-        session.progress.step(loss, skipped=stage.steps - run.stage_step if finished else 0)
+        session.progress.step(
+            loss,
+            skipped=stage.steps - run.stage_step if finished else 0,
+            nonfinite_skips=len(run.skipped),
+        )
         if self.log is not None:
             self.log(
                 StepRecord(
@@ -373,6 +554,7 @@ class Trainer:
                     val_loss=val_loss,
                     stage_finished=finished,
                     stopped_early=stopped_early,
+                    skipped=skipped,
                 )
             )
 
@@ -381,9 +563,34 @@ class Trainer:
     def _save(self, run: _Run, session: _Session, live: _StageState | None) -> None:
         if session.store is None:
             return
+        self._check_savable(run, session)  # on every rank, so that all of them stop together
         if session.replica.is_main:
-            session.store.save(self._checkpoint(run, session, live))
+            try:
+                session.store.save(self._checkpoint(run, session, live))
+            except OSError as error:
+                raise _save_failed(error, run, session) from error
         session.last_checkpoint = session.store.latest
+        session.last_saved_step = run.global_step
+
+    def _check_savable(self, run: _Run, session: _Session) -> None:
+        """Refuse to write a model with a non-finite parameter."""
+        bad = nonfinite_names(self._names, self._params)
+        if not bad:
+            return
+        stage = self.stages[min(run.stage_index, len(self.stages) - 1)]
+        raise NonFiniteError(
+            f"refusing to write a checkpoint after step {run.global_step}: {_parameters(bad)} "
+            f"{'is' if len(bad) == 1 else 'are'} not finite although every update was checked, "
+            "so something changed them between steps (a `log` or `val_fn` callable, a hook, "
+            f"another thread); {session.checkpoint_note()} and was kept",
+            step=run.global_step,
+            stage_index=run.stage_index,
+            optimizer=stage.optimizer,
+            what="parameters",
+            parameters=bad,
+            skipped=run.skipped,
+            checkpoint=session.last_checkpoint,
+        )
 
     def _checkpoint(self, run: _Run, session: _Session, live: _StageState | None) -> dict:
         return {
@@ -405,6 +612,8 @@ class Trainer:
                 "elapsed": session.elapsed(run),
             },
             "losses": torch.tensor(run.losses, dtype=torch.float64),
+            "skipped": list(run.skipped),
+            "consecutive_skips": run.consecutive_skips,
             "val_losses": [[step, value] for step, value in run.val_losses],
             "stages_done": [dataclasses.asdict(done) for done in run.stages_done],
             "sampler": None if self.sampler is None else self.sampler.state_dict(),
@@ -434,6 +643,9 @@ class Trainer:
             stages_done=[StageResult(**done) for done in checkpoint["stages_done"]],
             elapsed=float(progress["elapsed"]),
             resumed=True,
+            resumed_from=path,
+            skipped=[int(step) for step in checkpoint.get("skipped", [])],
+            consecutive_skips=int(checkpoint.get("consecutive_skips", 0)),
             pending={key: checkpoint[key] for key in ("optimizer", "scheduler", "early_stopping")}
             if midway
             else None,
@@ -466,7 +678,52 @@ class Trainer:
             val_losses=list(run.val_losses),
             wall_time=wall_time,
             resumed=run.resumed,
+            skipped_steps=list(run.skipped),
+            resumed_from=run.resumed_from,
         )
+
+
+class _NonFiniteStep(Exception):
+    """Raised out of ``optimizer.step`` by the closure when the step's first evaluation has a
+    non-finite loss or gradient, before the optimiser has changed anything."""
+
+    def __init__(self, loss: float, parameters: list[str]):
+        super().__init__(loss, parameters)
+        self.loss = loss
+        self.parameters = parameters
+
+
+#: torch's warning when a scheduler steps before its optimiser ever has (a skipped first step)
+_SCHEDULER_ORDER = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
+
+
+def _step_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, skipped: bool) -> None:
+    """Advance the schedule; a skipped step still counts (the schedule follows the stage's
+    steps), without torch's warning about the order of the calls."""
+    if not skipped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SCHEDULER_ORDER, category=UserWarning)
+        scheduler.step()
+
+
+def _parameters(names: list[str]) -> str:
+    """``the parameter `w``` or ``the parameters `a`, `b```."""
+    return f"the parameter{'s' if len(names) > 1 else ''} {backticked(names)}"
+
+
+def _save_failed(error: OSError, run: _Run, session: _Session) -> OSError:
+    """The error of a checkpoint that could not be written, with the step to resume from."""
+    if session.last_checkpoint is None:
+        resume = "no earlier checkpoint of this session exists"
+    else:
+        resume = (
+            f"fit(resume=True) continues from step {session.last_saved_step} once the problem "
+            "is fixed"
+        )
+    message = f"{error.strerror or error} (the checkpoint of step {run.global_step}); {resume}"
+    return OSError(error.errno, message)
 
 
 def _check_loss(loss: object) -> None:
