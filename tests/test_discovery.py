@@ -199,6 +199,64 @@ def test_threshold_is_relative_to_the_target_rms(orbit, size, kept):
         )
 
 
+def _pysindy_stlsq(x, y, target, threshold):
+    """PySINDy's STLSQ (no ridge, unbiased) on the raw degree-2 library of the same samples."""
+    import pysindy as ps
+
+    library = ps.PolynomialLibrary(degree=2).fit(np.c_[x, y])
+    columns = np.asarray(library.transform(np.c_[x, y]))
+    names = [n.replace("^", "**").replace(" ", "*") for n in library.get_feature_names(["x", "y"])]
+    optimizer = ps.STLSQ(threshold=threshold, alpha=0.0, max_iter=100).fit(columns, target)
+    coefficients = np.asarray(optimizer.coef_).reshape(-1)
+    return {n: float(c) for n, c in zip(names, coefficients) if c != 0}
+
+
+@pytest.mark.parametrize("threshold", [0.005, 0.05, 0.3])
+def test_absolute_threshold_mode_is_pysindys_stlsq_threshold(orbit, threshold):
+    """The same samples and threshold give PySINDy's STLSQ result, term for term."""
+    _t, x, y = orbit
+    noise = np.random.default_rng(3).normal(size=x.shape)
+    target = 0.1 * x * y - 0.4 * y + 0.02 * x**2 + 0.05 * _rms(x * y) * noise
+    ours = sparse_regression(
+        {"x": x, "y": y}, target, degree=2, threshold=threshold, threshold_mode="absolute"
+    )
+    theirs = _pysindy_stlsq(x, y, target, threshold)
+    assert set(ours.terms) == set(theirs)
+    assert ours.terms == pytest.approx(theirs, rel=1e-7, abs=1e-10)
+    assert all(abs(c) >= threshold for c in ours.terms.values())
+
+
+@pytest.mark.parametrize(
+    ("threshold", "support"), [(0.01, {"x*y", "y", "x**2"}), (0.1, {"x*y", "y"})]
+)
+def test_largest_threshold_mode_is_relative_to_the_largest_coefficient(orbit, threshold, support):
+    """Every kept coefficient is at least ``threshold`` times the largest; the result is PySINDy's
+    STLSQ at the absolute threshold ``threshold * max |c|``."""
+    _t, x, y = orbit
+    target = 0.1 * x * y - 0.4 * y + 0.02 * x**2
+    ours = sparse_regression(
+        {"x": x, "y": y}, target, degree=2, threshold=threshold, threshold_mode="largest"
+    )
+    assert set(ours.terms) == support
+    largest = max(abs(c) for c in ours.terms.values())
+    assert all(abs(c) >= threshold * largest for c in ours.terms.values())
+    theirs = _pysindy_stlsq(x, y, target, threshold * largest)
+    assert ours.terms == pytest.approx(theirs, rel=1e-7, abs=1e-10)
+    # the default mode reads the same number as a share of the target's RMS instead
+    share = sparse_regression({"x": x, "y": y}, target, degree=2, threshold=threshold)
+    assert all(s >= threshold for s in share.relative_sizes.values())
+
+
+def test_threshold_modes_other_than_share_need_stlsq(orbit):
+    _t, x, y = orbit
+    with pytest.raises(ValueError, match=r"threshold_mode='absolute'.*optimizer='stlsq'"):
+        sparse_regression({"x": x, "y": y}, x * y, threshold_mode="absolute", optimizer="sr3")
+    with pytest.raises(ValueError, match="`threshold_mode` must be one of"):
+        sparse_regression({"x": x, "y": y}, x * y, threshold_mode="relative")
+    with pytest.raises(ValueError, match="needs `thresholds`"):
+        select_model({"x": x, "y": y}, x * y, threshold_mode="absolute")
+
+
 def test_every_kept_term_meets_the_threshold_with_its_final_coefficient(orbit):
     t, x, y = orbit
     f = -0.4 * x * y + 0.2 * _rms(x * y) * np.sin(0.7 * t)  # an error big enough to add terms

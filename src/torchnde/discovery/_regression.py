@@ -11,6 +11,10 @@ so one threshold means the same thing for every term, every data set and every u
 PySINDy's optimiser selects the support on that problem; the coefficients reported are those of an
 unregularised least-squares refit on the support, pruned until every kept term is at least the
 threshold in size.
+
+Two other readings of the threshold are available (``threshold_mode``): PySINDy's own, an absolute
+bound on the coefficients in the data's units (``STLSQ(threshold=...)``), and a bound relative to
+the largest coefficient. Both run sequentially thresholded least squares (STLSQ without ridge).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ __all__ = ["sparse_regression"]
 
 #: default ridge weight of STLSQ on the unit-norm problem: numerically stabilising, negligibly biased
 DEFAULT_RIDGE = 1e-5
+#: how a threshold is read: a term's share of the target's RMS (the default), a coefficient's
+#: magnitude relative to the largest one, or a coefficient's magnitude in the data's units
+THRESHOLD_MODES = ("share", "largest", "absolute")
 _NOT_OPTIMISERS = {"BaseOptimizer", "EnsembleOptimizer", "WrappedOptimizer", "SINDyPI"}
 
 
@@ -42,6 +49,7 @@ def sparse_regression(
     degree: int | None = None,
     library: Iterable[Any] | None = None,
     threshold: float = 0.1,
+    threshold_mode: str = "share",
     optimizer: str | Any = "stlsq",
     optimizer_options: Mapping[str, Any] | None = None,
     weights: Any = None,
@@ -62,6 +70,15 @@ def sparse_regression(
     for at least 10% of the target's RMS. Unlike PySINDy's ``normalize_columns`` (which divides by
     column norms that grow with the number of samples), this does not depend on the number of
     samples, the units of the variables or the scale of the target.
+
+    **Other threshold modes.** ``threshold_mode="absolute"`` reads the threshold as PySINDy's
+    ``STLSQ(threshold=...)`` does: a term is kept when ``|coef_j| >= threshold`` in the units of
+    the data (so it depends on the units and the scale of each term).
+    ``threshold_mode="largest"`` keeps a term when ``|coef_j| >= threshold * max_k |coef_k|``,
+    relative to the largest coefficient of the current fit. Both select the support by
+    sequentially thresholded least squares without ridge (STLSQ with ``alpha=0``, unbiased: the
+    steps (3)–(4) below become one loop of least squares and pruning, from every term) and need
+    ``optimizer="stlsq"``; the same data and threshold give PySINDy's STLSQ result.
 
     **Procedure.** (1) Evaluate the library on the samples; (2) scale every column and the target to
     unit weighted RMS (a column that is identically zero on the samples is left out); (3) run the
@@ -85,7 +102,10 @@ def sparse_regression(
         library: instead of ``degree``, the candidate terms as strings or sympy expressions over
             the inputs, e.g. ``["x", "x*y", "sin(x)"]`` (a numeric factor in a term is ignored;
             ``^`` means power).
-        threshold: the relative sparsity threshold above, ``>= 0``.
+        threshold: the sparsity threshold, ``>= 0``, read as ``threshold_mode`` says.
+        threshold_mode: ``"share"`` (default: a term's share of the target's RMS), ``"absolute"``
+            (a coefficient's magnitude, PySINDy's STLSQ threshold) or ``"largest"`` (a
+            coefficient's magnitude relative to the largest coefficient's).
         optimizer: a PySINDy optimiser by name (``"stlsq"``, ``"sr3"``, ``"ssr"``, ``"frols"``,
             ...; case-insensitive) or an unfitted PySINDy optimiser instance (used as given on the
             scaled problem, where columns and target have unit norm). Step (4) applies to all.
@@ -106,8 +126,17 @@ def sparse_regression(
     """
     design = build_design(inputs, target, degree=degree, library=library, weights=weights)
     threshold = check_threshold(threshold)
-    support = select_support(design, threshold, optimizer, optimizer_options)
-    coefficients, support = refit(design, support, threshold)
+    mode = check_threshold_mode(threshold_mode, optimizer)
+    if mode == "share":
+        support = select_support(design, threshold, optimizer, optimizer_options)
+    else:
+        if optimizer_options:
+            raise ValueError(
+                f"`optimizer_options` do not apply with threshold_mode={mode!r} (STLSQ without "
+                "ridge); drop them, or use threshold_mode='share'"
+            )
+        support = design.usable.copy()
+    coefficients, support = refit(design, support, threshold, mode)
     return make_expression(design, coefficients, support, threshold)
 
 
@@ -252,6 +281,21 @@ def _to_numpy(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def check_threshold_mode(mode: Any, optimizer: Any = "stlsq") -> str:
+    """The threshold mode, checked; modes other than ``"share"`` need STLSQ."""
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(
+            f"`threshold_mode` must be one of {', '.join(map(repr, THRESHOLD_MODES))}, got {mode!r}"
+        )
+    if mode != "share" and not (isinstance(optimizer, str) and optimizer.lower() == "stlsq"):
+        raise ValueError(
+            f"threshold_mode={mode!r} reads the threshold as sequentially thresholded least "
+            f"squares does, so it needs optimizer='stlsq', got optimizer={optimizer!r}; use "
+            "threshold_mode='share' with other optimisers"
+        )
+    return mode
+
+
 def check_threshold(threshold: Any) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         raise TypeError(f"`threshold` must be a number >= 0, got {threshold!r}")
@@ -281,15 +325,18 @@ def select_support(
     return support
 
 
-def refit(design: Design, support: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Least squares on the support, pruning terms below ``threshold`` until none is.
+def refit(
+    design: Design, support: np.ndarray, threshold: float, mode: str = "share"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares on the support, pruning terms below ``threshold`` (read as ``mode`` says)
+    until none is.
 
     Returns the scaled coefficients (= relative sizes with sign) and the final support.
     """
     support = support.copy()
     while True:
         c = least_squares(design.matrix, design.rhs, support)
-        keep = support & (np.abs(c) >= threshold) & (c != 0)
+        keep = support & _large_enough(design, c, threshold, mode) & (c != 0)
         if (keep == support).all():
             break
         support = keep
@@ -302,6 +349,18 @@ def refit(design: Design, support: np.ndarray, threshold: float) -> tuple[np.nda
             stacklevel=3,
         )
     return c, support
+
+
+def _large_enough(design: Design, scaled: np.ndarray, threshold: float, mode: str) -> np.ndarray:
+    """Which terms pass the threshold, from the scaled coefficients (relative sizes)."""
+    if mode == "share":
+        return np.abs(scaled) >= threshold
+    size = np.zeros_like(scaled)  # |coefficient| in the data's units
+    usable = design.usable
+    size[usable] = np.abs(scaled[usable]) * design.target_rms / design.col_rms[usable]
+    if mode == "absolute":
+        return size >= threshold
+    return size >= threshold * size.max() if size.max() > 0 else np.zeros(len(size), dtype=bool)
 
 
 def least_squares(matrix: np.ndarray, rhs: np.ndarray, support: np.ndarray) -> np.ndarray:

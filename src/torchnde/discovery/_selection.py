@@ -14,6 +14,7 @@ from ._regression import (
     Design,
     build_design,
     check_threshold,
+    check_threshold_mode,
     least_squares,
     make_expression,
     refit,
@@ -74,6 +75,7 @@ def select_model(
     *,
     criterion: str = "cv",
     thresholds: Iterable[float] | None = None,
+    threshold_mode: str = "share",
     folds: int = 5,
     degree: int | None = None,
     library: Iterable[Any] | None = None,
@@ -115,9 +117,11 @@ def select_model(
         inputs, target, degree, library, optimizer, optimizer_options, weights: as for
             :func:`sparse_regression`.
         criterion: ``"cv"``, ``"aic"`` or ``"bic"``.
-        thresholds: the relative thresholds to sweep (default: 21 values from 0.01 to 1,
+        thresholds: the thresholds to sweep (default: 21 values from 0.01 to 1,
             logarithmically spaced; below 1% of the target's RMS, terms tend to model the error
-            of a learned function rather than the function).
+            of a learned function rather than the function). Required with
+            ``threshold_mode="absolute"``, whose thresholds carry the data's units.
+        threshold_mode: how the thresholds are read, as for :func:`sparse_regression`.
         folds: the number of blocks for ``"cv"``, ``>= 2``.
 
     Returns:
@@ -129,6 +133,12 @@ def select_model(
         )
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"`folds` must be an integer >= 2, got {folds!r}")
+    mode = check_threshold_mode(threshold_mode, optimizer)
+    if thresholds is None and mode == "absolute":
+        raise ValueError(
+            "threshold_mode='absolute' needs `thresholds` (in the units of the coefficients), "
+            "e.g. thresholds=[0.01, 0.03, 0.1]"
+        )
     grid = np.geomspace(0.01, 1.0, 21) if thresholds is None else list(thresholds)
     grid = sorted(check_threshold(t) for t in grid)
     if not grid:
@@ -140,8 +150,11 @@ def select_model(
         )
     found: dict[tuple[bool, ...], tuple[float, np.ndarray]] = {}
     for threshold in grid:
-        support = select_support(design, threshold, optimizer, optimizer_options)
-        c, support = refit(design, support, threshold)
+        if mode == "share":
+            support = select_support(design, threshold, optimizer, optimizer_options)
+        else:
+            support = design.usable.copy()
+        c, support = refit(design, support, threshold, mode)
         found.setdefault(tuple(support), (threshold, c))
     found.setdefault((False,) * len(design.names), (math.inf, np.zeros(len(design.names))))
     candidates = []
