@@ -19,6 +19,7 @@ from test_training_worker import Problem, make_trainer
 from torch import nn
 
 from torchnde.training import (
+    CheckpointWarning,
     CosineSchedule,
     RunLock,
     Stage,
@@ -359,10 +360,14 @@ def test_a_damaged_or_missing_latest_checkpoint_falls_back_to_the_previous_one(t
             stages, checkpoint_dir=tmp_path, checkpoint_every=2, log=crash_at(5)
         ).fit()
     (tmp_path / "latest.pt").write_bytes(b"not a checkpoint")  # step 4's file, damaged
-    assert load_checkpoint(tmp_path)["progress"]["global_step"] == 2
+    with pytest.warns(CheckpointWarning, match="latest.pt cannot be read"):
+        assert load_checkpoint(tmp_path)["progress"]["global_step"] == 2
     (tmp_path / "latest.pt").unlink()
-    result = quadratic_trainer(stages, checkpoint_dir=tmp_path, checkpoint_every=2).fit(resume=True)
+    trainer = quadratic_trainer(stages, checkpoint_dir=tmp_path, checkpoint_every=2)
+    with pytest.warns(CheckpointWarning, match="latest.pt is missing; falling back"):
+        result = trainer.fit(resume=True)
     assert result.losses == reference.losses
+    assert result.resumed_from == tmp_path / "previous.pt"
     (tmp_path / "previous.pt").write_bytes(b"")
     (tmp_path / "latest.pt").write_bytes(b"")
     with pytest.raises(RuntimeError, match="can be read"):

@@ -1,7 +1,9 @@
 """Training for torchnde models: optimiser schedules, mini-batches of trajectory windows,
 early stopping, a progress bar, reproducible seeds, atomic checkpoints with bitwise-exact resume,
 clean stops on SIGTERM/Ctrl-C, a lock on a run folder, and data-parallel training under
-``torchrun``.
+``torchrun``. Nothing non-finite is ever applied or written: every gradient is checked after every
+backward pass (``Trainer(nonfinite="skip" | "raise")``), and every checkpoint carries a SHA-256
+checksum of its content that is verified on loading.
 
 Generic: it knows nothing of hybrid models or equation discovery; the model is any
 ``nn.Module`` and the loss any ``loss_fn(model, batch_indices)``.
@@ -17,7 +19,7 @@ Example:
 """
 
 from ._atomic import atomic_save, atomic_write_bytes, atomic_write_text
-from ._checkpoint import load_checkpoint
+from ._checkpoint import CheckpointError, CheckpointWarning, load_checkpoint
 from ._distributed import is_main_process
 from ._lock import RunLock
 from ._nonfinite import NONFINITE_POLICIES, NonFiniteError, NonFiniteStepWarning
@@ -41,6 +43,8 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "AbstractSchedule",
+    "CheckpointError",
+    "CheckpointWarning",
     "CosineSchedule",
     "ExponentialSchedule",
     "NonFiniteError",

@@ -4,10 +4,17 @@ old content or the new one, never a mixture or a truncated file.
 The recipe (the one POSIX file systems guarantee): write a temporary file in the same folder, flush
 it and ``fsync`` it, ``os.replace`` it onto the target (an atomic rename), then ``fsync`` the folder
 so the rename itself survives a power cut.
+
+A write that fails on the way (a full disk, a quota, an I/O error) removes its temporary file and
+raises an :class:`OSError` with the original ``errno`` and a message that names the file and says
+the previous content is intact, e.g. ``no space left on device while writing runs/a/latest.pt``,
+also where torch's zip writer would report only ``[enforce fail at inline_container.cc] unexpected
+pos``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -72,6 +79,7 @@ def atomic_write(
     write: Callable[[IO[bytes]], Any],
     *,
     keep_previous: Path | None = None,
+    what: str = "file",
 ) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path`` and move it onto ``path`` once it
     is complete and on disk.
@@ -82,28 +90,100 @@ def atomic_write(
         keep_previous: if given and ``path`` exists, the old ``path`` is kept under this name
             (in the same folder) before the new one replaces it. ``path`` stays present
             throughout where the file system supports hard links.
+        what: what the file is, for error messages (``"checkpoint"``).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: writing failed (errno ``ENOSPC``: the device is full); the message names the
+            file and says that its previous content is intact. The temporary file is removed.
     """
     target = _check_target(path)
+    existed = target.exists()
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
     )
+    recorder = None
     try:
-        with os.fdopen(descriptor, "wb") as file:
+        with _open_temporary(descriptor) as file:
             os.fchmod(file.fileno(), _mode_for(target))
-            write(file)
+            recorder = _Recorder(file)
+            write(recorder)
             file.flush()
             os.fsync(file.fileno())
         if keep_previous is not None:
             _keep_copy(target, keep_previous)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        raise
+        cause = _os_error(error, recorder)
+        if cause is None:
+            raise
+        raise _write_failed(cause, target, what, existed) from error
     fsync_directory(target.parent)
     return target
+
+
+def _open_temporary(descriptor: int) -> IO[bytes]:
+    """The temporary file as a binary file object (a seam for tests that fill the disk)."""
+    return os.fdopen(descriptor, "wb")
+
+
+class _Recorder:
+    """The temporary file as ``write`` sees it: remembers the OSError a write raised, which
+    torch's zip writer replaces by a RuntimeError (``unexpected pos``)."""
+
+    def __init__(self, file: IO[bytes]):
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def _os_error(error: BaseException, recorder: _Recorder | None) -> OSError | None:
+    """The OSError behind a failed write: the error itself, the one a write raised, or one in
+    the chain of causes; None if the failure was not the file system's."""
+    if isinstance(error, OSError):
+        return error
+    if recorder is not None and recorder.error is not None:
+        return recorder.error
+    seen: BaseException | None = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+#: errors that mean the device has no room for the file
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _write_failed(cause: OSError, target: Path, what: str, existed: bool) -> OSError:
+    if cause.errno in _FULL:
+        reason = "no space left on device" if cause.errno == errno.ENOSPC else "disk quota exceeded"
+        fix = "free space on that device or write elsewhere"
+    else:
+        reason = (cause.strerror or str(cause)).lower()
+        fix = "check the device"
+    kept = (
+        f"the previous {what} {target} is intact"
+        if existed
+        else f"no {what} was written at {target}"
+    )
+    return OSError(
+        cause.errno,
+        f"{reason} while writing {target}; {kept} (the partial file was removed); {fix}",
+    )
 
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
