@@ -1,0 +1,218 @@
+"""The physics-informed loss: the residual's mean square plus each soft condition's, with fixed
+or adaptive weights, and optionally causal weights on the residual along time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..training._checks import check_count, check_positive, nearest
+from ._conditions import PreparedCondition
+from ._problem import Coefficients, PDEProblem
+
+__all__ = ["AdaptiveWeights", "CausalWeights", "PhaseLoss", "check_weights"]
+
+
+@dataclass(frozen=True)
+class AdaptiveWeights:
+    """Condition weights set from gradient norms, by learning-rate annealing (Wang, Teng &
+    Perdikaris, *Understanding and mitigating gradient flow pathologies in physics-informed
+    neural networks*, SIAM J. Sci. Comput. 2021, Algorithm 1): every ``every`` steps of a
+    first-order stage,
+
+    ``λ̂_i = max_θ |∇_θ L_residual| / mean_θ |∇_θ L_i|``, ``λ_i ← (1 − α) λ_i + α λ̂_i``.
+
+    The residual's weight stays 1. Weights are frozen during L-BFGS stages (a moving objective
+    would break its line search and curvature pairs).
+
+    Args:
+        every: steps between updates.
+        alpha: the update's share, in (0, 1].
+        initial: starting weights, term -> value (default 1 for every term).
+    """
+
+    every: int = 100
+    alpha: float = 0.9
+    initial: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        check_count(self.every, "every")
+        check_positive(self.alpha, "alpha")
+        if self.alpha > 1:
+            raise ValueError(f"`alpha` must lie in (0, 1], got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class CausalWeights:
+    """Causal training (Wang, Sankaran & Perdikaris, *Respecting causality is all you need for
+    training physics-informed neural networks*, arXiv:2203.07404, 2022): the time span is cut
+    into ``bins`` slices with mean squared residuals ``L_1 … L_M``; slice ``i`` is weighted by
+    ``w_i = exp(−ε Σ_{k<i} L_k)`` (not differentiated), so later times count only once earlier
+    ones are resolved. The residual term is ``mean_i w_i L_i``.
+
+    Args:
+        epsilon: the causality parameter ε.
+        bins: the number of time slices.
+    """
+
+    epsilon: float = 1.0
+    bins: int = 32
+
+    def __post_init__(self) -> None:
+        check_positive(self.epsilon, "epsilon")
+        check_count(self.bins, "bins", minimum=2)
+
+    def weights(self, slice_losses: torch.Tensor) -> torch.Tensor:
+        """``w`` ``(M,)`` from the slices' losses ``(M,)``."""
+        before = torch.cumsum(slice_losses.detach(), 0) - slice_losses.detach()
+        return torch.exp(-self.epsilon * before)
+
+
+def check_weights(weights: Mapping[str, float] | None, terms: Sequence[str]) -> dict[str, float]:
+    """Fixed weights for ``terms`` (1 where not given); unknown names raise naming the terms."""
+    weights = dict(weights or {})
+    for name, value in weights.items():
+        if name not in terms:
+            raise ValueError(
+                f"`weights` names {name!r}, which is not a loss term{nearest(str(name), terms)}; "
+                f"the terms are {', '.join(terms)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(f"`weights[{name!r}]` must be a number >= 0, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"`weights[{name!r}]` must be finite, got {value!r}")
+    return {term: float(weights.get(term, 1.0)) for term in terms}
+
+
+class PhaseModule(nn.Module):
+    """What the trainer trains in one phase: the model, plus the loss weights and the phase's
+    counters as buffers, so checkpoints hold them and a resumed run continues them bitwise."""
+
+    def __init__(self, model: nn.Module, weights: Sequence[float]):
+        super().__init__()
+        self.model = model
+        dtype = next(model.parameters()).dtype
+        device = next(model.parameters()).device
+        self.register_buffer("weights", torch.tensor(list(weights), dtype=dtype, device=device))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("stage", torch.zeros((), dtype=torch.int64))
+
+
+class PhaseLoss:
+    """``loss(module, batch)`` for :class:`~torchnde.training.Trainer`: the weighted sum of the
+    phase's terms. It remembers the terms of each step's first evaluation (the loss the trainer
+    reports) in :attr:`last_terms`.
+
+    Args:
+        problem: the phase's problem (its coefficients already set).
+        points: the collocation points ``(n, dim)``.
+        conditions: the soft conditions, prepared.
+        adaptive: adaptive weights, or None for fixed ones.
+        causal: causal weights, or None.
+        first_order: per stage, whether its optimiser is first-order (adaptive weights move
+            only then).
+    """
+
+    def __init__(
+        self,
+        problem: PDEProblem,
+        points: torch.Tensor,
+        conditions: Sequence[PreparedCondition],
+        *,
+        adaptive: AdaptiveWeights | None = None,
+        causal: CausalWeights | None = None,
+        first_order: Sequence[bool] = (True,),
+    ):
+        self.problem = problem
+        self.points = points
+        self.conditions = list(conditions)
+        self.terms = ("residual", *(c.term for c in self.conditions))
+        self.adaptive = adaptive
+        self.causal = causal
+        self.first_order = list(first_order)
+        self.last_terms: dict[str, float] | None = None
+        self.last_causal_min: float | None = None
+        self._record = True
+        if causal is not None:
+            self._bins = _time_bins(problem, points, causal.bins)
+
+    def coefficients(self, model: nn.Module) -> Coefficients:
+        """The coefficients the residual reads: known values and the model's learnable ones."""
+        learnable = getattr(model, "coefficients", {})
+        return Coefficients({**self.problem.coefficients, **dict(learnable.items())})
+
+    def residual_term(self, model: nn.Module) -> torch.Tensor:
+        """The residual's mean square (causally weighted if so configured)."""
+        residual = self.problem.evaluate_residual(model, self.points, self.coefficients(model))
+        squares = residual.square().sum(dim=-1)
+        if self.causal is None:
+            return squares.mean()
+        bins = self.causal.bins
+        totals = torch.zeros(bins, dtype=squares.dtype, device=squares.device)
+        totals = totals.index_add(0, self._bins, squares)
+        counts = torch.bincount(self._bins, minlength=bins).clamp_min(1).to(squares.dtype)
+        slices = totals / counts
+        weights = self.causal.weights(slices)
+        self.last_causal_min = float(weights.min())
+        return (weights * slices).mean()
+
+    def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Every term, name -> 0-dim tensor."""
+        values = {"residual": self.residual_term(model)}
+        for condition in self.conditions:
+            values[condition.term] = condition.loss(model)
+        return values
+
+    def __call__(self, module: PhaseModule, batch: torch.Tensor | None = None) -> torch.Tensor:
+        values = self.evaluate(module.model)
+        if self._record:
+            if self._adaptive_due(module):
+                self._update_weights(module, values)
+            self.last_terms = {name: float(value.detach()) for name, value in values.items()}
+            self._record = False
+        stacked = torch.stack([values[name] for name in self.terms])
+        return (module.weights * stacked).sum()
+
+    def step_done(self) -> None:
+        """The trainer finished a step: record the terms of the next step's first evaluation."""
+        self._record = True
+
+    def _adaptive_due(self, module: PhaseModule) -> bool:
+        if self.adaptive is None or len(self.terms) < 2:
+            return False
+        stage = min(int(module.stage), len(self.first_order) - 1)
+        return self.first_order[stage] and int(module.steps) % self.adaptive.every == 0
+
+    def _update_weights(self, module: PhaseModule, values: Mapping[str, torch.Tensor]) -> None:
+        params = [p for p in module.parameters() if p.requires_grad]
+        norms = {}
+        for name in self.terms:
+            grads = torch.autograd.grad(values[name], params, retain_graph=True, allow_unused=True)
+            flat = torch.cat(
+                [g.reshape(-1) for g in grads if g is not None] or [params[0].new_zeros(1)]
+            )
+            norms[name] = flat.abs()
+        reference = norms["residual"].max()
+        alpha = self.adaptive.alpha
+        with torch.no_grad():
+            for k, name in enumerate(self.terms[1:], start=1):
+                mean = norms[name].mean()
+                if not (torch.isfinite(mean) and mean > 0 and torch.isfinite(reference)):
+                    continue
+                module.weights[k] = (1 - alpha) * module.weights[k] + alpha * reference / mean
+
+
+def _time_bins(problem: PDEProblem, points: torch.Tensor, bins: int) -> torch.Tensor:
+    domain = problem.domain
+    if domain.time is None:
+        raise ValueError(
+            "causal weights need a time coordinate; the problem's domain has none (give "
+            "Domain(..., time='t'))"
+        )
+    interval = domain[domain.time]
+    fraction = (points[:, domain.index(domain.time)].double() - interval.low) / interval.length
+    return (fraction * bins).floor().clamp(0, bins - 1).to(torch.int64)
