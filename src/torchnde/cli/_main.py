@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._reproduce import add_reproduce_parser
 
     add_reproduce_parser(commands, _positive_int)
+    from ._pinn_parser import add_pinn_parser
+
+    add_pinn_parser(commands, _common)
     return parser
 
 
@@ -152,6 +155,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from ._reproduce import reproduce
 
         return reproduce(args)
+    if args.command == "pinn":
+        from ._pinn_parser import pinn_command
+
+        return pinn_command(args)
     if args.command == "configs":
         for name in SHIPPED_CONFIGS:
             print(f"{name:16s} {shipped_config(name)}")

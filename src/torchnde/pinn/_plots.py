@@ -41,12 +41,12 @@ def plot_solution(result: PINNResult) -> Any:
         return None
     plt = _pyplot()
     parameter = next(result.model.parameters())
-    axes = domain.grid(result.evaluation, parameter.dtype, parameter.device)
-    prediction = result.solution(axes).double().cpu()
+    axes = domain.grid(result.evaluation, torch.float64, parameter.device)
+    prediction = result.solution({k: v.to(parameter.dtype) for k, v in axes.items()})
+    prediction = prediction.double().cpu()
     panels = [("prediction", prediction)]
     if problem.reference is not None:
-        axes64 = {k: v.double() for k, v in axes.items()}
-        reference = torch.as_tensor(problem.reference(axes64, dict(problem.coefficients))).cpu()
+        reference = torch.as_tensor(problem.reference(axes, dict(problem.coefficients))).cpu()
         panels += [("reference", reference), ("|error|", (prediction - reference).abs())]
     first, second = domain.names
     if domain.time == first:  # time along the horizontal axis, as the papers draw it

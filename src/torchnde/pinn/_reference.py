@@ -80,7 +80,7 @@ def _periodic_grid(x: torch.Tensor, length: float) -> float:
         raise ValueError("a periodic grid needs at least 2 points")
     spacing = length / n
     expected = x[0] + spacing * torch.arange(n, dtype=torch.float64, device=x.device)
-    if not torch.allclose(x, expected, rtol=0, atol=1e-9 * max(1.0, length)):
+    if not torch.allclose(x, expected, rtol=0, atol=1e-6 * max(1.0, length)):
         raise ValueError(
             f"`x` must be an even grid over one period of length {length:g} without its high end, "
             f"e.g. torch.linspace(0, {length:g}, n + 1)[:-1]"
