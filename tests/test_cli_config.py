@@ -90,6 +90,24 @@ def config_error(tmp_path, capsys, text: str, *extra: str) -> tuple[str, int | N
     return lines[0], int(match.group(1)) if match else None
 
 
+def equation_error(tmp_path, capsys, text: str) -> tuple[str, int | None, str, int]:
+    """Runs `torchnde run` on ``text`` with a bad equation; returns the error line, the config
+    line it names, and the equation and caret column shown under it (exactly two more lines)."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code, out, err = run_cli(capsys, "run", str(path), "--out", str(tmp_path / "runs"))
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = err.rstrip("\n").splitlines()
+    assert len(lines) == 3, err
+    assert lines[0].startswith(f"torchnde: error: {path}, line "), lines[0]
+    assert lines[1].startswith("    ") and lines[2].startswith("    ")
+    assert lines[2].strip() == "^", err
+    assert not (tmp_path / "runs").exists()
+    line = int(re.match(rf"torchnde: error: {re.escape(str(path))}, line (\d+):", lines[0])[1])
+    return lines[0], line, lines[1][4:], len(lines[2]) - 5
+
+
 def line_of(text: str, fragment: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
 
@@ -159,25 +177,76 @@ def test_a_toml_syntax_error_names_the_line(tmp_path, capsys):
 
 def test_an_equation_that_does_not_parse(tmp_path, capsys):
     text = edit(BASE, '"alpha*x + NN1(x, y)"', '"alpha*x + * NN1(x, y)"')
-    message, line = config_error(tmp_path, capsys, text)
-    assert "the equation for `x` does not parse" in message
+    message, line, equation, column = equation_error(tmp_path, capsys, text)
+    assert "`system.equations.x`: the equation for `x` does not parse: unexpected '*'" in message
     assert line == line_of(text, 'equations = { x = "alpha')
+    assert equation == "alpha*x + * NN1(x, y)" and column == equation.index("* NN1")
+
+
+#: (the bad equation of x, the problem named, the text the caret points at)
+EQUATION_MISTAKES = [
+    ("alpha*x + (NN1(x, y)", "this `(` is never closed; add a `)`", "(NN1"),
+    ("alpha*x + NN1(x, y))", "this `)` has no matching `(`", ")"),
+    ("dx/dt = alpha*x + NN1(x, y)", "`=` does not belong in an equation", "= alpha"),
+    ("alpha*x == NN1(x, y)", "a comparison is not a right-hand side", "== NN1"),
+    ("alpha x + NN1(x, y)", "an operator is missing here; write `*`", "x + NN1"),
+    ("2alpha*x + NN1(x, y)", "a number runs into a name", "2alpha"),
+    ("alpha*x + NN1(x, y) $ 2", "unexpected '$'", "$"),
+    ("alpha*x + NN1(x, y) +", "ends too early", ""),
+    ("alpha*x + NN1(x, y) if x else 0", "a conditional", "if"),
+    ("alpha*x + NN1(x, y) # the rest", "`#` would start a comment", "#"),
+    ("alpha*xx + NN1(x, y)", "undefined symbol `xx` (did you mean `x`?)", "xx"),
+    ("alpha*x + NN3(x, y)", "calls `NN3`", "NN3"),
+]
+
+
+@pytest.mark.parametrize(
+    ("equation", "problem", "marked"), EQUATION_MISTAKES, ids=[m[0] for m in EQUATION_MISTAKES]
+)
+def test_every_equation_mistake_names_file_line_key_and_marks_the_place(
+    tmp_path, capsys, equation, problem, marked
+):
+    """The issue's case first: an unbalanced parenthesis was `TokenError: ('EOF in multi-line
+    statement', (2, 0))` with exit status 1, naming no file or key."""
+    text = edit(BASE, '"alpha*x + NN1(x, y)"', f'"{equation}"')
+    message, line, shown, column = equation_error(tmp_path, capsys, text)
+    assert "`system.equations.x`: the equation for `x`" in message and problem in message
+    assert line == line_of(text, 'equations = { x = "')
+    assert shown == equation
+    assert shown[column:].startswith(marked) and (marked or column == len(equation))
+
+
+def test_an_equation_sympy_rejects_is_one_line_with_file_and_key(tmp_path, capsys):
+    text = edit(BASE, '"NN2(x, y) - theta*y"', '"NN2(x, y) - sin(theta, y)"')
+    message, line = config_error(tmp_path, capsys, text)
+    assert line == line_of(text, "sin(theta, y)")
+    assert "`system.equations.y`: the equation for `y` does not parse" in message
+    assert "sin takes exactly 1 argument (2 given)" in message
+
+
+def test_a_synthetic_equation_that_does_not_parse_is_marked_too(tmp_path, capsys):
+    text = edit(BASE, '"gamma*x*y - delta*y" }', '"gamma*x*(y - delta*y" }')
+    message, line, shown, column = equation_error(tmp_path, capsys, text)
+    assert "`data.synthetic.equations`: the synthetic data's equation for `y`" in message
+    assert "this `(` is never closed" in message
+    assert line == line_of(text, '"gamma*x*(y') and shown[column:] == "(y - delta*y"
 
 
 def test_an_undefined_symbol_suggests_the_declared_one(tmp_path, capsys):
-    message, _ = config_error(
+    message, _, shown, column = equation_error(
         tmp_path, capsys, edit(BASE, '"NN2(x, y) - theta*y"', '"NN2(x, y) - thet*y"')
     )
     assert "`system.equations.y`" in message
     assert "undefined symbol `thet` (did you mean `theta`?)" in message
+    assert shown[column:] == "thet*y"
 
 
 def test_a_call_of_an_undeclared_network_and_a_network_no_equation_calls(tmp_path, capsys):
     text = edit(BASE, '"NN2(x, y) - theta*y"', '"NN3(x, y) - theta*y"')
-    message, line = config_error(tmp_path, capsys, text)
+    message, line, _, column = equation_error(tmp_path, capsys, text)
     assert "`system.equations.y`" in message and "calls `NN3`" in message
     assert "neither a known function nor a declared network" in message
-    assert line == line_of(text, "NN3(x, y)")
+    assert line == line_of(text, "NN3(x, y)") and column == 0
     text = edit(BASE, "NN2 = {}", "NN2 = {}\nNN4 = {}")
     message, line = config_error(tmp_path, capsys, text)
     assert "`system.networks.NN4`" in message and "which no equation calls" in message
@@ -191,10 +260,11 @@ def test_synthetic_equations_must_cover_the_states_and_call_no_network(tmp_path,
         edit(BASE, "initial = { x = 10.0, y = 10.0 }", "initial = { x = 10.0, z = 10.0 }"),
     )
     assert "`data.synthetic.initial`: has no entry for the state 'y'" in message
-    message, _ = config_error(
+    message, _, shown, column = equation_error(
         tmp_path, capsys, edit(BASE, '"gamma*x*y - delta*y" }', '"NN9(x) - delta*y" }')
     )
     assert "`data.synthetic.equations`" in message and "NN9" in message
+    assert shown == "NN9(x) - delta*y" and column == 0
 
 
 def test_exactly_one_data_source(tmp_path, capsys):
