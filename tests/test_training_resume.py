@@ -21,8 +21,10 @@ from test_training_worker import Problem, default_stages, make_trainer
 from torchnde.training import atomic_save, load_checkpoint
 
 WORKER = Path(__file__).with_name("test_training_worker.py")
-#: a short Adam stage, so that kills land in the L-BFGS stage as well
-STAGES = ["--adam-steps", "5", "--lbfgs-steps", "8"]
+#: Adam steps 1-12, L-BFGS 13-20: the Adam stage is long enough that a kill aimed at its start
+#: lands inside it even when the worker runs several (~ms) steps during the test's sleep
+ADAM, LBFGS = 12, 8
+STAGES = ["--adam-steps", str(ADAM), "--lbfgs-steps", str(LBFGS)]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def reference():
     torch.set_num_threads(1)
     problem = Problem()
     model = problem.model(init_seed=7)
-    make_trainer(problem, model, stages=default_stages(5, 8)).fit()
+    make_trainer(problem, model, stages=default_stages(ADAM, LBFGS)).fit()
     torch.set_num_threads(before)
     return model.state_dict()
 
@@ -90,7 +92,7 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise_identical(tmp_path, ref
     moments = random.Random(20240607)  # "random-ish", yet the same in every test run
     checkpoint_dir, out = tmp_path / "checkpoints", tmp_path / "params.pt"
     killed_at = [0]
-    for attempt, target in enumerate([moments.randint(1, 3), moments.randint(7, 10)]):
+    for attempt, target in enumerate([moments.randint(1, 3), moments.randint(14, 17)]):
         process = launch(checkpoint_dir, out, resume=attempt > 0, init_seed=7 + attempt)
         # one checkpoint per step: wait until step `target` is on disk
         assert wait_for_checkpoints(process, checkpoint_dir, count=target - killed_at[-1])
@@ -99,19 +101,19 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise_identical(tmp_path, ref
         process.wait()
         assert process.returncode == -signal.SIGKILL
         killed_at.append(load_checkpoint(checkpoint_dir)["progress"]["global_step"])
-    assert killed_at[1] < 5 < killed_at[2] < 13  # Adam has steps 1-5, L-BFGS 6-13
+    assert killed_at[1] < ADAM < killed_at[2] < ADAM + LBFGS
     status = finish(launch(checkpoint_dir, out, resume=True, init_seed=11))
-    assert status == {"status": "finished", "steps": 13}
+    assert status == {"status": "finished", "steps": ADAM + LBFGS}
     assert_bitwise_equal(out, reference)
 
 
 def test_sigterm_exits_cleanly_with_a_checkpoint_and_resume_matches(tmp_path, reference):
     checkpoint_dir, out = tmp_path / "checkpoints", tmp_path / "params.pt"
     process = launch(checkpoint_dir, out, resume=False)
-    assert wait_for_checkpoints(process, checkpoint_dir, count=7)  # into the L-BFGS stage
+    assert wait_for_checkpoints(process, checkpoint_dir, count=ADAM + 2)  # into L-BFGS
     process.send_signal(signal.SIGTERM)
     status = finish(process)
-    assert status["status"] == "interrupted" and 7 <= status["step"] < 13
+    assert status["status"] == "interrupted" and ADAM + 2 <= status["step"] < ADAM + LBFGS
     checkpoint = load_checkpoint(checkpoint_dir / "latest.pt")
     assert checkpoint["progress"]["global_step"] == status["step"]
     assert not out.exists()
@@ -121,11 +123,11 @@ def test_sigterm_exits_cleanly_with_a_checkpoint_and_resume_matches(tmp_path, re
     problem = Problem()
     model = problem.model(init_seed=3)
     result = make_trainer(
-        problem, model, checkpoint_dir=checkpoint_dir, stages=default_stages(5, 8)
+        problem, model, checkpoint_dir=checkpoint_dir, stages=default_stages(ADAM, LBFGS)
     )
     result = result.fit(resume=True)
     torch.set_num_threads(before)
-    assert result.resumed and result.num_steps == 13
+    assert result.resumed and result.num_steps == ADAM + LBFGS
     atomic_save({"params": model.state_dict()}, out)
     assert_bitwise_equal(out, reference)
 
