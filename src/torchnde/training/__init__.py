@@ -37,6 +37,7 @@ from ._stage import (
     StepSchedule,
 )
 from ._trainer import Trainer
+from ._windows import MultipleShooting, TrajectoryWindows
 
 __all__ = [
     "NONFINITE_POLICIES",
@@ -47,6 +48,7 @@ __all__ = [
     "CheckpointWarning",
     "CosineSchedule",
     "ExponentialSchedule",
+    "MultipleShooting",
     "NonFiniteError",
     "NonFiniteStepWarning",
     "RunLock",
@@ -57,6 +59,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingInterrupted",
+    "TrajectoryWindows",
     "WindowSampler",
     "atomic_save",
     "atomic_write_bytes",
