@@ -176,7 +176,7 @@ class PiecewiseInTime(nn.Module):
     def block_of(self, t: torch.Tensor) -> torch.Tensor:
         """The block index of each time (a time on an edge belongs to the earlier block)."""
         inner = self.edges[1:-1].to(t.dtype)
-        return torch.bucketize(t, inner, right=False)
+        return torch.bucketize(t.contiguous(), inner, right=False)
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         which = self.block_of(points[:, self.column])
