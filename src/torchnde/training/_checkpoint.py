@@ -100,12 +100,13 @@ class CheckpointStore:
             what="checkpoint",
         )
 
-    def load(self) -> tuple[dict[str, Any], Path] | None:
+    def load(self, *, stacklevel: int = 1) -> tuple[dict[str, Any], Path] | None:
         """The newest checkpoint that loads and matches its checksum, with its path; None if
         there is none.
 
         ``latest.pt`` is tried first, then ``previous.pt``; falling back is announced with a
-        :class:`CheckpointWarning` that names the file that could not be used and why.
+        :class:`CheckpointWarning` that names the file that could not be used and why (shown
+        at the caller ``stacklevel`` frames above this method's caller).
 
         Raises:
             RuntimeError: checkpoint files exist but none can be used.
@@ -123,7 +124,7 @@ class CheckpointStore:
                 self.damaged.append(path)
                 continue
             if problems:
-                _announce_fallback(problems, path, checkpoint)
+                _announce_fallback(problems, path, checkpoint, stacklevel + 2)
             return checkpoint, path
         if problems:
             raise RuntimeError(
@@ -133,13 +134,15 @@ class CheckpointStore:
         return None
 
 
-def _announce_fallback(problems: list[str], path: Path, checkpoint: dict[str, Any]) -> None:
+def _announce_fallback(
+    problems: list[str], path: Path, checkpoint: dict[str, Any], stacklevel: int
+) -> None:
     step = checkpoint.get("progress", {}).get("global_step", "?")
     warnings.warn(
         f"{'; '.join(problems)}; falling back to the checkpoint before it, {path} (step "
         f"{step}): the steps after it will be redone",
         CheckpointWarning,
-        stacklevel=4,
+        stacklevel=stacklevel,
     )
 
 
@@ -168,7 +171,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     if path.is_dir():
-        found = CheckpointStore(path).load()
+        found = CheckpointStore(path).load(stacklevel=2)
         if found is None:
             raise FileNotFoundError(
                 f"no checkpoint ({LATEST} or {PREVIOUS}) in the folder {str(path)!r}"

@@ -299,7 +299,7 @@ class Trainer:
         if resume:
             if store is None:
                 raise ValueError("fit(resume=True) needs a `checkpoint_dir` to resume from")
-            found = store.load()
+            found = store.load(stacklevel=3)  # the warning points at the caller of fit()
             if found is not None:
                 return self._restore(*found)
         elif store is not None and store.exists():
