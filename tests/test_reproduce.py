@@ -215,7 +215,7 @@ def test_bad_outcomes_and_metrics_are_refused(tmp_path):
         rp.run_entry(_dummy(summarise=lambda p, c: bad), quick=True, run_dir=tmp_path / "a")
     with pytest.raises(ValueError, match="`seeds` must be an int >= 1"):
         rp.run_entry(_dummy(), seeds=0, run_dir=tmp_path)
-    with pytest.raises(ValueError, match="plain file name ending in .png"):
+    with pytest.raises(ValueError, match=r"plain file name ending in \.png"):
         rp.RunContext(quick=True, out=tmp_path).figure("../escape.png")
 
 
@@ -235,9 +235,7 @@ def fake_entries(tmp_path, monkeypatch):
     package = tmp_path / "fake_entries_pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "dummy.py").write_text(
-        "from test_reproduce import _dummy\nENTRY = _dummy()\n"
-    )
+    (package / "dummy.py").write_text("from test_reproduce import _dummy\nENTRY = _dummy()\n")
     (package / "_helper.py").write_text("raise RuntimeError('helpers are not imported')\n")
     (package / "no_entry.py").write_text("X = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -260,7 +258,7 @@ def test_registry_refuses_duplicates_and_non_entries(fake_entries):
         rp.entries()
     (fake_entries / "again.py").write_text("ENTRY = 3\n")
     del sys.modules["fake_entries_pkg.again"]
-    with pytest.raises(TypeError, match="again.ENTRY must be a torchnde.reproduce.Entry"):
+    with pytest.raises(TypeError, match=r"again\.ENTRY must be a torchnde\.reproduce\.Entry"):
         rp.entries()
 
 
@@ -282,7 +280,20 @@ def test_cli_lists_and_runs_an_entry(fake_entries, tmp_path, capsys):
 def test_registered_entries_are_well_formed():
     """The real entries: unique kebab names (Entry checks them), each in its own module."""
     found = rp.entries()
+    assert callable(rp.entries)  # importing the entries subpackage does not shadow the function
     for name, entry in found.items():
         assert entry.name == name and entry.seeds >= 3
         module = entry.run.__module__
         assert module.startswith("torchnde.reproduce.entries"), (name, module)
+
+
+def test_get_imports_only_the_named_module(fake_entries):
+    """`get` finds entries/<name>.py directly, so a broken neighbour does not stop it."""
+    (fake_entries / "dummy_entry.py").write_text(
+        "from test_reproduce import _dummy\nENTRY = _dummy()\n"
+    )
+    (fake_entries / "broken.py").write_text("raise RuntimeError('half-written entry')\n")
+    (fake_entries / "dummy.py").unlink()
+    assert rp.get("dummy-entry").name == "dummy-entry"
+    with pytest.raises(RuntimeError, match="half-written entry"):
+        rp.entries()  # listing imports everything, and says what is broken

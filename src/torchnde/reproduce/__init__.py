@@ -11,6 +11,9 @@ Example:
     >>> result.outcome.criterion_met, result.run_dir / "report.md"
 """
 
+# The subpackage ``entries`` first: importing a subpackage sets it as an attribute of its parent,
+# which would shadow the function ``entries()`` if that happened after the function's import.
+from . import entries as _entries_package  # noqa: F401
 from ._entry import Entry, NoProgress, Outcome, Row, RunContext, mean_spread
 from ._registry import entries, get
 from ._runner import (

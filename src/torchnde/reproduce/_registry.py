@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import pkgutil
 
 from ._entry import Entry
@@ -55,6 +56,9 @@ def get(name: str) -> Entry:
     Raises:
         ValueError: no entry has that name (the message lists the close ones and all names).
     """
+    direct = _by_module_name(name)
+    if direct is not None:
+        return direct
     known = entries()
     if name in known:
         return known[name]
@@ -64,3 +68,15 @@ def get(name: str) -> Entry:
         f"no reproduce entry is named {name!r}{hint} Known entries: "
         f"{', '.join(known) or '(none)'}; list them with `torchnde reproduce`"
     )
+
+
+def _by_module_name(name: str) -> Entry | None:
+    """The entry of module ``entries/<name with '_' for '-'>.py`` if it is called ``name``
+    (found without importing the other entries), else None."""
+    if not isinstance(name, str) or not name.replace("-", "").isalnum():
+        return None
+    module_name = f"{_PACKAGE}.{name.replace('-', '_')}"
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    entry = getattr(importlib.import_module(module_name), "ENTRY", None)
+    return entry if isinstance(entry, Entry) and entry.name == name else None
