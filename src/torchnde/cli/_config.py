@@ -28,7 +28,8 @@ from ..hybrid import (
     SystemSpec,
     TrainingSpec,
 )
-from ..hybrid._spec import ACTIVATIONS
+from ..hybrid._spec import ACTIVATIONS, NOISE_RELATIVE_TO, THRESHOLD_MODES
+from ..training import SCHEDULES
 from . import _toml
 from ._errors import ConfigError
 
@@ -82,6 +83,22 @@ class NetworkConfig(_Section):
     activation: Literal[ACTIVATIONS] = Field(  # type: ignore[valid-type]
         _default(NetworkSpec, "activation"), description="activation function"
     )
+    input_scale: float | list[float] | None = Field(
+        None,
+        description="inputs are divided by this (one number, or one per input); default: "
+        "from the data",
+    )
+    output_scale: float | list[float] | None = Field(
+        None,
+        description="outputs are multiplied by this (one number, or one per output); "
+        "default: from the data",
+    )
+    factory: str | None = Field(
+        None,
+        min_length=3,
+        description='your own network: "file.py:function" (relative to the config) or '
+        '"package.module:function", a function (inputs, outputs) -> torch.nn.Module',
+    )
 
 
 class SystemConfig(_Section):
@@ -123,7 +140,13 @@ class SyntheticConfig(_Section):
         _default(SyntheticData, "noise"),
         ge=0,
         le=10,
-        description="noise standard deviation as a fraction of each state's spread",
+        description="noise standard deviation as a fraction of each state's standard deviation "
+        "or mean (see noise_relative_to)",
+    )
+    noise_relative_to: Literal[NOISE_RELATIVE_TO] = Field(  # type: ignore[valid-type]
+        _default(SyntheticData, "noise_relative_to"),
+        description='"std": noise is a fraction of each state\'s standard deviation; "mean": of '
+        "its mean absolute value",
     )
     irregular: bool = Field(_default(SyntheticData, "irregular"), description="random times")
     missing: float = Field(
@@ -150,6 +173,17 @@ class DataConfig(_Section):
     csv: CSVConfig | None = Field(None, description="a CSV file of observations")
 
 
+class ScheduleConfig(_Section):
+    """``training.schedule`` as a table: a learning-rate schedule with its settings."""
+
+    name: Literal[tuple(SCHEDULES)] = Field(  # type: ignore[valid-type]
+        description="cosine, step or exponential"
+    )
+    min_lr: float | None = Field(None, ge=0, description="cosine: the rate at the stage's end")
+    every: int | None = Field(None, ge=1, description="step: steps between decays")
+    gamma: float | None = Field(None, gt=0, le=1, description="step, exponential: the factor")
+
+
 class TrainingConfig(_Section):
     """``[training]``: how the hybrid model is fitted."""
 
@@ -164,6 +198,11 @@ class TrainingConfig(_Section):
     atol: float = Field(_default(TrainingSpec, "atol"), gt=0, description="absolute tolerance")
     adam_steps: int = Field(_default(TrainingSpec, "adam_steps"), ge=0, description="Adam steps")
     adam_lr: float = Field(_default(TrainingSpec, "adam_lr"), gt=0, le=10, description="Adam rate")
+    schedule: Literal[(*SCHEDULES, "constant")] | ScheduleConfig | None = Field(  # type: ignore[valid-type]
+        None,
+        description='the Adam stage\'s learning-rate schedule: "cosine", "step", "exponential" '
+        '(default settings) or a table such as { name = "cosine", min_lr = 1e-4 }',
+    )
     lbfgs_steps: int = Field(
         _default(TrainingSpec, "lbfgs_steps"), ge=0, description="L-BFGS steps"
     )
@@ -187,7 +226,12 @@ class DiscoveryConfig(_Section):
         None, min_length=1, description='explicit candidate terms, e.g. ["x", "x*y", "sin(x)"]'
     )
     threshold: float = Field(
-        _default(DiscoverySpec, "threshold"), ge=0, lt=1, description="relative sparsity threshold"
+        _default(DiscoverySpec, "threshold"), ge=0, description="sparsity threshold"
+    )
+    threshold_mode: Literal[THRESHOLD_MODES] = Field(  # type: ignore[valid-type]
+        _default(DiscoverySpec, "threshold_mode"),
+        description='how the threshold is read: "share" of the target\'s RMS, relative to the '
+        '"largest" coefficient, or "absolute" coefficient size (PySINDy\'s STLSQ)',
     )
     samples: int = Field(_default(DiscoverySpec, "samples"), ge=10, description="evaluation points")
     refit_steps: int = Field(
@@ -208,6 +252,12 @@ class DiscoveryConfig(_Section):
         _default(DiscoverySpec, "select_steps"),
         ge=1,
         description="L-BFGS steps refitting each candidate before comparing them",
+    )
+    max_loss_ratio: float = Field(
+        _default(DiscoverySpec, "max_loss_ratio"),
+        ge=1,
+        description="a law explains the data when its loss on the windows is at most this many "
+        "times the hybrid model's",
     )
 
 
@@ -505,10 +555,18 @@ def _convert(path: Path, text: str, config: RunConfig, quick: bool, name: str | 
             equations=dict(system.equations),
             constants=dict(system.constants),
             parameters=dict(system.parameters),
-            networks={k: NetworkSpec(**v.model_dump()) for k, v in system.networks.items()},
+            networks={
+                k: _network_spec(path, v, ("system", "networks", k), error)
+                for k, v in system.networks.items()
+            },
             time=system.time,
         ),
-        training=TrainingSpec(**config.training.model_dump()),
+        training=TrainingSpec(
+            **{
+                **config.training.model_dump(),
+                "schedule": _schedule(config.training.schedule, error),
+            }
+        ),
         discovery=DiscoverySpec(
             **{
                 **config.discovery.model_dump(),
@@ -520,13 +578,19 @@ def _convert(path: Path, text: str, config: RunConfig, quick: bool, name: str | 
         forecast=ForecastSpec(
             **{
                 **config.forecast.model_dump(),
-                "blackbox_network": NetworkSpec(**config.forecast.blackbox_network.model_dump()),
+                "blackbox_network": _network_spec(
+                    path, config.forecast.blackbox_network, ("forecast", "blackbox_network"), error
+                ),
             }
         ),
         seed=config.seed,
     )
     _check_equations(spec, error)
+    _check_threshold(config.discovery, error)
     resolved = config.model_dump(exclude={"quick"})
+    for name, network in spec.system.networks.items():  # factory files as absolute paths
+        if network.factory is not None:
+            resolved["system"]["networks"][name]["factory"] = network.factory
     resolved["name"] = run_name
     if isinstance(data, CSVSource):
         resolved["data"] = {"csv": {**resolved["data"]["csv"], "path": str(data.path)}}
@@ -534,6 +598,61 @@ def _convert(path: Path, text: str, config: RunConfig, quick: bool, name: str | 
     else:
         resolved["data"] = {"synthetic": resolved["data"]["synthetic"]}
     return Config(path=path, text=text, spec=spec, data=data, resolved=resolved, quick=quick)
+
+
+def _network_spec(path: Path, network: NetworkConfig, key: tuple[str, ...], error) -> NetworkSpec:
+    """The network's spec; a factory file is taken relative to the config and checked now."""
+    from ..hybrid._model import load_factory
+
+    values = network.model_dump()
+    factory = values.get("factory")
+    if factory is not None:
+        if key[0] == "forecast":
+            raise error((*key, "factory"), "the black box is always the default MLP; remove it")
+        module, _, function = factory.rpartition(":")
+        if module.endswith(".py") and not Path(module).expanduser().is_absolute():
+            factory = f"{resolve_data_path(path, module)}:{function}"
+        values["factory"] = factory
+    for name in ("input_scale", "output_scale"):
+        if isinstance(values[name], list):
+            values[name] = tuple(values[name])
+    try:
+        spec = NetworkSpec(**values)
+        if spec.factory is not None:
+            load_factory(spec.factory)
+    except (ValueError, TypeError, ImportError) as problem:
+        bad = "factory" if factory is not None and "factory" in str(problem) else None
+        raise error((*key, bad) if bad else key, str(problem)) from None
+    return spec
+
+
+def _schedule(schedule: Any, error) -> Any:
+    """The schedule object of ``training.schedule`` (a name, or a table with settings)."""
+    if schedule is None or isinstance(schedule, str):
+        return None if schedule in (None, "constant") else schedule
+    settings = {k: v for k, v in schedule.model_dump().items() if k != "name" and v is not None}
+    cls = SCHEDULES[schedule.name]
+    try:
+        return cls(**settings)
+    except TypeError:
+        valid = [f.name for f in dataclasses.fields(cls)]
+        raise error(
+            ("training", "schedule"),
+            f"the {schedule.name} schedule takes {', '.join(valid) or 'no settings'}, got "
+            f"{', '.join(settings)}; remove the others",
+        ) from None
+    except ValueError as problem:
+        raise error(("training", "schedule"), str(problem)) from None
+
+
+def _check_threshold(discovery: DiscoveryConfig, error) -> None:
+    limit = {"share": 1.0, "largest": 1.0}.get(discovery.threshold_mode)
+    if limit is not None and discovery.threshold >= limit:
+        raise error(
+            ("discovery", "threshold"),
+            f"must be < 1 with threshold_mode = {discovery.threshold_mode!r} (a fraction), got "
+            f'{discovery.threshold!r}; lower it, or use threshold_mode = "absolute"',
+        )
 
 
 def _valid_name(name: str) -> bool:
@@ -623,6 +742,7 @@ def _data(
         irregular=synthetic.irregular,
         missing=synthetic.missing,
         seed=synthetic.seed,
+        noise_relative_to=synthetic.noise_relative_to,
     )
 
 

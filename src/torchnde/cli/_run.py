@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import torch
 
 from ..hybrid import (
+    NO_LAW,
     EquationError,
+    ExtrapolationWarning,
     Observations,
     SyntheticData,
     discover,
@@ -344,14 +347,16 @@ def _discover(
             + f": {len(observations.ts)} observations of {', '.join(observations.states)} "
             f"from {source}"
         )
-    return discover(
-        config.spec,
-        observations,
-        run_dir=run_dir,
-        resume=resume,
-        progress=progress and main,
-        log=log,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExtrapolationWarning)  # the log prints it already
+        return discover(
+            config.spec,
+            observations,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress and main,
+            log=log,
+        )
 
 
 def _finish(result, run_dir: Path, seconds: float) -> None:
@@ -360,9 +365,14 @@ def _finish(result, run_dir: Path, seconds: float) -> None:
     )
     written = write_run_folder(result, run_dir)
     metrics = json.loads(written["metrics.json"].read_text(encoding="utf-8"))
-    print("recovered equations:")
-    for state, rhs in metrics["recovered_equations"].items():
-        print(f"  d{state}/dt = {rhs}")
+    if result.law_found:
+        print("recovered equations:")
+        for state, rhs in metrics["recovered_equations"].items():
+            print(f"  d{state}/dt = {rhs}")
+    else:
+        print(f"{NO_LAW} (see the candidates in the report)")
+    if result.sampling is not None and result.sampling.warning:
+        print(f"warning: {result.sampling.warning}")
     for network, recovery in result.recoveries.items():
         if recovery.truth is not None:
             verdict = (

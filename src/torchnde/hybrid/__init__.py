@@ -8,9 +8,19 @@ Needs the ``discovery`` extra for the symbolic recovery (``pip install 'torchnde
 
 from ._csv import load_csv
 from ._equations import EquationError, ParsedSystem, parse_system
-from ._model import MLP, HybridModel
+from ._model import MLP, HybridModel, ScaledNetwork
 from ._report import write_run_folder
-from ._result import DiscoveryResult, Forecast, ModelFit, Recovery
+from ._result import (
+    NO_LAW,
+    DiscoveryResult,
+    Forecast,
+    LawCandidate,
+    LawSelection,
+    ModelFit,
+    Recovery,
+    Sampling,
+)
+from ._sampling import ExtrapolationWarning, sample_windows
 from ._simulate import simulate, true_trajectory
 from ._spec import (
     DiscoverySpec,
@@ -26,24 +36,31 @@ from ._workflow import discover, solver_by_name
 
 __all__ = [
     "MLP",
+    "NO_LAW",
     "DiscoveryResult",
     "DiscoverySpec",
     "EquationError",
+    "ExtrapolationWarning",
     "Forecast",
     "ForecastSpec",
     "HybridModel",
+    "LawCandidate",
+    "LawSelection",
     "ModelFit",
     "NetworkSpec",
     "Observations",
     "ParsedSystem",
     "Recovery",
     "RunSpec",
+    "Sampling",
+    "ScaledNetwork",
     "SyntheticData",
     "SystemSpec",
     "TrainingSpec",
     "discover",
     "load_csv",
     "parse_system",
+    "sample_windows",
     "simulate",
     "solver_by_name",
     "true_trajectory",

@@ -92,7 +92,7 @@ def plot_fit(result: DiscoveryResult) -> Any:
                 _numpy(result.trajectory_ts),
                 _numpy(result.trajectory[:, j]),
                 color=COLOURS["hybrid"],
-                label="hybrid model, fitted",
+                label="hybrid model, windows' fitted solutions",
             )
         ax.set_ylabel(state)
     axes[-1].set_xlabel("time")
@@ -147,8 +147,15 @@ def plot_phase(result: DiscoveryResult) -> Any:
 
 
 def term_curves(result: DiscoveryResult) -> dict[str, dict[str, Any]]:
-    """Per network, along the fitted trajectory: ``{"ts", "learned", "recovered", "truth"}``
-    (numpy arrays; ``learned`` or ``truth`` is None when unavailable)."""
+    """Per network, on the sampled states: ``{"ts", "learned", "in_equation", "recovered",
+    "truth"}`` (numpy arrays; None when unavailable).
+
+    ``learned`` is the network's output alone. Where the regression absorbed a learnable
+    parameter's term (``- theta*y`` beside ``NN2(x, y)``), the network and that term are only
+    determined together, so the network alone need not match the recovered law or the truth;
+    ``in_equation`` is the network as it enters its equation once the parameter takes its
+    recovered value, ``NN + n (p_hybrid - p_recovered) m / c`` for a term ``n·p·m`` beside
+    ``c·NN``: the curve the recovered law and the truth are comparable to."""
     from ..discovery import SparseExpression
 
     ts = result.trajectory_ts
@@ -171,9 +178,11 @@ def term_curves(result: DiscoveryResult) -> dict[str, dict[str, Any]]:
                 truth = SparseExpression(recovery.truth, variables)(
                     {v: inputs[v] for v in variables}
                 )
+        in_equation = _in_equation(result, recovery, learned.get(network), inputs)
         curves[network] = {
             "ts": _numpy(ts),
             "learned": _numpy(learned[network]) if network in learned else None,
+            "in_equation": None if in_equation is None else _numpy(in_equation),
             "recovered": _numpy(torch.as_tensor(recovered).expand_as(ts)),
             "truth": None if truth is None else _numpy(torch.as_tensor(truth).expand_as(ts)),
             "equation": recovery.equation,
@@ -182,19 +191,58 @@ def term_curves(result: DiscoveryResult) -> dict[str, dict[str, Any]]:
     return curves
 
 
+def _in_equation(result: DiscoveryResult, recovery, learned, inputs) -> torch.Tensor | None:
+    """The network plus the absorbed terms' shift to their recovered parameters (or None when
+    nothing was absorbed)."""
+    from ..discovery import SparseExpression
+
+    if learned is None or not recovery.absorbed_terms or not recovery.factor:
+        return None
+    hybrid = result.parameters.get("hybrid", {})
+    out = learned.clone()
+    variables = recovery.expression.variables
+    for parameter, (number, monomial) in recovery.absorbed_terms.items():
+        if parameter not in hybrid or parameter not in recovery.absorbed:
+            return None
+        shift = number * (hybrid[parameter] - recovery.absorbed[parameter]) / recovery.factor
+        term = SparseExpression({monomial: 1.0}, variables)({v: inputs[v] for v in variables})
+        out = out + shift * torch.as_tensor(term).expand_as(out)
+    return out
+
+
 def plot_terms(result: DiscoveryResult) -> Any:
-    """Each unknown term along the fitted trajectory: the network's output (learned), the
-    recovered closed form, and the true term when it is known."""
+    """Each unknown term on the sampled states (the windows' fitted solutions), against time:
+    the network as it enters its equation (with the terms the regression absorbed moved in, so
+    it is comparable to the law), the network alone when that differs, the recovered closed
+    form, and the true term when it is known."""
     if not result.recoveries or not result.trajectory.numel():
         return None
     plt = _pyplot()
     curves = term_curves(result)
-    figure, axes = _state_axes(plt, len(curves), "Unknown terms along the fitted trajectory")
+    figure, axes = _state_axes(plt, len(curves), "Unknown terms on the windows' fitted solutions")
     for (network, curve), ax in zip(curves.items(), axes):
         recovery = result.recoveries[network]
         if curve["truth"] is not None:
             ax.plot(curve["ts"], curve["truth"], "--", color="black", lw=1.2, label="true term")
-        if curve["learned"] is not None:
+        if curve["in_equation"] is not None:
+            absorbed = ", ".join(f"{k} = {v:.4g}" for k, v in recovery.absorbed.items())
+            ax.plot(
+                curve["ts"],
+                curve["learned"],
+                color=COLOURS["hybrid"],
+                lw=1,
+                alpha=0.35,
+                label="network alone (beside the hybrid model's parameters)",
+            )
+            ax.plot(
+                curve["ts"],
+                curve["in_equation"],
+                color=COLOURS["hybrid"],
+                lw=2,
+                alpha=0.7,
+                label=f"network as in its equation with {absorbed}",
+            )
+        elif curve["learned"] is not None:
             ax.plot(
                 curve["ts"],
                 curve["learned"],
@@ -211,13 +259,18 @@ def plot_terms(result: DiscoveryResult) -> Any:
             lw=2,
             label="recovered",
         )
-        call = f"{network}({', '.join(curve['arguments'])})"
+        call = (
+            f"{network}({', '.join(curve['arguments'])})"
+            if "[" not in network
+            else network.replace("[", f"({', '.join(curve['arguments'])})[")
+        )
         ax.set_ylabel(call)
         ax.set_title(
             f"{call} = {recovery.expression}  (in d{curve['equation']}/dt)", fontsize="small"
         )
     axes[-1].set_xlabel("time")
-    axes[0].legend(loc="best", fontsize="small")
+    for ax in axes:
+        ax.legend(loc="best", fontsize="x-small")
     figure.tight_layout()
     return figure
 

@@ -17,7 +17,7 @@ from sympy.parsing.sympy_parser import parse_expr
 from ..training import atomic_write_text, is_main_process
 from ._equations import FUNCTIONS, parse_system
 from ._plots import PLOTS, write_plots
-from ._result import DiscoveryResult
+from ._result import NO_LAW, DiscoveryResult
 
 __all__ = ["json_ready", "recovered_equations", "render_report", "write_run_folder"]
 
@@ -84,7 +84,10 @@ def json_ready(value: Any) -> Any:
 
 def recovered_equations(result: DiscoveryResult) -> dict[str, str]:
     """Per state, the right-hand side with every network replaced by its recovered expression and
-    every constant and learnable parameter by its value (the recovered model's)."""
+    every constant and learnable parameter by its value (the recovered model's); empty when no
+    sparse law was found."""
+    if not result.law_found:
+        return {}
     system = result.spec.system
     parsed = parse_system(system)
     values = {**system.parameters, **result.parameters.get("hybrid", {})}
@@ -148,7 +151,9 @@ def render_report(
     ]
     lines += _data_section(result)
     lines += _model_section(result)
+    lines += _sampling_section(result)
     lines += _recovery_section(result)
+    lines += _selection_section(result)
     lines += _parameter_section(result)
     lines += _forecast_section(result)
     lines += ["## Figures", ""]
@@ -185,9 +190,13 @@ def _data_section(result: DiscoveryResult) -> list[str]:
         lines += [f"- d{s}/dt = {truth.equations[s]}" for s in obs.states if s in truth.equations]
         values = ", ".join(f"{k} = {v:g}" for k, v in truth.parameters.items())
         start = ", ".join(f"{k}(0) = {v:g}" for k, v in truth.initial.items())
+        spread = {"std": "standard deviation", "mean": "mean absolute value"}[
+            truth.noise_relative_to
+        ]
         lines += [
             "",
-            f"with {values}; {start}; noise {100 * truth.noise:g}% of each state's spread"
+            f"with {values}; {start}; Gaussian noise of {100 * truth.noise:g}% of each state's "
+            f"{spread}"
             + (", irregular times" if truth.irregular else "")
             + (f", {100 * truth.missing:g}% of values dropped" if truth.missing else "")
             + f"; seed {truth.seed}.",
@@ -216,7 +225,69 @@ def _model_section(result: DiscoveryResult) -> list[str]:
     return [*lines, ""]
 
 
+def _sampling_section(result: DiscoveryResult) -> list[str]:
+    sampling = result.sampling
+    if sampling is None:
+        return []
+    lines = ["## Where the networks were evaluated", ""]
+    lines.append(
+        f"The sparse regression evaluated the networks at {int(sampling.ts.shape[0])} states along "
+        f"the fitted solutions of {sampling.windows} training windows covering the data (each "
+        "from its own initial state), not along one long solve of the fitted model. "
+        f"{100 * sampling.fraction_outside:.1f}% of them lie outside the observed range of the "
+        "states ("
+        + ", ".join(f"{k} in [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in sampling.ranges.items())
+        + ")."
+    )
+    if sampling.outside:
+        lines += [
+            "",
+            "Share of each network's samples outside the range of its inputs: "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in sampling.outside.items())
+            + ".",
+        ]
+    if sampling.warning:
+        lines += ["", f"**Warning:** {sampling.warning}."]
+    return [*lines, ""]
+
+
+def _selection_section(result: DiscoveryResult) -> list[str]:
+    selection = result.selection
+    if selection is None or not selection.candidates:
+        return []
+    lines = ["## How the law was chosen", ""]
+    lines.append(
+        "Each candidate (the regression at one sparsity threshold) was refitted briefly and "
+        "simulated over the training windows against the observations. A candidate explains the "
+        f"data when its loss is at most {selection.max_loss_ratio:g}× the hybrid model's "
+        f"({selection.baseline_loss:.3g}); among those, the lowest Bayesian information "
+        f"criterion (n = {selection.observations} observed values) wins."
+    )
+    lines.append("")
+    rows = []
+    for c in selection.candidates:
+        ratio = c.loss / selection.baseline_loss if selection.baseline_loss > 0 else math.inf
+        rows.append(
+            [
+                f"{c.threshold:g}",
+                f"`{c.description}`",
+                str(c.terms),
+                _number(c.loss, 3),
+                _number(ratio, 3) + "×",
+                _number(c.score, 6),
+                "yes" if c.explains else "**no**",
+                "**chosen**" if c.chosen else "",
+            ]
+        )
+    header = ["threshold", "candidate", "coefficients", "loss", "vs hybrid", "BIC", "explains"]
+    lines += _table([*header, ""], rows)
+    lines += [selection.reason[0].upper() + selection.reason[1:] + ".", ""]
+    return lines
+
+
 def _recovery_section(result: DiscoveryResult) -> list[str]:
+    if not result.law_found and result.selection is not None:
+        return ["## Recovered terms", "", f"**{NO_LAW[0].upper() + NO_LAW[1:]}.**", ""]
     if not result.recoveries:
         return ["## Recovered terms", "", "The model has no networks to recover.", ""]
     from ..discovery import SparseExpression
@@ -226,9 +297,11 @@ def _recovery_section(result: DiscoveryResult) -> list[str]:
     for network, r in result.recoveries.items():
         truth = "—" if r.truth is None else str(SparseExpression(r.truth, r.expression.variables))
         same = {None: "—", True: "yes", False: "**no**"}[r.same_terms_as_truth]
+        call = network if "[" not in network else network.replace("[", "(...)[")
+        shown = f"{call}({', '.join(r.expression.variables)})" if "[" not in network else call
         rows.append(
             [
-                f"`{network}({', '.join(r.expression.variables)})` in d{r.equation}/dt",
+                f"`{shown}` in d{r.equation}/dt",
                 f"`{r.expression}`",
                 f"`{truth}`" if r.truth is not None else truth,
                 same,

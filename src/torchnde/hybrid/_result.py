@@ -12,7 +12,15 @@ from torch import nn
 
 from ._spec import Observations, RunSpec
 
-__all__ = ["DiscoveryResult", "Forecast", "ModelFit", "Recovery"]
+__all__ = [
+    "DiscoveryResult",
+    "Forecast",
+    "LawCandidate",
+    "LawSelection",
+    "ModelFit",
+    "Recovery",
+    "Sampling",
+]
 
 
 @dataclass
@@ -37,16 +45,21 @@ class Recovery:
     """The closed form recovered for one network.
 
     Attributes:
-        network: the network's name, e.g. ``"NN1"``.
+        network: the network call's name, e.g. ``"NN1"`` (``"NN1[0]"`` for an output of a network
+            with several outputs).
         equation: the state whose equation the network appears in.
         expression: the recovered expression for the network alone, after refitting
             (a :class:`torchnde.discovery.SparseExpression`; ``.terms`` maps term to coefficient).
         absorbed: learnable parameters whose terms the regression also covered, with the values
             the recovery gave them (e.g. ``{"theta": 0.401}`` for ``- theta*y``).
-        r2: how well the expression reproduces the network along the fitted trajectory.
+        r2: how well the expression reproduces the network on the sampled states.
         truth: the true unknown term as ``{term: coefficient}``, when the data are synthetic.
         max_relative_error: the largest relative coefficient error against ``truth`` (``inf`` if
             the recovered terms differ from the true ones), when the truth is known.
+        factor: the number ``c`` the network is multiplied by in its equation (``-1`` for
+            ``-NN1(S, I)``); None when its term is not a number times the call.
+        absorbed_terms: per absorbed parameter, ``(number, monomial)`` of its term
+            ``number * parameter * monomial`` in the equation (``(-1.0, "y")`` for ``- theta*y``).
     """
 
     network: str
@@ -56,6 +69,8 @@ class Recovery:
     r2: float
     truth: dict[str, float] | None = None
     max_relative_error: float | None = None
+    factor: float | None = None
+    absorbed_terms: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     @property
     def terms(self) -> dict[str, float]:
@@ -90,6 +105,92 @@ class Forecast:
     relative_errors: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class Sampling:
+    """Where the networks were evaluated for the sparse regression: along the fitted solutions
+    of the training windows (each from its own, possibly learnt, initial state), so at states
+    the data support; never along one long solve of the fitted model.
+
+    Attributes:
+        ts: ``(N,)`` the samples' times.
+        states: ``(N, states)`` the sampled states.
+        windows: how many windows the samples come from.
+        ranges: per variable (every state, and the time), the observed ``(min, max)``.
+        outside: per network call, the fraction of its samples with an input outside the
+            observed range of that input.
+        fraction_outside: the fraction of samples with any state outside its observed range.
+        warning: the warning given when the networks were evaluated where they were not trained
+            (more than :data:`EXTRAPOLATION_LIMIT` of a network's samples outside the data's
+            range), else None.
+    """
+
+    ts: torch.Tensor
+    states: torch.Tensor
+    windows: int
+    ranges: dict[str, tuple[float, float]]
+    outside: dict[str, float]
+    fraction_outside: float
+    warning: str | None = None
+
+
+#: the share of a network's samples outside the data's range above which a run warns
+EXTRAPOLATION_LIMIT = 0.01
+
+
+@dataclass
+class LawCandidate:
+    """One candidate law of the selection: the recovered terms at one sparsity threshold,
+    simulated over the training windows against the data after a short refit.
+
+    Attributes:
+        threshold: the threshold that produced it.
+        description: the candidate, e.g. ``"NN1 ≈ -0.4*x*y; NN2 ≈ 0.1*x*y [and theta = 0.4]"``.
+        terms: its number of terms (coefficients and absorbed parameters).
+        loss: its loss on the windows (the scaled mean squared error against the observations)
+            after the refit.
+        score: its Bayesian information criterion on the observations,
+            ``n ln(loss) + terms ln(n)`` with ``n`` the number of observed values.
+        explains: whether its loss is within the allowed ratio of the hybrid model's.
+        chosen: whether it won.
+    """
+
+    threshold: float
+    description: str
+    terms: int
+    loss: float
+    score: float
+    explains: bool
+    chosen: bool = False
+
+
+@dataclass
+class LawSelection:
+    """How the recovered law was chosen (or why none was).
+
+    Attributes:
+        candidates: every distinct candidate, in threshold order.
+        baseline_loss: the hybrid model's loss on the windows (what a law must come close to).
+        max_loss_ratio: how many times the baseline a candidate's loss may reach.
+        observations: ``n`` of the information criterion (observed values).
+        found: whether a candidate explains the data.
+        reason: one sentence saying why the winner won, or that no sparse law was found.
+    """
+
+    candidates: list[LawCandidate]
+    baseline_loss: float
+    max_loss_ratio: float
+    observations: int
+    found: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: what a run says when no candidate law explains the data
+NO_LAW = "no sparse law found; the hybrid model stands"
+
+
 def _finite_or_none(x: float | None) -> float | None:
     if x is None:
         return None
@@ -104,13 +205,17 @@ class DiscoveryResult:
         spec: what was run.
         observations: the data.
         fits: the trained models by name (``hybrid``, ``recovered``, ``blackbox``).
-        recoveries: per network, its :class:`Recovery`.
+        recoveries: per network call, its :class:`Recovery` (empty when no sparse law was
+            found: see :attr:`selection`).
         parameters: per model, its learnable parameters' values.
         true_parameters: per learnable parameter, its true value when the data are synthetic
             (read off the true equations: the coefficient of the term the parameter multiplies).
-        trajectory_ts, trajectory: where the networks were evaluated for the recovery.
+        trajectory_ts, trajectory: where the networks were evaluated for the recovery (the
+            sampled states of :attr:`sampling`).
         forecast: the :class:`Forecast`.
         seconds: wall time of the whole run.
+        sampling: where and how the networks were sampled (:class:`Sampling`).
+        selection: the candidate laws and why one won (:class:`LawSelection`).
     """
 
     spec: RunSpec
@@ -123,6 +228,13 @@ class DiscoveryResult:
     trajectory: torch.Tensor
     forecast: Forecast
     seconds: float = 0.0
+    sampling: Sampling | None = None
+    selection: LawSelection | None = None
+
+    @property
+    def law_found(self) -> bool:
+        """Whether a sparse law explains the data (else the hybrid model stands)."""
+        return bool(self.recoveries) if self.selection is None else self.selection.found
 
     def parameter_errors(self, model: str = "recovered") -> dict[str, float]:
         """Relative error of each learnable parameter of ``model`` against its true value."""
@@ -153,6 +265,8 @@ class DiscoveryResult:
                     "true_terms": r.truth,
                     "same_terms_as_truth": r.same_terms_as_truth,
                     "max_relative_coefficient_error": _finite_or_none(r.max_relative_error),
+                    "factor": r.factor,
+                    "absorbed_terms": r.absorbed_terms,
                 }
                 for net, r in self.recoveries.items()
             },
@@ -161,6 +275,9 @@ class DiscoveryResult:
             "parameter_relative_errors": {
                 model: self.parameter_errors(model) for model in self.parameters
             },
+            "law_found": self.law_found,
+            "sampling": None if self.sampling is None else _sampling_metrics(self.sampling),
+            "selection": None if self.selection is None else self.selection.as_dict(),
             "forecast": {
                 "train_end": self.forecast.train_end,
                 "forecast_end": float(self.forecast.ts[-1]),
@@ -171,3 +288,15 @@ class DiscoveryResult:
             },
             "spec": dataclasses.asdict(self.spec),
         }
+
+
+def _sampling_metrics(sampling: Sampling) -> dict[str, Any]:
+    return {
+        "where": "along the training windows' fitted solutions",
+        "samples": int(sampling.ts.shape[0]),
+        "windows": sampling.windows,
+        "ranges": {k: list(v) for k, v in sampling.ranges.items()},
+        "fraction_outside_data_range": sampling.fraction_outside,
+        "fraction_outside_per_network": sampling.outside,
+        "warning": sampling.warning,
+    }

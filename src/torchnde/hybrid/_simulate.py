@@ -63,8 +63,10 @@ def true_trajectory(data: SyntheticData, states: Sequence[str], ts: torch.Tensor
 
 def simulate(data: SyntheticData, states: Sequence[str]) -> Observations:
     """Observe the generating system on ``[t_start, t_end]`` at ``n_points`` times (a grid, or
-    uniform random times with ``irregular``), add Gaussian noise of ``noise`` times each state's
-    standard deviation, and drop a fraction ``missing`` of the values (never at the first time).
+    uniform random times with ``irregular``), add Gaussian noise whose standard deviation is
+    ``noise`` times each state's standard deviation over the window (``noise_relative_to="std"``)
+    or times the mean of its absolute value (``"mean"``), and drop a fraction ``missing`` of the
+    values (never at the first time).
 
     Args:
         data: the generating system and how it is observed.
@@ -89,9 +91,8 @@ def simulate(data: SyntheticData, states: Sequence[str]) -> Observations:
     else:
         ts = torch.linspace(data.t_start, data.t_end, data.n_points, dtype=torch.float64)
     clean = true_trajectory(data, states, ts)
-    noise = (
-        data.noise * clean.std(dim=0) * torch.randn(clean.shape, generator=gen, dtype=torch.float64)
-    )
+    size = clean.std(dim=0) if data.noise_relative_to == "std" else clean.abs().mean(dim=0)
+    noise = data.noise * size * torch.randn(clean.shape, generator=gen, dtype=torch.float64)
     ys = clean + noise
     if data.missing:
         drop = torch.rand(ys.shape, generator=gen, dtype=torch.float64) < data.missing

@@ -1,5 +1,6 @@
 """The discovery workflow: fit a hybrid model through the solver, recover closed forms for its
-networks by sparse regression, refit the recovered equations on the data, and forecast.
+networks by sparse regression where the data are, check the candidate laws against the data,
+refit the chosen one, and forecast.
 
 Every training phase runs in :class:`torchnde.training.Trainer`: with a run folder it checkpoints
 and resumes bitwise; under ``torchrun`` it is data-parallel over the trajectory windows. The
@@ -11,26 +12,43 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sympy
 import torch
-from sympy.core.function import AppliedUndef
 from torch import nn
 
 from .. import solvers as _solvers
 from .._saveat import SaveAt
 from .._solve import solve
-from ..controllers import ConstantStepSize, PIDController
+from ..controllers import PIDController
 from ..terms import ODETerm
-from ..training import Stage, Trainer, WindowSampler, seed_everything
-from ._equations import parse_expression
+from ..training import (
+    MultipleShooting,
+    Stage,
+    Trainer,
+    TrajectoryWindows,
+    WindowSampler,
+    seed_everything,
+)
 from ._model import MLP, HybridModel
-from ._result import DiscoveryResult, Forecast, ModelFit, Recovery
+from ._recovery import describe, read_back, recovered_model, regress_networks, size
+from ._result import (
+    NO_LAW,
+    DiscoveryResult,
+    Forecast,
+    LawCandidate,
+    LawSelection,
+    ModelFit,
+    Sampling,
+)
+from ._sampling import ExtrapolationWarning, sample_windows, sampling_report
 from ._simulate import true_trajectory
-from ._spec import Observations, RunSpec, TrainingSpec
+from ._spec import DiscoverySpec, Observations, RunSpec, TrainingSpec
 
 __all__ = ["discover", "solver_by_name"]
 
@@ -58,117 +76,32 @@ def solver_by_name(name: str) -> _solvers.AbstractSolver:
 
 
 # ------------------------------------------------------------------------------------------------
-# training windows
+# training
 
 
-class _Windows:
-    """Consecutive runs of ``window`` observations, each solved from its first one.
-
-    With a regular time grid and equations that do not depend on time, every window shares the
-    same relative times and the batch is one problem (the fast, unbatched path of ``solve``);
-    otherwise each window is its own problem (``batch_axis=0``) with its own times.
-    """
-
-    def __init__(self, obs: Observations, spec: TrainingSpec, autonomous: bool):
-        ts, ys = obs.ts, obs.ys
-        count = ts.shape[0]
-        width = min(spec.window, count)
-        if width < 2:
-            raise ValueError(f"`training.window` must be at least 2, got {spec.window}")
-        starts = [i for i in range(count - width + 1) if bool(torch.isfinite(ys[i]).all())]
-        if not starts:
-            raise ValueError(
-                "no training window starts at a fully observed time; fill in missing values at "
-                "some times or shorten `training.window`"
-            )
-        self.starts = torch.tensor(starts)
-        self.width = width
-        index = self.starts[:, None] + torch.arange(width)  # (windows, width)
-        self.y0 = ys[self.starts]  # (windows, states)
-        self.target = ys[index]  # (windows, width, states)
-        self.mask = torch.isfinite(self.target)
-        self.target = torch.nan_to_num(self.target)
-        self.times = ts[index]  # (windows, width)
-        spacing = ts.diff()
-        regular = bool((spacing - spacing.mean()).abs().max() <= 1e-9 * float(ts[-1] - ts[0]))
-        self.shared = regular and autonomous
-        self.scale = torch.nan_to_num(ys.abs(), nan=0.0).amax(dim=0).clamp(min=1e-12)
-        self.solver = solver_by_name(spec.solver)
-        median = float(spacing.median())
-        if self.solver.error_order is None:
-            self.controller = ConstantStepSize()
-            self.dt0 = float(spec.dt) if spec.dt is not None else median
-        else:
-            self.controller = PIDController(rtol=spec.rtol, atol=spec.atol)
-            self.dt0 = None
-
-    @property
-    def count(self) -> int:
-        return int(self.starts.shape[0])
-
-    def predict(self, field: nn.Module, y0: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Each window's solution at its observation times, ``(len(idx), width, states)``."""
-        times = self.times[idx]
-        if self.shared:
-            rel = times[0] - times[0, 0]
-            sol = solve(
-                ODETerm(field),
-                self.solver,
-                0.0,
-                float(rel[-1]),
-                y0,
-                dt0=self.dt0,
-                controller=self.controller,
-                saveat=SaveAt(ts=rel),
-                throw=False,
-            )
-            return sol.ys.transpose(0, 1)
-        sol = solve(
-            ODETerm(field),
-            self.solver,
-            times[:, 0],
-            times[:, -1],
-            y0,
-            dt0=self.dt0,
-            controller=self.controller,
-            saveat=SaveAt(ts=times),
-            throw=False,
-            batch_axis=0,
-        )
-        return sol.ys
-
-    def loss(self, field: nn.Module, y0: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over the observed values, each state scaled by its size; a window
-        whose solve failed counts as a large error with no gradient (so a line search backs off)."""
-        pred = self.predict(field, y0, idx)
-        target, mask = self.target[idx], self.mask[idx]
-        if not bool(torch.isfinite(pred).all()):
-            # no gradient through a blown-up solve (it would be NaN): a large loss whose
-            # gradient is zero, so an L-BFGS line search backs off and Adam stands still
-            anchor = sum(p.sum() for p in field.parameters()) + y0.sum()
-            return anchor * 0 + 1e6
-        err = ((pred - target) / self.scale) ** 2
-        return (err * mask).sum() / mask.sum().clamp(min=1)
+def _windows(
+    obs: Observations, training: TrainingSpec, autonomous: bool, width: int | None = None
+) -> TrajectoryWindows:
+    """The training windows of ``obs``, solved as ``training`` says."""
+    solver = solver_by_name(training.solver)
+    adaptive = solver.error_order is not None
+    return TrajectoryWindows(
+        obs.ts,
+        obs.ys,
+        width or training.window,
+        solver=solver,
+        controller=PIDController(rtol=training.rtol, atol=training.atol) if adaptive else None,
+        dt0=None if adaptive else training.dt,
+        autonomous=autonomous,
+    )
 
 
-class _Fit(nn.Module):
-    """What a training phase optimises: a vector field, and with multiple shooting the windows'
-    initial states."""
-
-    def __init__(self, field: nn.Module, windows: _Windows, shooting: bool):
-        super().__init__()
-        self.field = field
-        self.shooting = shooting
-        if shooting:
-            self.starts = nn.Parameter(windows.y0.clone())
-        else:
-            self.register_buffer("starts", windows.y0.clone())
-
-
-def _stages(adam: int, lr: float, lbfgs: int, patience: int | None) -> list[Stage]:
+def _stages(
+    adam: int, lr: float, lbfgs: int, patience: int | None, schedule: Any = None
+) -> list[Stage]:
     stages = []
     if adam:
-        stages.append(Stage("adam", steps=adam, lr=lr, patience=patience))
+        stages.append(Stage("adam", steps=adam, lr=lr, scheduler=schedule, patience=patience))
     if lbfgs:
         stages.append(Stage("lbfgs", steps=lbfgs, lr=1.0, patience=patience))
     return stages
@@ -177,7 +110,7 @@ def _stages(adam: int, lr: float, lbfgs: int, patience: int | None) -> list[Stag
 @dataclass
 class _Context:
     spec: RunSpec
-    windows: _Windows
+    windows: TrajectoryWindows
     run_dir: Path | None
     resume: bool
     progress: bool
@@ -189,24 +122,24 @@ def _train(
     name: str,
     field: nn.Module,
     stages: list[Stage],
-    windows: _Windows | None = None,
+    windows: TrajectoryWindows | None = None,
     shooting: bool | None = None,
     quiet: bool = False,
+    starts: torch.Tensor | None = None,
 ) -> tuple[ModelFit, torch.Tensor]:
-    """Train ``field`` on ``windows`` (default: the context's); returns the fit and the windows'
-    initial states (learnt with ``shooting``, else the observations)."""
+    """Train ``field`` on ``windows`` (default: the context's), from the windows' initial states
+    ``starts`` (default: the observations); returns the fit and the initial states (learnt with
+    ``shooting``)."""
     windows = windows or ctx.windows
     shooting = ctx.spec.training.multiple_shooting if shooting is None else shooting
-    fit = _Fit(field, windows, shooting)
-
-    def loss_fn(model: _Fit, idx: torch.Tensor) -> torch.Tensor:
-        return windows.loss(model.field, model.starts[idx], idx)
-
+    fit = MultipleShooting(field, windows, learn_starts=shooting, starts=starts)
+    batch = ctx.spec.training.batch_size
+    batch = None if batch is None or batch >= windows.count else batch
     trainer = Trainer(
         fit,
-        loss_fn,
+        lambda model, idx: model.loss(idx),
         stages,
-        sampler=WindowSampler(windows.count, ctx.spec.training.batch_size, seed=ctx.spec.seed),
+        sampler=WindowSampler(windows.count, batch, seed=ctx.spec.seed),
         checkpoint_dir=None if ctx.run_dir is None else ctx.run_dir / "checkpoints" / name,
         checkpoint_every=ctx.spec.training.checkpoint_every,
         seed=ctx.spec.seed,
@@ -224,194 +157,49 @@ def _train(
     return model_fit, fit.starts.detach()
 
 
+@torch.no_grad()
+def _windows_loss(field: nn.Module, windows: TrajectoryWindows, starts: torch.Tensor) -> float:
+    """The loss of ``field`` on every window from ``starts`` (inf where a solve failed)."""
+    prediction = windows.solve(field, starts)
+    if not bool(torch.isfinite(prediction).all()):
+        return math.inf
+    return float(windows.loss(prediction))
+
+
 # ------------------------------------------------------------------------------------------------
-# recovery
+# sampling and selection
 
 
-def _trajectory(model: nn.Module, obs: Observations, y0: torch.Tensor, samples: int):
-    """The fitted model's own solution over the observed window at ``samples`` times."""
-    ts = torch.linspace(float(obs.ts[0]), float(obs.ts[-1]), samples, dtype=obs.ts.dtype)
-    with torch.no_grad():
-        sol = solve(
-            ODETerm(model),
-            _solvers.Dopri5(),
-            float(ts[0]),
-            float(ts[-1]),
-            y0,
-            controller=PIDController(rtol=1e-8, atol=1e-10),
-            saveat=SaveAt(ts=ts),
-            throw=False,
-            max_steps=100_000,
-        )
-    ys = sol.ys
-    keep = torch.isfinite(ys).all(dim=1)
-    return ts[keep], ys[keep]
+def _sample(ctx: _Context, hybrid: HybridModel, obs: Observations, starts: torch.Tensor):
+    """States along the windows' fitted solutions, with the report on where they lie."""
+    ts, states, count = sample_windows(hybrid, ctx.windows, starts, ctx.spec.discovery.samples)
+    sampling = sampling_report(hybrid.parsed, obs, ts, states, count)
+    share = 100 * sampling.fraction_outside
+    ctx.log(
+        f"recovering closed forms on {ts.shape[0]} states along the fitted solutions of "
+        f"{count} windows ({share:.1f}% outside the data's range)"
+    )
+    if sampling.warning:
+        ctx.log(f"warning: {sampling.warning}")
+        warnings.warn(sampling.warning, ExtrapolationWarning, stacklevel=3)
+    return sampling
 
 
-@dataclass
-class _Absorbable:
-    """A term ``number · parameter · monomial`` of the equation of a single network."""
-
-    parameter: str
-    number: float
-    monomial: sympy.Expr
-
-
-def _split_equation(parsed, state: str, network: str, variables: list[str], degree: int):
-    """``(c, absorbable)`` where the equation of ``state`` is ``c·network(...) + Σ absorbable +
-    rest``; ``c`` is None when the network's term is not a number times the call."""
-    expr = sympy.expand(parsed.equations[state])
-    call = next(c for c in expr.atoms(AppliedUndef) if c.func.__name__ == network)
-    c = sympy.simplify(expr.coeff(call))
-    if c.free_symbols or c == 0:
-        return None, []
-    absorbable = []
-    variable_symbols = {parsed.symbols[v] for v in variables}
-    for term in sympy.Add.make_args(expr):
-        if term.has(AppliedUndef):
-            continue
-        params = [p for p in parsed.spec.parameters if term.has(parsed.symbols[p])]
-        if len(params) != 1:
-            continue
-        p = parsed.symbols[params[0]]
-        rest = sympy.simplify(term / p)
-        if rest.has(p):
-            continue
-        number, monomial = rest.as_coeff_Mul()
-        if not (monomial.free_symbols <= variable_symbols) or not monomial.is_polynomial():
-            continue
-        poly = (
-            sympy.Poly(monomial, *sorted(variable_symbols, key=str))
-            if monomial.free_symbols
-            else None
-        )
-        if poly is not None and (len(poly.terms()) != 1 or poly.total_degree() > degree):
-            continue
-        absorbable.append(_Absorbable(params[0], float(number), monomial))
-    return float(c), absorbable
+def _thresholds(spec: DiscoverySpec) -> list[float]:
+    if not spec.select:
+        return [spec.threshold]
+    found = sorted({round(spec.threshold * m, 12) for m in (1, 2, 3, 5)})
+    if spec.threshold_mode in ("share", "largest"):
+        found = [t for t in found if t < 1] or [spec.threshold]
+    return found
 
 
-def _truth_terms(parsed, obs: Observations, state: str, network: str, variables, c, absorbable):
-    """The true unknown term of ``network`` (as ``{term: coefficient}``) and the true values of the
-    absorbed parameters, read off the generating equations; ``(None, {})`` if unknown."""
-    from ..discovery import as_terms
-
-    truth = obs.truth
-    if truth is None or state not in truth.equations or c is None:
-        return None, {}
-    try:
-        symbols = {
-            **parsed.symbols,
-            **{k: sympy.Symbol(k, real=True) for k in truth.parameters},
-        }
-        true_rhs = parse_expression(
-            truth.equations[state],
-            f"the true equation for `{state}`",
-            symbols,
-            allow_networks=False,
-        ).subs({symbols[k]: float(v) for k, v in truth.parameters.items()})
-        constants = {parsed.symbols[k]: float(v) for k, v in parsed.spec.constants.items()}
-        hybrid = sympy.expand(parsed.equations[state].subs(constants))
-        known = sum(
-            (
-                t
-                for t in sympy.Add.make_args(hybrid)
-                if not t.has(AppliedUndef)
-                and not any(t.has(parsed.symbols[p]) for p in parsed.spec.parameters)
-            ),
-            sympy.Integer(0),
-        )
-        unknown = sympy.expand(true_rhs - known)  # = c·NN + Σ n·p·m, at the truth
-        terms = as_terms(unknown, variables)
-        true_params = {}
-        for a in absorbable:
-            key = str(a.monomial) if a.monomial != 1 else "1"
-            coefficient = terms.pop(key, 0.0)
-            true_params[a.parameter] = coefficient / a.number
-        return {k: v / c for k, v in terms.items()}, true_params
-    except Exception:
-        return None, {}
-
-
-def _recover(ctx: _Context, model: HybridModel, traj_ts, traj, obs: Observations, threshold: float):
-    """Sparse regression of every network along the fitted trajectory. Returns the recoveries
-    (before refitting), the parameter values they imply, and the true parameters."""
-    from ..discovery import SparseExpression, sparse_regression
-
-    spec = ctx.spec.discovery
-    parsed = model.parsed
-    env = {parsed.spec.time: traj_ts, **dict(zip(model.states, traj.unbind(-1)))}
-    with torch.no_grad():
-        outputs = model.network_outputs(traj_ts, traj)
-    params = model.parameter_values()
-    recoveries, implied, true_params = {}, {}, {}
-    for network, args in parsed.networks.items():
-        variables = list(args)
-        owners = parsed.network_equations(network)
-        c, absorbable = (None, [])
-        if owners:
-            c, absorbable = _split_equation(parsed, owners[0], network, variables, spec.degree)
-        if len(owners) > 1:  # the network must fit every equation: nothing can be absorbed
-            absorbable = []
-        scale = 1.0 if c is None else c
-        target = scale * outputs[network]
-        for a in absorbable:
-            target = target + a.number * params[a.parameter] * _monomial(a.monomial, env)
-        inputs = {v: env[v] for v in variables}
-        library = None if spec.library is None else list(spec.library)
-        if library is not None:  # the absorbed monomials must be candidates too
-            library += [str(a.monomial) for a in absorbable if str(a.monomial) not in library]
-        found = sparse_regression(
-            inputs,
-            target,
-            degree=None if library is not None else spec.degree,
-            library=library,
-            threshold=threshold,
-        )
-        terms = dict(found.terms)
-        absorbed = {}
-        for a in absorbable:
-            absorbed[a.parameter] = terms.pop(str(a.monomial), 0.0) / a.number
-        expression = SparseExpression(
-            {k: v / scale for k, v in terms.items()}, variables=tuple(variables)
-        )
-        truth, truth_params = _truth_terms(
-            parsed, obs, owners[0] if owners else "", network, variables, c, absorbable
-        )
-        true_params.update(truth_params)
-        implied.update(absorbed)
-        recoveries[network] = Recovery(
-            network=network,
-            equation=owners[0] if owners else "",
-            expression=expression,
-            absorbed=absorbed,
-            r2=float(found.r2),
-            truth=truth,
-        )
-    return recoveries, implied, true_params
-
-
-def _describe(recoveries) -> str:
-    parts = []
-    for network, rec in recoveries.items():
-        absorbed = ", ".join(f"{k} = {v:.4g}" for k, v in rec.absorbed.items())
-        parts.append(f"{network} ≈ {rec.expression}" + (f" [and {absorbed}]" if absorbed else ""))
-    return "; ".join(parts)
-
-
-def _select(ctx: _Context, hybrid: HybridModel, traj_ts, traj, obs: Observations):
-    """Regress at a few sparsity thresholds and keep the candidate that explains the *data* best
-    for its size (Bayesian information criterion after a short refit of each).
-
-    Selecting on the network's output alone cannot tell the network's own approximation error
-    from physics (a slightly wrong network asks for small spurious terms); the data can: a spurious
-    term barely lowers the misfit and pays log(n) for its coefficient."""
-    spec = ctx.spec.discovery
-    thresholds = sorted({round(spec.threshold * m, 6) for m in (1, 2, 3, 5)})
-    thresholds = [t for t in thresholds if t < 1] if spec.select else [spec.threshold]
+def _candidates(hybrid: HybridModel, sampling: Sampling, obs: Observations, spec: DiscoverySpec):
+    """The distinct regressions over the thresholds: ``[(threshold, (recoveries, implied,
+    true_params))]``."""
     candidates, seen = [], set()
-    for threshold in thresholds:
-        found = _recover(ctx, hybrid, traj_ts, traj, obs, threshold)
+    for threshold in _thresholds(spec):
+        found = regress_networks(hybrid, sampling.ts, sampling.states, obs, spec, threshold)
         key = tuple(
             (net, tuple(sorted(r.expression.terms)), tuple(sorted(r.absorbed)))
             for net, r in found[0].items()
@@ -419,88 +207,82 @@ def _select(ctx: _Context, hybrid: HybridModel, traj_ts, traj, obs: Observations
         if key not in seen:
             seen.add(key)
             candidates.append((threshold, found))
-    if len(candidates) == 1:
-        ctx.log(f"  {_describe(candidates[0][1][0])}")
-        return candidates[0][1]
-    count = int(ctx.windows.mask.sum())
-    best, best_score = None, math.inf
-    for i, (threshold, found) in enumerate(candidates):
-        model, _ = _recovered_model(hybrid, found[0], found[1])
-        fit, _ = _train(
+    return candidates
+
+
+def _select(
+    ctx: _Context,
+    hybrid: HybridModel,
+    sampling: Sampling,
+    obs: Observations,
+    baseline: float,
+    hybrid_starts: torch.Tensor,
+):
+    """Regress at a few sparsity thresholds, simulate each candidate law over the windows against
+    the data after a short refit (with multiple shooting), and keep the one with the best Bayesian
+    information criterion among those that explain the data as well as the hybrid model nearly
+    does (loss within ``max_loss_ratio`` of its own). None explaining the data: no law. Each
+    refit starts from the windows' initial states the hybrid model's fit ended with.
+
+    Selecting on the network's output alone cannot tell the network's approximation error from
+    physics (a slightly wrong network asks for small spurious terms); the data can: a spurious
+    term barely lowers the misfit and pays log(n) for its coefficient, and a law fitted to the
+    networks' extrapolation does not reproduce the windows at all."""
+    spec = ctx.spec.discovery
+    count = int(torch.isfinite(obs.ys).sum())
+    scored = []
+    for i, (threshold, found) in enumerate(_candidates(hybrid, sampling, obs, spec)):
+        model, _ = recovered_model(hybrid, found[0], found[1])
+        _, starts = _train(
             ctx,
             f"select-{i}",
             model,
             [Stage("lbfgs", steps=spec.select_steps, lr=1.0)],
             shooting=True,
             quiet=True,
+            starts=hybrid_starts,
         )
-        loss = min(fit.losses) if fit.losses else math.inf
-        size = sum(len(r.expression.terms) + len(r.absorbed) for r in found[0].values())
-        score = count * math.log(max(loss, 1e-300)) + size * math.log(count)
+        loss = _windows_loss(model, ctx.windows, starts)
+        terms = size(found[0])
+        score = count * math.log(max(loss, 1e-300)) + terms * math.log(count)
+        explains = loss <= spec.max_loss_ratio * baseline
+        candidate = LawCandidate(threshold, describe(found[0]), terms, loss, score, explains)
+        scored.append((candidate, found))
         ctx.log(
-            f"  threshold {threshold:g}: {_describe(found[0])}  (loss {loss:.3g}, BIC {score:.1f})"
+            f"  threshold {threshold:g}: {candidate.description}  (loss {loss:.3g} = "
+            f"{loss / baseline:.3g}x the hybrid model's, BIC {score:.1f}"
+            + (")" if explains else ", does not explain the data)")
         )
-        if score < best_score:
-            best, best_score = found, score
-    return best
-
-
-def _monomial(monomial: sympy.Expr, env: dict[str, torch.Tensor]) -> torch.Tensor:
-    fn = sympy.lambdify(sorted(monomial.free_symbols, key=str), monomial, modules="torch")
-    args = [env[str(s)] for s in sorted(monomial.free_symbols, key=str)]
-    value = fn(*args)
-    like = next(iter(env.values()))
-    return torch.as_tensor(value, dtype=like.dtype).expand(like.shape[-1:] if like.ndim else ())
-
-
-def _recovered_model(hybrid: HybridModel, recoveries, implied: dict[str, float]):
-    """The hybrid model's equations with every network call replaced by its recovered
-    expression, each coefficient a learnable parameter named ``<network>_c<j>``; returns the model
-    and, per network, the (parameter, term) pairs."""
-    parsed = hybrid.parsed
-    spec = parsed.spec
-    parameters = {**hybrid.parameter_values(), **implied}
-    taken = set(parsed.symbols)
-    coefficients: dict[str, list[tuple[str, str]]] = {}
-    replacements = {}
-    for network, rec in recoveries.items():
-        variables = {v: parsed.symbols[v] for v in parsed.networks[network]}
-        total = sympy.Integer(0)
-        coefficients[network] = []
-        for j, (term, value) in enumerate(rec.expression.terms.items()):
-            name = f"{network}_c{j}"
-            while name in taken:
-                name += "_"
-            taken.add(name)
-            parameters[name] = float(value)
-            symbol = sympy.Symbol(name, real=True)
-            total += symbol * parse_expression(term, f"the recovered term {term!r}", variables)
-            coefficients[network].append((name, term))
-        replacements[network] = total
-    equations = {
-        state: sympy.sstr(
-            parsed.equations[state].replace(
-                lambda e: isinstance(e, AppliedUndef),
-                lambda call: replacements[call.func.__name__],
-            )
+    fitting = [item for item in scored if item[0].explains]
+    if not fitting:
+        best = min(scored, key=lambda item: item[0].loss)[0]
+        reason = (
+            f"{NO_LAW}: no candidate law reproduces the windows within {spec.max_loss_ratio:g}x "
+            f"the hybrid model's loss ({baseline:.3g}); the closest reaches "
+            f"{best.loss / baseline:.3g}x"
         )
-        for state in spec.states
-    }
-    system = replace(spec, equations=equations, parameters=parameters, networks={})
-    return HybridModel(system), coefficients
-
-
-def _read_back(model: HybridModel, recoveries, coefficients) -> None:
-    """Put the refitted coefficients and parameters back into the recoveries."""
-    from ..discovery import SparseExpression, compare_terms
-
-    values = model.parameter_values()
-    for network, rec in recoveries.items():
-        terms = {term: values[name] for name, term in coefficients[network]}
-        rec.expression = SparseExpression(terms, variables=rec.expression.variables)
-        rec.absorbed = {k: values[k] for k in rec.absorbed}
-        if rec.truth is not None:
-            rec.max_relative_error = compare_terms(rec.expression, rec.truth).max_relative_error
+        selection = LawSelection(
+            [c for c, _ in scored], baseline, spec.max_loss_ratio, count, False, reason
+        )
+        return None, selection
+    winner, found = min(fitting, key=lambda item: (item[0].score, item[0].terms))
+    winner.chosen = True
+    others = len(fitting) - 1
+    reason = (
+        f"threshold {winner.threshold:g} won: {winner.terms} coefficients, loss "
+        f"{winner.loss / baseline:.3g}x the hybrid model's, the lowest BIC"
+        + (f" of the {len(fitting)} candidates that explain the data" if others else "")
+        + (
+            f" ({len(scored) - len(fitting)} did not reproduce the windows within "
+            f"{spec.max_loss_ratio:g}x)"
+            if len(scored) > len(fitting)
+            else ""
+        )
+    )
+    selection = LawSelection(
+        [c for c, _ in scored], baseline, spec.max_loss_ratio, count, True, reason
+    )
+    return found, selection
 
 
 # ------------------------------------------------------------------------------------------------
@@ -515,9 +297,7 @@ class _BlackBox(nn.Module):
         self.net = MLP(states, states, net_spec)
         size = torch.nan_to_num(ys.abs(), nan=0.0).amax(dim=0).clamp(min=1e-12)
         span = float(ts[-1] - ts[0]) or 1.0
-        with torch.no_grad():
-            self.net.in_scale.copy_(size)
-            self.net.out_scale.copy_(size / (span / 10))
+        self.net.set_data_scales(size, size / (span / 10))  # those its spec does not fix
         self.double()
 
     def forward(self, t, y, args=None):
@@ -569,27 +349,40 @@ def discover(
     spec: RunSpec,
     observations: Observations,
     *,
+    networks: Mapping[str, nn.Module] | None = None,
     run_dir: Path | str | None = None,
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> DiscoveryResult:
-    """Fit, recover, refit and forecast (the seed lecture's workflow; see the module docstring).
+    """Fit, recover, check, refit and forecast (the seed lecture's workflow; see the module
+    docstring).
 
     1. Fit the hybrid model of ``spec.system`` to ``observations`` through the solver, on windows
-       of consecutive observations (Adam, then L-BFGS).
-    2. Evaluate each network along the fitted model's trajectory and find a sparse closed form by
-       regression over a library of candidate terms. A learnable parameter whose term the network
-       could also represent (``- theta*y`` beside ``NN2(x, y)``) is unidentifiable from the data
-       alone, so its term joins the regression and the regression sets it.
-    3. Refit the coefficients of the recovered equations (and the learnable parameters) on the
-       data with L-BFGS.
-    4. Optionally train a purely neural ODE on the same data, and forecast every model well past
+       of consecutive observations (:class:`~torchnde.training.TrajectoryWindows`, with multiple
+       shooting if asked), Adam then L-BFGS.
+    2. Evaluate each network where the data are — along the fitted solutions of windows covering
+       the observations, never along one long solve of the fitted model — and find sparse closed
+       forms by regression over a library of candidate terms, at a few sparsity thresholds. A
+       learnable parameter whose term the network could also represent (``- theta*y`` beside
+       ``NN2(x, y)``) is unidentifiable from the data alone, so its term joins the regression
+       and the regression sets it. The share of samples outside the data's range is reported,
+       with an :class:`ExtrapolationWarning` when it is not negligible.
+    3. Check every candidate law by simulating it over the windows against the data after a
+       short refit; keep the best by the Bayesian information criterion among those whose loss
+       is within ``spec.discovery.max_loss_ratio`` of the hybrid model's. If none is, no law is
+       reported ("no sparse law found; the hybrid model stands").
+    4. Refit the coefficients of the chosen law (and the learnable parameters) on the data with
+       L-BFGS, on the windows and then on the whole trajectory.
+    5. Optionally train a purely neural ODE on the same data, and forecast every model well past
        the training window; with synthetic data, score everything against the truth.
 
     Args:
         spec: what to run.
         observations: the data (``simulate(...)`` or ``load_csv(...)``).
+        networks: the user's own networks by name, instead of the default MLPs; each maps
+            ``(..., inputs)`` to ``(..., outputs)`` and is used as given (converted to float64):
+            wrap it in :class:`ScaledNetwork` to have its inputs and outputs scaled from the data.
         run_dir: a folder for checkpoints (``run_dir/checkpoints/<phase>/``); ``None``: none.
         resume: continue the run whose checkpoints are in ``run_dir``.
         progress: show progress bars.
@@ -613,13 +406,13 @@ def discover(
             f"the observations' states {obs.states} differ from the system's {system.states}"
         )
     seed_everything(spec.seed)
-    hybrid = HybridModel(system)
+    hybrid = HybridModel(system, networks=networks)
     hybrid.set_scales(obs.ts, obs.ys)
     autonomous = all(
         sympy.Symbol(system.time, real=True) not in e.free_symbols
         for e in hybrid.parsed.equations.values()
     )
-    windows = _Windows(obs, spec.training, autonomous)
+    windows = _windows(obs, spec.training, autonomous)
     ctx = _Context(spec, windows, run_dir, resume, progress, log)
     train = spec.training
     fits, starts = {}, {}
@@ -627,46 +420,18 @@ def discover(
         ctx,
         "hybrid",
         hybrid,
-        _stages(train.adam_steps, train.adam_lr, train.lbfgs_steps, train.patience),
+        _stages(train.adam_steps, train.adam_lr, train.lbfgs_steps, train.patience, train.schedule),
     )
     starts["hybrid"] = hybrid_starts[0]  # the first window starts at the first observation
-    traj_ts, traj = _trajectory(hybrid, obs, starts["hybrid"], spec.discovery.samples)
-    log(f"recovering closed forms along the fitted trajectory ({traj.shape[0]} points)")
-    recoveries, implied, true_params = _select(ctx, hybrid, traj_ts, traj, obs)
-    recovered, coefficients = _recovered_model(hybrid, recoveries, implied)
-    log(
-        "recovered equations: "
-        + "; ".join(f"d{st}/dt = {recovered.parsed.spec.equations[st]}" for st in system.states)
-    )
-    starts["recovered"] = starts["hybrid"]
-    losses, seconds = [], 0.0
-    if spec.discovery.refit_steps:
-        # refit the few coefficients on the windows, learning each window's initial state too
-        # (multiple shooting), so noisy observations do not bias them ...
-        fit, _ = _train(
-            ctx,
-            "recovered",
-            recovered,
-            [Stage("lbfgs", steps=spec.discovery.refit_steps, lr=1.0)],
-            shooting=True,
-        )
-        losses, seconds = fit.losses, fit.seconds
-    if spec.discovery.trajectory_steps:
-        # ... then, with the initial state, on the whole observed trajectory at once (the
-        # maximum-likelihood fit of the recovered equations, which is what a forecast needs)
-        whole = _Windows(obs, replace(spec.training, window=obs.ts.shape[0]), autonomous)
-        fit, whole_starts = _train(
-            ctx,
-            "recovered-trajectory",
-            recovered,
-            [Stage("lbfgs", steps=spec.discovery.trajectory_steps, lr=1.0)],
-            windows=whole,
-            shooting=True,
-        )
-        losses, seconds = losses + fit.losses, seconds + fit.seconds
-        starts["recovered"] = whole_starts[0]
-    fits["recovered"] = ModelFit("recovered", recovered, losses, seconds)
-    _read_back(recovered, recoveries, coefficients)
+    sampling = _sample(ctx, hybrid, obs, hybrid_starts)
+    baseline = _windows_loss(hybrid, windows, hybrid_starts)
+    found, selection = _select(ctx, hybrid, sampling, obs, baseline, hybrid_starts)
+    log(selection.reason)
+    recoveries, true_params = {}, {}
+    if found is not None:
+        recoveries, _, true_params = found
+        fits["recovered"], first = _refit(ctx, obs, hybrid, found, autonomous, hybrid_starts)
+        starts["recovered"] = starts["hybrid"] if first is None else first
     if spec.forecast.blackbox:
         seed_everything(spec.seed + 2)
         box = _BlackBox(len(system.states), spec.forecast.blackbox_network, obs.ts, obs.ys)
@@ -679,6 +444,7 @@ def discover(
                 train.adam_lr,
                 spec.forecast.blackbox_lbfgs_steps,
                 train.patience,
+                train.schedule,
             ),
         )
         starts["blackbox"] = box_starts[0]
@@ -696,8 +462,59 @@ def discover(
         recoveries=recoveries,
         parameters=parameters,
         true_parameters=true_params,
-        trajectory_ts=traj_ts,
-        trajectory=traj,
+        trajectory_ts=sampling.ts,
+        trajectory=sampling.states,
         forecast=forecast,
         seconds=time.perf_counter() - started,
+        sampling=sampling,
+        selection=selection,
     )
+
+
+def _refit(
+    ctx: _Context,
+    obs: Observations,
+    hybrid: HybridModel,
+    found,
+    autonomous: bool,
+    hybrid_starts: torch.Tensor,
+):
+    """Refit the chosen law's coefficients: on the windows with multiple shooting (so noisy
+    observations do not bias them), then, with the initial state, on the whole observed
+    trajectory at once (the maximum-likelihood fit a forecast needs). Returns the fit and its
+    estimate of the first state (None: the hybrid model's)."""
+    spec = ctx.spec
+    recoveries, implied, _ = found
+    recovered, coefficients = recovered_model(hybrid, recoveries, implied)
+    ctx.log(
+        "recovered equations: "
+        + "; ".join(
+            f"d{st}/dt = {recovered.parsed.spec.equations[st]}" for st in spec.system.states
+        )
+    )
+    losses, seconds, first, starts = [], 0.0, None, hybrid_starts
+    if spec.discovery.refit_steps:
+        fit, starts = _train(
+            ctx,
+            "recovered",
+            recovered,
+            [Stage("lbfgs", steps=spec.discovery.refit_steps, lr=1.0)],
+            shooting=True,
+            starts=hybrid_starts,
+        )
+        losses, seconds = fit.losses, fit.seconds
+    if spec.discovery.trajectory_steps:
+        whole = _windows(obs, spec.training, autonomous, width=obs.ts.shape[0])
+        fit, whole_starts = _train(
+            ctx,
+            "recovered-trajectory",
+            recovered,
+            [Stage("lbfgs", steps=spec.discovery.trajectory_steps, lr=1.0)],
+            windows=whole,
+            shooting=True,
+            starts=starts[:1],  # the first window's start: the first state
+        )
+        losses, seconds = losses + fit.losses, seconds + fit.seconds
+        first = whole_starts[0]
+    read_back(recovered, recoveries, coefficients)
+    return ModelFit("recovered", recovered, losses, seconds), first
