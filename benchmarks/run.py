@@ -21,6 +21,7 @@ CASES = {
     "B4": "benchmarks.b4_fixed_step",
     "B5": "benchmarks.b5_sde",
     "B6": "benchmarks.b6_cde",
+    "B7": "benchmarks.b7_hybrid",
     "MEM": "benchmarks.memory",
 }
 
