@@ -73,3 +73,30 @@ def test_neural_sde_quick_fits_the_statistics_of_the_process():
     diffusion = [float(f[3]) for f in fitted]
     assert len(drift) == 3 and drift[0] > 0 > drift[2], out
     assert diffusion[0] < diffusion[1] < diffusion[2], out
+
+
+def test_continuous_depth_digits_quick_is_a_resnet_and_shows_the_contrast():
+    out = run_example("continuous_depth_digits.py", "--quick")
+    match = re.search(rf"max difference {NUMBER}; converted back: {NUMBER}", out)
+    assert match and float(match.group(1)) < 1e-5 and float(match.group(2)) < 1e-5, out
+    verdicts = dict(re.findall(r"verdict trained with (\w+): (\w+)", out))
+    assert verdicts == {"Euler": "discrete", "RK4": "continuous"}, out
+
+
+def test_convergence_test_oscillator_quick_euler_discrete_rk4_continuous():
+    out = run_example("convergence_test_oscillator.py", "--quick")
+    verdicts = dict(re.findall(r"verdict trained with (\w+): (\w+) \(ratio", out))
+    assert verdicts["Euler"] == "discrete" and verdicts["RK4"] == "continuous", out
+    ratio = float(re.search(rf"verdict trained with Euler: discrete \(ratio {NUMBER}\)", out)[1])
+    assert ratio > 3, out
+    orders = re.findall(rf"Observed orders: Euler {NUMBER}, Midpoint {NUMBER}, RK4 {NUMBER}", out)
+    assert orders and all(abs(float(o[2]) - 4) < 0.3 for o in orders), out
+
+
+def test_convolution_pde_quick_recovers_c_and_nu_and_the_adjoint_check_passes():
+    out = run_example("convolution_pde.py", "--quick")
+    match = re.search(rf"recovered c = {NUMBER} \(truth 1.2\), nu = {NUMBER}", out)
+    assert match, out
+    assert abs(float(match.group(1)) - 1.2) < 0.02 * 1.2
+    assert abs(float(match.group(2)) - 0.03) < 0.02 * 0.03
+    assert "The check passed." in out
