@@ -9,8 +9,21 @@ Part A — neural ODEs and continuous-in-depth networks:
   :class:`PiecewiseConstant`, :class:`PiecewiseLinear`, :class:`Legendre` — ContinuousNet;
   :class:`ResNet` with :func:`resnet_from_neural_ode` / :func:`neural_ode_from_resnet`.
 - :class:`MLPField` — an MLP vector field.
+
+Part B — flows, latent and augmented models, CDEs, regularisers, hypersolvers:
+
+- :class:`CNF` (FFJORD) with :class:`ExactTrace` / :class:`HutchinsonTrace`.
+- :class:`ODERNN`, :class:`LatentODE` — irregularly sampled series.
+- :class:`AugmentedNeuralODE`, :class:`SecondOrderNeuralODE`.
+- :class:`NeuralCDE` (with :class:`CDEField`) — irregular, partially observed series.
+- :class:`KineticEnergy`, :class:`JacobianFrobenius`, :class:`SolverHeuristic` accumulated by
+  :class:`Regularised` (or a :class:`CNF`) during the solve.
+- :class:`HyperEuler`, :class:`HyperMidpoint`, :class:`HyperRK4` with :func:`fit_hypersolver`.
 """
 
+from ._augmented import AugmentedNeuralODE, SecondOrderNeuralODE
+from ._cde import CDEField, NeuralCDE
+from ._cnf import CNF, FlowOutput, StandardNormal
 from ._continuous import (
     AbstractBasis,
     ContinuousBlock,
@@ -24,21 +37,69 @@ from ._continuous import (
     neural_ode_from_resnet,
     resnet_from_neural_ode,
 )
+from ._hypersolvers import (
+    AbstractHyperSolver,
+    HyperEuler,
+    HyperMidpoint,
+    HyperNet,
+    HyperRK4,
+    HypersolverFit,
+    fit_hypersolver,
+    hypersolver_residuals,
+)
+from ._jacobian import AbstractTraceEstimator, ExactTrace, HutchinsonTrace, JacobianInfo
+from ._latent import ODERNN, LatentODE, LatentOutput
 from ._neural_ode import Discretisation, NeuralODE, discretised, neural_odes
+from ._regularisers import (
+    AbstractRegulariser,
+    JacobianFrobenius,
+    KineticEnergy,
+    Regularised,
+    RegularisedSolution,
+    SolverHeuristic,
+)
 
 __all__ = [
+    "CNF",
+    "ODERNN",
     "AbstractBasis",
+    "AbstractHyperSolver",
+    "AbstractRegulariser",
+    "AbstractTraceEstimator",
+    "AugmentedNeuralODE",
+    "CDEField",
     "ContinuousBlock",
     "DepthConv2d",
     "DepthLinear",
     "Discretisation",
+    "ExactTrace",
+    "FlowOutput",
+    "HutchinsonTrace",
+    "HyperEuler",
+    "HyperMidpoint",
+    "HyperNet",
+    "HyperRK4",
+    "HypersolverFit",
+    "JacobianFrobenius",
+    "JacobianInfo",
+    "KineticEnergy",
+    "LatentODE",
+    "LatentOutput",
     "Legendre",
     "MLPField",
+    "NeuralCDE",
     "NeuralODE",
     "PiecewiseConstant",
     "PiecewiseLinear",
+    "Regularised",
+    "RegularisedSolution",
     "ResNet",
+    "SecondOrderNeuralODE",
+    "SolverHeuristic",
+    "StandardNormal",
     "discretised",
+    "fit_hypersolver",
+    "hypersolver_residuals",
     "neural_ode_from_resnet",
     "neural_odes",
     "resnet_from_neural_ode",
