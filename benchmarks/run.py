@@ -22,6 +22,7 @@ CASES = {
     "B5": "benchmarks.b5_sde",
     "B6": "benchmarks.b6_cde",
     "B7": "benchmarks.b7_hybrid",
+    "B8": "benchmarks.b8_cnf",
     "MEM": "benchmarks.memory",
 }
 
