@@ -190,7 +190,8 @@ def convergence_test(
 
     The model is evaluated in ``torch.no_grad()`` first with its own discretisation (the
     trained one), then with every solver and step count, by swapping the discretisation of every
-    :class:`~torchnde.nn.NeuralODE` inside it (:func:`~torchnde.nn.discretised`).
+    :class:`~torchnde.nn.NeuralODE` inside it (:func:`~torchnde.nn.discretised`); its train/eval
+    mode is left as it is (call ``model.eval()`` first if it has dropout or batch norm).
 
     Args:
         model: a :class:`~torchnde.nn.NeuralODE`, or a module holding one or more (an encoder,
