@@ -246,7 +246,8 @@ class DiscoveryConfig(_Section):
     )
     select: bool = Field(
         _default(DiscoverySpec, "select"),
-        description="choose the sparsity among thresholds x1, 2, 3, 5 by BIC on the data",
+        description="choose the sparsity among thresholds x1, 2, 3, 5 on the data (the sparsest "
+        "law within one standard error of the best)",
     )
     select_steps: int = Field(
         _default(DiscoverySpec, "select_steps"),
@@ -256,8 +257,8 @@ class DiscoveryConfig(_Section):
     max_loss_ratio: float = Field(
         _default(DiscoverySpec, "max_loss_ratio"),
         ge=1,
-        description="a law explains the data when its loss on the windows is at most this many "
-        "times the hybrid model's",
+        description="the chosen law explains the data when, refitted, its loss on the windows is "
+        "at most this many times the hybrid model's (else: no sparse law found)",
     )
 
 

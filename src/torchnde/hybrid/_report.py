@@ -257,30 +257,30 @@ def _selection_section(result: DiscoveryResult) -> list[str]:
         return []
     lines = ["## How the law was chosen", ""]
     lines.append(
-        "Each candidate (the regression at one sparsity threshold) was refitted briefly and "
-        "simulated over the training windows against the observations. A candidate explains the "
-        f"data when its loss is at most {selection.max_loss_ratio:g}× the hybrid model's "
-        f"({selection.baseline_loss:.3g}); among those, the lowest Bayesian information "
-        f"criterion (n = {selection.observations} observed values) wins."
+        "Each candidate (the regression at one sparsity threshold) had its coefficients refitted "
+        "on the training windows and was simulated over them, from the window initial states "
+        "the hybrid model's fit ended with, against the observations. The sparsest candidate "
+        "whose loss lies within one standard error of the best one's wins (the "
+        f"one-standard-error rule: the loss is a mean of n = {selection.observations} squared "
+        f"residuals, so its standard error is loss·√(2/n) = {selection.standard_error:.3g}). "
+        "Refitted with its own window initial states, the winner must reproduce the windows "
+        f"within {selection.max_loss_ratio:g}× the hybrid model's loss "
+        f"({_number(selection.baseline_loss, 3)}), or no law is reported."
     )
     lines.append("")
-    rows = []
-    for c in selection.candidates:
-        ratio = c.loss / selection.baseline_loss if selection.baseline_loss > 0 else math.inf
-        rows.append(
-            [
-                f"{c.threshold:g}",
-                f"`{c.description}`",
-                str(c.terms),
-                _number(c.loss, 3),
-                _number(ratio, 3) + "×",
-                _number(c.score, 6),
-                "yes" if c.explains else "**no**",
-                "**chosen**" if c.chosen else "",
-            ]
-        )
-    header = ["threshold", "candidate", "coefficients", "loss", "vs hybrid", "BIC", "explains"]
-    lines += _table([*header, ""], rows)
+    rows = [
+        [
+            f"{c.threshold:g}",
+            f"`{c.description}`",
+            str(c.terms),
+            _number(c.loss, 4),
+            "yes" if c.within else "no",
+            "**chosen**" if c.chosen else "",
+        ]
+        for c in selection.candidates
+    ]
+    header = ["threshold", "candidate", "coefficients", "loss", "within 1 SE of the best", ""]
+    lines += _table(header, rows)
     lines += [selection.reason[0].upper() + selection.reason[1:] + ".", ""]
     return lines
 

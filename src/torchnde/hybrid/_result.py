@@ -139,18 +139,16 @@ EXTRAPOLATION_LIMIT = 0.01
 
 @dataclass
 class LawCandidate:
-    """One candidate law of the selection: the recovered terms at one sparsity threshold,
-    simulated over the training windows against the data after a short refit.
+    """One candidate law of the selection: the recovered terms at one sparsity threshold, its
+    coefficients refitted on the training windows and simulated against the data.
 
     Attributes:
         threshold: the threshold that produced it.
         description: the candidate, e.g. ``"NN1 ≈ -0.4*x*y; NN2 ≈ 0.1*x*y [and theta = 0.4]"``.
-        terms: its number of terms (coefficients and absorbed parameters).
-        loss: its loss on the windows (the scaled mean squared error against the observations)
-            after the refit.
-        score: its Bayesian information criterion on the observations,
-            ``n ln(loss) + terms ln(n)`` with ``n`` the number of observed values.
-        explains: whether its loss is within the allowed ratio of the hybrid model's.
+        terms: its number of coefficients (terms and absorbed parameters).
+        loss: its loss on the windows (the scaled mean squared error against the observations),
+            from the window initial states of the hybrid model's fit.
+        within: whether that loss lies within one standard error of the best candidate's.
         chosen: whether it won.
     """
 
@@ -158,30 +156,40 @@ class LawCandidate:
     description: str
     terms: int
     loss: float
-    score: float
-    explains: bool
+    within: bool = False
     chosen: bool = False
 
 
 @dataclass
 class LawSelection:
-    """How the recovered law was chosen (or why none was).
+    """How the recovered law was chosen, and whether it explains the data.
+
+    The sparsest candidate whose loss lies within one standard error of the best candidate's
+    wins (the one-standard-error rule); refitted with its own window initial states, it must
+    reproduce the windows within ``max_loss_ratio`` of the hybrid model's loss, else no law is
+    reported ("no sparse law found; the hybrid model stands").
 
     Attributes:
         candidates: every distinct candidate, in threshold order.
-        baseline_loss: the hybrid model's loss on the windows (what a law must come close to).
-        max_loss_ratio: how many times the baseline a candidate's loss may reach.
-        observations: ``n`` of the information criterion (observed values).
-        found: whether a candidate explains the data.
-        reason: one sentence saying why the winner won, or that no sparse law was found.
+        best_loss: the lowest candidate loss.
+        standard_error: the standard error of that loss, ``best_loss * sqrt(2 / n)``.
+        observations: ``n``, the number of observed values.
+        max_loss_ratio: how many times the hybrid model's loss the refitted winner may reach.
+        reason: why the winner won, and the verdict.
+        baseline_loss: the hybrid model's loss on the windows.
+        refit_loss: the winner's loss on the windows after its refit.
+        found: whether the winner explains the data.
     """
 
     candidates: list[LawCandidate]
-    baseline_loss: float
-    max_loss_ratio: float
+    best_loss: float
+    standard_error: float
     observations: int
-    found: bool
+    max_loss_ratio: float
     reason: str
+    baseline_loss: float = math.nan
+    refit_loss: float = math.nan
+    found: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -240,14 +240,15 @@ class DiscoverySpec:
             windows (with each window's initial state learnt too).
         trajectory_steps: L-BFGS steps then fitting them, with the initial state, to the whole
             observed trajectory at once (0 to skip).
-        select: regress at ``threshold`` × 1, 2, 3 and 5 and keep the candidate with the best
-            Bayesian information criterion on the data (each simulated over the windows against
-            the observations after ``select_steps`` L-BFGS steps of refitting); False: use
-            ``threshold`` alone (its candidate is still checked against the data).
+        select: regress at ``threshold`` × 1, 2, 3 and 5, refit each candidate's coefficients on
+            the windows (``select_steps`` L-BFGS steps, from the window initial states of the
+            hybrid model's fit) and keep the sparsest candidate whose loss against the data lies
+            within one standard error of the best candidate's; False: use ``threshold`` alone.
         select_steps: those refitting steps.
-        max_loss_ratio: a candidate explains the data when its loss on the windows is at most
-            this many times the hybrid model's; when none does, the run reports "no sparse law
-            found; the hybrid model stands" instead of an equation.
+        max_loss_ratio: the chosen law explains the data when, refitted with its own window
+            initial states, its loss on the windows is at most this many times the hybrid
+            model's; otherwise the run reports "no sparse law found; the hybrid model stands"
+            instead of an equation.
     """
 
     degree: int = 2

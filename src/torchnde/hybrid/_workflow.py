@@ -215,74 +215,88 @@ def _select(
     hybrid: HybridModel,
     sampling: Sampling,
     obs: Observations,
-    baseline: float,
     hybrid_starts: torch.Tensor,
 ):
-    """Regress at a few sparsity thresholds, simulate each candidate law over the windows against
-    the data after a short refit (with multiple shooting), and keep the one with the best Bayesian
-    information criterion among those that explain the data as well as the hybrid model nearly
-    does (loss within ``max_loss_ratio`` of its own). None explaining the data: no law. Each
-    refit starts from the windows' initial states the hybrid model's fit ended with.
+    """Regress at a few sparsity thresholds, refit each candidate law's coefficients on the
+    windows and simulate it against the data, and keep the sparsest candidate whose loss lies
+    within one standard error of the best candidate's (the one-standard-error rule of Breiman et
+    al., *Classification and Regression Trees*, 1984; the loss is a mean of ``n`` squared scaled
+    residuals, whose standard error is ``loss * sqrt(2 / n)``).
 
-    Selecting on the network's output alone cannot tell the network's approximation error from
-    physics (a slightly wrong network asks for small spurious terms); the data can: a spurious
-    term barely lowers the misfit and pays log(n) for its coefficient, and a law fitted to the
-    networks' extrapolation does not reproduce the windows at all."""
+    Every candidate is simulated from the same window initial states, those the hybrid model's
+    fit ended with, which stay fixed: the refit moves only the candidate's few coefficients, so
+    it converges in a few L-BFGS steps and the losses compare the laws, not how far an
+    optimisation of the starts got. Selecting on the network's output alone cannot tell the
+    network's approximation error from physics (a slightly wrong network asks for small spurious
+    terms); on the data, a spurious term lowers the misfit by less than the loss's own noise,
+    while a missing or wrong term raises it by far more.
+
+    Returns the winner's ``(recoveries, implied, true_params)`` and the :class:`LawSelection`
+    (its verdict is settled by :func:`_check` after the winner's refit)."""
     spec = ctx.spec.discovery
     count = int(torch.isfinite(obs.ys).sum())
     scored = []
     for i, (threshold, found) in enumerate(_candidates(hybrid, sampling, obs, spec)):
         model, _ = recovered_model(hybrid, found[0], found[1])
-        _, starts = _train(
+        _train(
             ctx,
             f"select-{i}",
             model,
             [Stage("lbfgs", steps=spec.select_steps, lr=1.0)],
-            shooting=True,
+            shooting=False,
             quiet=True,
             starts=hybrid_starts,
         )
-        loss = _windows_loss(model, ctx.windows, starts)
-        terms = size(found[0])
-        score = count * math.log(max(loss, 1e-300)) + terms * math.log(count)
-        explains = loss <= spec.max_loss_ratio * baseline
-        candidate = LawCandidate(threshold, describe(found[0]), terms, loss, score, explains)
-        scored.append((candidate, found))
+        loss = _windows_loss(model, ctx.windows, hybrid_starts)
+        scored.append((LawCandidate(threshold, describe(found[0]), size(found[0]), loss), found))
+    best = min(c.loss for c, _ in scored)
+    error = best * math.sqrt(2 / count)
+    for candidate, _ in scored:
+        candidate.within = candidate.loss <= best + error
         ctx.log(
-            f"  threshold {threshold:g}: {candidate.description}  (loss {loss:.3g} = "
-            f"{loss / baseline:.3g}x the hybrid model's, BIC {score:.1f}"
-            + (")" if explains else ", does not explain the data)")
+            f"  threshold {candidate.threshold:g}: {candidate.description}  (loss "
+            f"{candidate.loss:.4g}" + (", within 1 SE of the best)" if candidate.within else ")")
         )
-    fitting = [item for item in scored if item[0].explains]
-    if not fitting:
-        best = min(scored, key=lambda item: item[0].loss)[0]
-        reason = (
-            f"{NO_LAW}: no candidate law reproduces the windows within {spec.max_loss_ratio:g}x "
-            f"the hybrid model's loss ({baseline:.3g}); the closest reaches "
-            f"{best.loss / baseline:.3g}x"
-        )
-        selection = LawSelection(
-            [c for c, _ in scored], baseline, spec.max_loss_ratio, count, False, reason
-        )
-        return None, selection
-    winner, found = min(fitting, key=lambda item: (item[0].score, item[0].terms))
+    eligible = [item for item in scored if item[0].within]
+    winner, found = min(eligible, key=lambda item: (item[0].terms, item[0].loss))
     winner.chosen = True
-    others = len(fitting) - 1
+    others = len(scored) - 1
     reason = (
-        f"threshold {winner.threshold:g} won: {winner.terms} coefficients, loss "
-        f"{winner.loss / baseline:.3g}x the hybrid model's, the lowest BIC"
-        + (f" of the {len(fitting)} candidates that explain the data" if others else "")
-        + (
-            f" ({len(scored) - len(fitting)} did not reproduce the windows within "
-            f"{spec.max_loss_ratio:g}x)"
-            if len(scored) > len(fitting)
-            else ""
-        )
+        f"threshold {winner.threshold:g} won: the sparsest law ({winner.terms} coefficients) "
+        f"whose loss on the windows ({winner.loss:.4g}) lies within one standard error "
+        f"({error:.2g}) of the best candidate's ({best:.4g})"
+        if others
+        else f"threshold {winner.threshold:g} gave the only candidate law"
     )
     selection = LawSelection(
-        [c for c, _ in scored], baseline, spec.max_loss_ratio, count, True, reason
+        candidates=[c for c, _ in scored],
+        best_loss=best,
+        standard_error=error,
+        observations=count,
+        max_loss_ratio=spec.max_loss_ratio,
+        reason=reason,
     )
     return found, selection
+
+
+def _check(ctx: _Context, selection: LawSelection, loss: float, baseline: float) -> None:
+    """Whether the chosen law explains the data: its loss on the windows after its refit (with
+    its own window starts) within ``max_loss_ratio`` of the hybrid model's. Settles
+    ``selection.found`` and adds the verdict to its reason."""
+    ratio = loss / baseline if baseline > 0 else math.inf
+    selection.baseline_loss, selection.refit_loss = baseline, loss
+    selection.found = bool(ratio <= selection.max_loss_ratio)
+    if selection.found:
+        selection.reason += (
+            f"; refitted, it reproduces the windows with {ratio:.3g}x the hybrid model's loss "
+            f"(at most {selection.max_loss_ratio:g}x allowed)"
+        )
+    else:
+        selection.reason = (
+            f"{NO_LAW}: the best candidate law, refitted, reproduces the windows only with "
+            f"{ratio:.3g}x the hybrid model's loss ({baseline:.3g}; at most "
+            f"{selection.max_loss_ratio:g}x allowed) — " + selection.reason
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,13 +438,14 @@ def discover(
     )
     starts["hybrid"] = hybrid_starts[0]  # the first window starts at the first observation
     sampling = _sample(ctx, hybrid, obs, hybrid_starts)
-    baseline = _windows_loss(hybrid, windows, hybrid_starts)
-    found, selection = _select(ctx, hybrid, sampling, obs, baseline, hybrid_starts)
+    found, selection = _select(ctx, hybrid, sampling, obs, hybrid_starts)
+    recovered, first, loss = _refit(ctx, obs, hybrid, found, autonomous, hybrid_starts)
+    _check(ctx, selection, loss, _windows_loss(hybrid, windows, hybrid_starts))
     log(selection.reason)
     recoveries, true_params = {}, {}
-    if found is not None:
+    if selection.found:
         recoveries, _, true_params = found
-        fits["recovered"], first = _refit(ctx, obs, hybrid, found, autonomous, hybrid_starts)
+        fits["recovered"] = recovered
         starts["recovered"] = starts["hybrid"] if first is None else first
     if spec.forecast.blackbox:
         seed_everything(spec.seed + 2)
@@ -478,11 +493,12 @@ def _refit(
     found,
     autonomous: bool,
     hybrid_starts: torch.Tensor,
-):
+) -> tuple[ModelFit, torch.Tensor | None, float]:
     """Refit the chosen law's coefficients: on the windows with multiple shooting (so noisy
     observations do not bias them), then, with the initial state, on the whole observed
-    trajectory at once (the maximum-likelihood fit a forecast needs). Returns the fit and its
-    estimate of the first state (None: the hybrid model's)."""
+    trajectory at once (the maximum-likelihood fit a forecast needs). Returns the fit, its
+    estimate of the first state (None: the hybrid model's) and its loss on the windows after the
+    first refit (what :func:`_check` compares with the hybrid model's)."""
     spec = ctx.spec
     recoveries, implied, _ = found
     recovered, coefficients = recovered_model(hybrid, recoveries, implied)
@@ -503,6 +519,7 @@ def _refit(
             starts=hybrid_starts,
         )
         losses, seconds = fit.losses, fit.seconds
+    window_loss = _windows_loss(recovered, ctx.windows, starts)
     if spec.discovery.trajectory_steps:
         whole = _windows(obs, spec.training, autonomous, width=obs.ts.shape[0])
         fit, whole_starts = _train(
@@ -517,4 +534,4 @@ def _refit(
         losses, seconds = losses + fit.losses, seconds + fit.seconds
         first = whole_starts[0]
     read_back(recovered, recoveries, coefficients)
-    return ModelFit("recovered", recovered, losses, seconds), first
+    return ModelFit("recovered", recovered, losses, seconds), first, window_loss
