@@ -23,6 +23,7 @@ CASES = {
     "B6": "benchmarks.b6_cde",
     "B7": "benchmarks.b7_hybrid",
     "B8": "benchmarks.b8_cnf",
+    "B9": "benchmarks.b9_odenet",
     "MEM": "benchmarks.memory",
 }
 
