@@ -135,6 +135,7 @@ class PhaseLoss:
         self.causal = causal
         self.first_order = list(first_order)
         self.last_terms: dict[str, float] | None = None
+        self.evaluations = 0  # loss evaluations so far (L-BFGS line searches take several)
         self.last_causal_min: float | None = None
         self._record = True
         if causal is not None:
@@ -168,6 +169,7 @@ class PhaseLoss:
         return values
 
     def __call__(self, module: PhaseModule, batch: torch.Tensor | None = None) -> torch.Tensor:
+        self.evaluations += 1
         values = self.evaluate(module.model)
         if self._record:
             if self._adaptive_due(module):

@@ -50,7 +50,9 @@ class PhaseResult:
         collocation: collocation points at the end (refinement adds some).
         causal_min_weight: the smallest causal weight at the end (causal phases).
         wall_time: seconds of training.
-        history: per step ``{"step", "stage", "optimizer", "loss", "terms"}``.
+        history: per step ``{"step", "round", "stage", "optimizer", "loss", "terms",
+            "weights", "evaluations", "seconds", "cpu_seconds"}`` (loss evaluations, wall-clock
+            and this thread's CPU seconds since the phase started, all cumulative).
     """
 
     index: int

@@ -71,6 +71,44 @@ class Points:
             raise TypeError(f"`refine` must be a ResidualRefinement or None, got {self.refine!r}")
         check_count(self.seed, "seed", minimum=0)
 
+    def collocation_points(
+        self,
+        domain: Domain,
+        key: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """The collocation points ``(collocation, dim)`` a phase with sample key ``key`` uses
+        (the same points :func:`train` trains on)."""
+        unit = self.sampler.unit(
+            self.collocation,
+            [domain[name].periodic for name in domain.names],
+            _seed(self.seed, "collocation", key),
+        )
+        return domain.scale(unit).to(dtype=dtype, device=device)
+
+    def condition_points(
+        self,
+        problem: PDEProblem,
+        key: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> list[PreparedCondition]:
+        """Each soft condition of ``problem`` prepared (its points and targets, as
+        ``.points``/``.targets`` where it has them) as a phase with sample key ``key`` gets it."""
+        return [
+            c.prepare(
+                problem.domain,
+                problem.outputs,
+                self.count_for(c),
+                _seed(self.seed, "condition", c.term, key),
+                dtype,
+                device,
+            )
+            for c in problem.conditions
+            if not c.hard
+        ]
+
     def count_for(self, condition: AbstractCondition) -> int:
         """The number of points ``condition`` gets."""
         if isinstance(condition, InitialCondition):
@@ -371,13 +409,15 @@ class _PhaseTraining:
         self.causal = causal
         self.history: list[dict[str, Any]] = []
         self.steps = 0
+        self.started = time.perf_counter()
+        self.started_cpu = time.thread_time()
 
     def run(self) -> _Outcome:
         runner = self.runner
         soft = [c for c in self.problem.conditions if not c.hard]
         weights = [runner.weights[c] for c in ("residual", *(c.term for c in soft))]
         module = PhaseModule(self.model, weights)
-        conditions = self._conditions(soft)
+        conditions = self._conditions()
         points = self._collocation()
         refine = runner.points.refine
         rounds = 1 + (refine.rounds if refine is not None else 0)
@@ -401,28 +441,17 @@ class _PhaseTraining:
                 break
         return self._outcome(module, loss, status, message, points.shape[0])
 
-    def _conditions(self, soft: Sequence[AbstractCondition]) -> list[PreparedCondition]:
+    def _conditions(self) -> list[PreparedCondition]:
         runner = self.runner
-        return [
-            c.prepare(
-                self.problem.domain,
-                self.problem.outputs,
-                runner.points.count_for(c),
-                _seed(runner.points.seed, "condition", c.term, self.sample_key),
-                runner.dtype,
-                runner.device,
-            )
-            for c in soft
-        ]
+        return runner.points.condition_points(
+            self.problem, self.sample_key, runner.dtype, runner.device
+        )
 
     def _collocation(self) -> torch.Tensor:
-        runner, domain = self.runner, self.problem.domain
-        unit = runner.points.sampler.unit(
-            runner.points.collocation,
-            [domain[name].periodic for name in domain.names],
-            _seed(runner.points.seed, "collocation", self.sample_key),
+        runner = self.runner
+        return runner.points.collocation_points(
+            self.problem.domain, self.sample_key, runner.dtype, runner.device
         )
-        return domain.scale(unit).to(dtype=runner.dtype, device=runner.device)
 
     def _refined(self, points: torch.Tensor, loss: PhaseLoss, number: int) -> torch.Tensor:
         """Residual-based refinement: the points of round ``number``."""
@@ -473,6 +502,9 @@ class _PhaseTraining:
                     "loss": record.loss,
                     "terms": dict(loss.last_terms or {}),
                     "weights": [float(w) for w in module.weights],
+                    "evaluations": loss.evaluations,
+                    "seconds": time.perf_counter() - self.started,
+                    "cpu_seconds": time.thread_time() - self.started_cpu,
                 }
             )
 

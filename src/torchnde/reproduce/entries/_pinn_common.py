@@ -1,0 +1,189 @@
+"""Helpers shared by the physics-informed reproduce entries (Krishnapriyan et al. 2021; Raissi et
+al. 2019): the training call with progress, and the figures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from torchnde import pinn
+from torchnde.reproduce import RunContext
+from torchnde.training import Stage
+
+PAPER = (
+    "Krishnapriyan, Gholami, Zhe, Kirby & Mahoney (2021). Characterizing possible failure modes "
+    "in physics-informed neural networks. NeurIPS."
+)
+
+
+def train(ctx: RunContext, problem: pinn.PDEProblem, label: str, **kwargs: Any) -> pinn.PINNResult:
+    """``pinn.train`` with the run's progress bar advanced phase by phase."""
+
+    def advance(phase: pinn.PhaseResult) -> None:
+        ctx.progress.update(1)
+        error = "—" if phase.error is None else f"{phase.error:.3g}"
+        ctx.progress.set_postfix(run=label, phase=phase.name.split(":")[0], error=error)
+
+    return pinn.train(problem, callback=advance, **kwargs)
+
+
+def log_phases(ctx: RunContext, label: str, result: pinn.PINNResult) -> None:
+    """One log line per phase: status, loss, error."""
+    for phase in result.phases:
+        error = "—" if phase.error is None else f"{phase.error:.3g}"
+        ctx.log(
+            f"  {label} {phase.name}: {phase.status.value}, {phase.steps} steps, loss "
+            f"{phase.loss:.3g}, error {error}"
+        )
+
+
+def finite(values: Sequence[float]) -> list[float]:
+    """The finite values (a failed run counts as an error of 1 elsewhere; here it is dropped)."""
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean, NaN for no values."""
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def scientific(value: float) -> str:
+    """``9.84e-03``-style text."""
+    return f"{value:.3g}" if value >= 0.1 else f"{value:.2e}"
+
+
+def solution_figure(results: Sequence[tuple[str, pinn.PINNResult]], axes_counts: dict) -> Any:
+    """Prediction and |error| maps of several results of the same 2-D problem, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import torch
+
+    figure, grid = plt.subplots(2, len(results), figsize=(4.0 * len(results), 6.2), squeeze=False)
+    for column, (title, result) in enumerate(results):
+        problem = result.problem
+        domain = problem.domain
+        axes = domain.grid(axes_counts, torch.float64)
+        parameter = next(result.model.parameters())
+        prediction = result.solution({k: v.to(parameter.dtype) for k, v in axes.items()})
+        prediction = prediction.double().cpu()
+        reference = problem.reference(axes, dict(problem.coefficients)).cpu()
+        extent = [domain["t"].low, domain["t"].high, domain["x"].low, domain["x"].high]
+        error = (prediction - reference).abs()
+        for row, (values, name) in enumerate(((prediction, "u"), (error, "|error|"))):
+            ax = grid[row][column]
+            image = ax.imshow(values.numpy(), origin="lower", aspect="auto", extent=extent)
+            figure.colorbar(image, ax=ax)
+            ax.set_xlabel("t")
+            ax.set_ylabel("x")
+            relative = pinn.relative_l2(prediction, reference)
+            ax.set_title(f"{title}: {name}" + (f" (rel. L2 {relative:.2g})" if row == 0 else ""))
+    figure.tight_layout()
+    return figure
+
+
+def marching_comparison(
+    ctx: RunContext,
+    seed: int,
+    problems: dict[str, pinn.PDEProblem],
+    *,
+    network: pinn.Network,
+    steps: int,
+    blocks: int,
+    points: dict,
+    evaluation: dict,
+    figure_for: str | None = None,
+) -> dict[str, float]:
+    """Per problem: whole-domain training and time marching over ``blocks`` blocks, each block
+    (and the whole-domain run) with the same budget: ``steps`` L-BFGS iterations on the same
+    number of collocation points. Metrics ``whole_<label>``, ``marching_<label>`` (the final
+    errors) and ``block<k>_<label>`` (each block's error)."""
+    common = dict(
+        stages=[Stage("lbfgs", steps=steps, options={"history_size": 50})],
+        network=network,
+        points=pinn.Points(**points, seed=seed),
+        evaluation=evaluation,
+        seed=seed,
+    )
+    ctx.progress.reset(total=len(problems) * (1 + blocks))
+    metrics: dict[str, float] = {}
+    seconds = 0.0
+    for label, problem in problems.items():
+        whole = train(ctx, problem, f"whole {label}", **common)
+        marching = train(
+            ctx, problem, f"marching {label}", paradigm=pinn.TimeMarching(blocks=blocks), **common
+        )
+        log_phases(ctx, f"seed {seed} {label} whole-domain", whole)
+        log_phases(ctx, f"seed {seed} {label} time marching", marching)
+        metrics[f"whole_{label}"] = whole.error
+        metrics[f"marching_{label}"] = marching.error if marching.completed else 1.0
+        for phase in marching.phases:
+            metrics[f"block{phase.index}_{label}"] = phase.error_so_far
+        seconds += whole.wall_time + marching.wall_time
+        if seed == 0 and label == figure_for:
+            figure = solution_figure(
+                [(f"whole domain {label}", whole), (f"time marching {label}", marching)],
+                evaluation,
+            )
+            ctx.save_figure(figure, "solutions-seed0.png")
+    metrics["seconds"] = seconds
+    return metrics
+
+
+def marching_rows(
+    per_seed: list[dict[str, float]],
+    labels: Sequence[str],
+    paper_whole: dict[str, float],
+    paper_marching: dict[str, float],
+) -> tuple[list, bool]:
+    """The table rows (whole domain and time marching per label) and whether the criterion
+    held: time marching ≤ 5e-2 wherever whole-domain training is ≥ 0.5 (means over seeds)."""
+    from torchnde.reproduce import Row, mean_spread
+
+    rows, held = [], True
+    for label in labels:
+        whole = [m[f"whole_{label}"] for m in per_seed]
+        marching = [m[f"marching_{label}"] for m in per_seed]
+        rows.append(
+            Row(f"{label}, whole domain", scientific(paper_whole[label]), mean_spread(whole))
+        )
+        rows.append(
+            Row(
+                f"{label}, time marching",
+                scientific(paper_marching[label]),
+                mean_spread(marching),
+                note=f"{mean(whole) / mean(marching):.0f}× lower than whole domain",
+            )
+        )
+        if mean(whole) >= 0.5:
+            held &= mean(marching) <= 5e-2
+    held &= any(mean([m[f"whole_{label}"] for m in per_seed]) >= 0.5 for label in labels)
+    return rows, bool(held)
+
+
+def block_figure(per_seed: list[dict[str, float]], labels: Sequence[str], blocks: int) -> Any:
+    """The error so far after each block, per label (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(6.0, 3.6))
+    ends = [(k + 1) / blocks for k in range(blocks)]
+    for n, label in enumerate(labels):
+        series = [
+            mean([m.get(f"block{k}_{label}", math.nan) for m in per_seed]) for k in range(blocks)
+        ]
+        ax.plot(ends, series, "o-", color=f"C{n}", label=f"{label}: time marching")
+        whole = mean([m[f"whole_{label}"] for m in per_seed])
+        ax.axhline(whole, color=f"C{n}", ls=":", lw=1)
+    ax.plot([], [], "k:", label="whole domain (final)")
+    ax.set_yscale("log")
+    ax.set_xlabel("end of block (t)")
+    ax.set_ylabel("relative L2 error on [0, t]")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
