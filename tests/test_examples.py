@@ -100,3 +100,42 @@ def test_convolution_pde_quick_recovers_c_and_nu_and_the_adjoint_check_passes():
     assert abs(float(match.group(1)) - 1.2) < 0.02 * 1.2
     assert abs(float(match.group(2)) - 0.03) < 0.02 * 0.03
     assert "The check passed." in out
+
+
+def test_cnf_two_moons_quick_raises_the_likelihood():
+    out = run_example("cnf_two_moons.py", "--quick")
+    nlls = [float(x) for x in re.findall(rf"^iteration\s+\d+\s+nll {NUMBER}", out, re.M)]
+    assert len(nlls) >= 5, out
+    match = re.search(rf"test NLL \(exact trace\): {NUMBER} before training, {NUMBER} after", out)
+    assert match, out
+    assert float(match.group(2)) < float(match.group(1)) - 0.3, out
+
+
+def test_latent_ode_irregular_quick_learns():
+    out = run_example("latent_ode_irregular.py", "--quick")
+    losses = [float(x) for x in re.findall(rf"^iteration\s+\d+\s+loss {NUMBER}", out, re.M)]
+    assert len(losses) >= 5 and losses[-1] < 0.7 * losses[0], out
+    match = re.search(rf"test RMSE over all 100 times: {NUMBER} before training, {NUMBER}", out)
+    assert match and float(match.group(2)) < float(match.group(1)), out
+
+
+def test_neural_cde_spirals_quick_classifies_irregular_series():
+    out = run_example("neural_cde_spirals.py", "--quick")
+    match = re.search(rf"test accuracy: {NUMBER} % before training, {NUMBER} % after", out)
+    assert match, out
+    assert float(match.group(2)) >= 90.0, out
+
+
+def test_augmented_node_quick_only_the_augmented_and_discrete_models_swap():
+    out = run_example("augmented_node.py", "--quick")
+    mse = dict(re.findall(rf"^(.+?)\s+MSE {NUMBER}", out, re.M))
+    assert float(mse["neural ODE (1-D)"]) >= 0.99, out  # a 1-D flow keeps the order
+    assert float(mse["augmented ODE (+1 dim)"]) < 0.01, out
+    assert float(mse["one-step Euler ResNet"]) < 0.01, out
+
+
+def test_hypersolver_pendulum_quick_beats_euler_and_midpoint():
+    out = run_example("hypersolver_pendulum.py", "--quick")
+    errors = dict(re.findall(rf"^(\w+)\s+10 steps: terminal error {NUMBER}", out, re.M))
+    assert float(errors["HyperEuler"]) < 0.1 * float(errors["Euler"]), out
+    assert float(errors["HyperEuler"]) < float(errors["Midpoint"]), out
