@@ -61,7 +61,7 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
     from ._classify import accuracy, train_classifier
 
     data = load_digits()
-    epochs = 1 if ctx.quick else 30
+    epochs = 3 if ctx.quick else 30
     width = 16 if ctx.quick else WIDTH
     batches = epochs * ((len(data.y_train) + 127) // 128)
     ctx.progress.reset(total=2 * batches)
@@ -79,9 +79,8 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
             metrics["odenet_nfe"] = float(model[2].last_stats["nfe"])
     metrics["gap_points"] = 100 * (metrics["resnet_accuracy"] - metrics["odenet_accuracy"])
     if _memory.supported():
-        batch = 256 if ctx.quick else MEMORY_BATCH
         records = _memory.measure(
-            ["backsolve", "direct"], list(MEMORY_STEPS), width=width, batch=batch, seed=seed
+            ["backsolve", "direct"], list(MEMORY_STEPS), width=width, batch=MEMORY_BATCH, seed=seed
         )
         for adjoint in ("backsolve", "direct"):
             low, high = (r for r in records if r["adjoint"] == adjoint)
