@@ -111,17 +111,19 @@ def regress_networks(
     obs: Observations,
     spec: DiscoverySpec,
     threshold: float,
+    inside: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Recovery], dict[str, float], dict[str, float]]:
     """Sparse regression of every network call of ``model`` on the sampled ``states`` at times
-    ``ts``. A learnable parameter whose term the network could also represent (``- theta*y``
-    beside ``NN2(x, y)``) joins the regression, which sets it.
+    ``ts`` (only the samples ``inside[call]`` marks, when given: those inside the data's range of
+    the call's inputs). A learnable parameter whose term the network could also represent
+    (``- theta*y`` beside ``NN2(x, y)``) joins the regression, which sets it.
 
     Returns:
         ``(recoveries, implied, true_params)``: per call its :class:`Recovery` (before
         refitting), the parameter values the regression implies, and the true parameters when
         the data are synthetic.
     """
-    from ..discovery import SparseExpression, sparse_regression
+    from ..discovery import SparseExpression, polynomial_library, sparse_regression
 
     parsed = model.parsed
     env = {parsed.spec.time: ts, **dict(zip(model.states, states.unbind(-1)))}
@@ -151,6 +153,9 @@ def regress_networks(
             library=library,
             threshold=threshold,
             threshold_mode=spec.threshold_mode,
+            weights=_weights(
+                inside, call, target, len(library or polynomial_library(variables, spec.degree))
+            ),
         )
         terms = dict(found.terms)
         absorbed = {a.parameter: terms.pop(str(a.monomial), 0.0) / a.number for a in absorbable}
@@ -173,6 +178,15 @@ def regress_networks(
             absorbed_terms={a.parameter: (a.number, str(a.monomial)) for a in absorbable},
         )
     return recoveries, implied, true_params
+
+
+def _weights(inside, call: str, target: torch.Tensor, terms: int) -> torch.Tensor | None:
+    """The regression's sample weights: 1 inside the data's range, 0 outside (None: all, also
+    when too few samples are inside to fit the library, which the sampling's warning reports)."""
+    if inside is None or call not in inside:
+        return None
+    mask = inside[call].to(target.dtype)
+    return mask if int(mask.sum()) >= 3 * terms else None
 
 
 def describe(recoveries: dict[str, Recovery]) -> str:

@@ -108,8 +108,9 @@ class Forecast:
 @dataclass
 class Sampling:
     """Where the networks were evaluated for the sparse regression: along the fitted solutions
-    of the training windows (each from its own, possibly learnt, initial state), so at states
-    the data support; never along one long solve of the fitted model.
+    of the training windows (each from its own, possibly learnt, initial state), never along one
+    long solve of the fitted model; each network's regression uses only the samples inside the
+    data's range of its inputs.
 
     Attributes:
         ts: ``(N,)`` the samples' times.
@@ -119,9 +120,10 @@ class Sampling:
         outside: per network call, the fraction of its samples with an input outside the
             observed range of that input.
         fraction_outside: the fraction of samples with any state outside its observed range.
-        warning: the warning given when the networks were evaluated where they were not trained
-            (more than :data:`EXTRAPOLATION_LIMIT` of a network's samples outside the data's
-            range), else None.
+        warning: the warning given when more than :data:`EXTRAPOLATION_LIMIT` of a network's
+            samples lie outside the data's range (the fitted model leaves the data), else None.
+        inside: per network call, which samples lie inside the observed range of its inputs:
+            the samples its regression uses (the others would fit the network's extrapolation).
     """
 
     ts: torch.Tensor
@@ -131,10 +133,11 @@ class Sampling:
     outside: dict[str, float]
     fraction_outside: float
     warning: str | None = None
+    inside: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 #: the share of a network's samples outside the data's range above which a run warns
-EXTRAPOLATION_LIMIT = 0.01
+EXTRAPOLATION_LIMIT = 0.05
 
 
 @dataclass

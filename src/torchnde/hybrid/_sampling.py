@@ -4,8 +4,10 @@ A network is only trained where the training windows' solutions go. Evaluating i
 solve of the fitted model, from the first observation, can follow the model onto another orbit
 and far outside the data, so that the regression fits the networks' extrapolation and reports a
 convincing, wrong law. The samples here lie on the fitted solutions of windows that cover the
-observations, each solved from its own (possibly learnt) initial state; the fraction of them
-outside the data's range is measured and a warning given where it is not negligible.
+observations, each solved from its own (possibly learnt) initial state. A sample where an input
+of a network lies outside the observed range of that input (a window started from a noisy
+observation can leave it) is left out of that network's regression; the fraction left out is
+reported, with a warning where it is not negligible.
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def sampling_report(
     states: torch.Tensor,
     windows: int,
 ) -> Sampling:
-    """How many samples lie outside the data's range, per network call and overall, with the
-    warning when the networks were evaluated where they were not trained."""
+    """Which samples lie inside the data's range, per network call (those the regression uses)
+    and overall, with the warning when many do not."""
     time = parsed.spec.time
     ranges = data_ranges(observations, time)
     env = {time: ts, **dict(zip(parsed.states, states.unbind(-1)))}
@@ -82,12 +84,13 @@ def sampling_report(
         name: (env[name] < low) | (env[name] > high) for name, (low, high) in ranges.items()
     }
     count = max(int(ts.shape[0]), 1)
-    per_call = {}
+    per_call, inside = {}, {}
     for call, (network, _) in parsed.calls.items():
         mask = torch.zeros(ts.shape, dtype=torch.bool, device=ts.device)
         for name in parsed.networks[network]:
             mask |= outside_of[name]
         per_call[call] = float(mask.sum()) / count
+        inside[call] = ~mask
     any_state = torch.zeros(ts.shape, dtype=torch.bool, device=ts.device)
     for state in parsed.states:
         any_state |= outside_of[state]
@@ -100,6 +103,7 @@ def sampling_report(
         outside=per_call,
         fraction_outside=overall,
         warning=_warning(per_call, ranges, parsed),
+        inside=inside,
     )
 
 
@@ -111,8 +115,8 @@ def _warning(per_call: dict[str, float], ranges, parsed: ParsedSystem) -> str | 
     names = sorted({n for call in bad for n in parsed.networks[parsed.calls[call][0]]})
     where = ", ".join(f"{n} in [{ranges[n][0]:.4g}, {ranges[n][1]:.4g}]" for n in names)
     return (
-        f"the networks were evaluated where they were not trained: {shares} samples lie outside "
-        f"the data's range ({where}), so the regression partly fits the networks' "
-        "extrapolation there; check the fit on the training window, and trust the recovered "
-        "law only where the data are"
+        f"the fitted model leaves the data: {shares} samples on the windows' fitted solutions "
+        f"lie outside the data's range ({where}), where the networks were not trained on data; "
+        "they were left out of the regression, but check the fit on the training window (a "
+        "poor fit, or windows started from noisy observations: try multiple_shooting = true)"
     )

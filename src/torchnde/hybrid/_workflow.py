@@ -177,7 +177,7 @@ def _sample(ctx: _Context, hybrid: HybridModel, obs: Observations, starts: torch
     share = 100 * sampling.fraction_outside
     ctx.log(
         f"recovering closed forms on {ts.shape[0]} states along the fitted solutions of "
-        f"{count} windows ({share:.1f}% outside the data's range)"
+        f"{count} windows ({share:.1f}% outside the data's range, left out)"
     )
     if sampling.warning:
         ctx.log(f"warning: {sampling.warning}")
@@ -199,7 +199,9 @@ def _candidates(hybrid: HybridModel, sampling: Sampling, obs: Observations, spec
     true_params))]``."""
     candidates, seen = [], set()
     for threshold in _thresholds(spec):
-        found = regress_networks(hybrid, sampling.ts, sampling.states, obs, spec, threshold)
+        found = regress_networks(
+            hybrid, sampling.ts, sampling.states, obs, spec, threshold, sampling.inside
+        )
         key = tuple(
             (net, tuple(sorted(r.expression.terms)), tuple(sorted(r.absorbed)))
             for net, r in found[0].items()
