@@ -138,6 +138,7 @@ class PhaseLoss:
         self.evaluations = 0  # loss evaluations so far (L-BFGS line searches take several)
         self.last_causal_min: float | None = None
         self._record = True
+        self._cache: _Evaluations | None = None
         if causal is not None:
             self._bins = _time_bins(problem, points, causal.bins)
 
@@ -169,15 +170,45 @@ class PhaseLoss:
         return values
 
     def __call__(self, module: PhaseModule, batch: torch.Tensor | None = None) -> torch.Tensor:
+        cache = self._cache_for(module)
+        hit = None if cache is None else cache.lookup(module.weights)
+        if hit is not None:
+            if self._record:
+                self.last_terms = dict(hit.terms)
+                self._record = False
+            return hit.surrogate()
         self.evaluations += 1
         values = self.evaluate(module.model)
         if self._record:
             if self._adaptive_due(module):
                 self._update_weights(module, values)
-            self.last_terms = {name: float(value.detach()) for name, value in values.items()}
             self._record = False
+            record = True
+        else:
+            record = False
+        terms = {name: float(value.detach()) for name, value in values.items()}
+        if record:
+            self.last_terms = terms
         stacked = torch.stack([values[name] for name in self.terms])
-        return (module.weights * stacked).sum()
+        loss = (module.weights * stacked).sum()
+        if cache is not None:
+            cache.pending(module.weights, loss.detach(), terms)
+        return loss
+
+    def _cache_for(self, module: PhaseModule) -> _Evaluations | None:
+        """The cache of recent evaluations while an L-BFGS stage runs, else None."""
+        stage = min(int(module.stage), len(self.first_order) - 1)
+        if self.first_order[stage]:
+            return None
+        if self._cache is None or self._cache.module is not module:
+            self._cache = _Evaluations(module)
+        return self._cache
+
+    def close(self) -> None:
+        """Release the evaluation cache (and its hooks on the parameters)."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
     def step_done(self) -> None:
         """The trainer finished a step: record the terms of the next step's first evaluation."""
@@ -194,10 +225,11 @@ class PhaseLoss:
         norms = {}
         for name in self.terms:
             grads = torch.autograd.grad(values[name], params, retain_graph=True, allow_unused=True)
-            flat = torch.cat(
-                [g.reshape(-1) for g in grads if g is not None] or [params[0].new_zeros(1)]
-            )
-            norms[name] = flat.abs()
+            flat = [
+                torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
+                for g, p in zip(grads, params)
+            ]  # a parameter a term does not use has a zero gradient there
+            norms[name] = torch.cat(flat).abs()
         reference = norms["residual"].max()
         alpha = self.adaptive.alpha
         with torch.no_grad():
@@ -218,3 +250,79 @@ def _time_bins(problem: PDEProblem, points: torch.Tensor, bins: int) -> torch.Te
     interval = domain[domain.time]
     fraction = (points[:, domain.index(domain.time)].double() - interval.low) / interval.length
     return (fraction * bins).floor().clamp(0, bins - 1).to(torch.int64)
+
+
+@dataclass
+class _Evaluation:
+    parameters: list[torch.Tensor]
+    weights: torch.Tensor
+    loss: torch.Tensor
+    terms: dict[str, float]
+    grads: list[torch.Tensor | None]
+    live: list[torch.Tensor]
+
+    def surrogate(self) -> torch.Tensor:
+        """A tensor with this evaluation's loss as its value and its gradients as its gradient
+        (``loss + Σ p·g − stop_gradient(Σ p·g)``): what the trainer's backward pass needs,
+        without evaluating the network again."""
+        linear = sum((p * g).sum() for p, g in zip(self.live, self.grads) if g is not None)
+        return self.loss + (linear - linear.detach())
+
+
+class _Evaluations:
+    """The last few loss evaluations of an L-BFGS stage, each with the parameters it was taken
+    at and the gradients the trainer's backward pass produced.
+
+    torch's L-BFGS evaluates the loss again at the start of every ``step()`` although its line
+    search has just evaluated that very point; with one iteration per trainer step (so that a
+    checkpoint may fall between any two) that doubled the cost of an iteration. A lookup finds
+    an evaluation at bitwise the same parameters and loss weights and answers with its value and
+    gradients, so the iterates are bitwise those of the uncached run."""
+
+    size = 6
+
+    def __init__(self, module: PhaseModule):
+        self.module = module
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.entries: list[_Evaluation] = []
+        self._waiting: _Evaluation | None = None
+        self._handles = [p.register_post_accumulate_grad_hook(self._collect) for p in self.params]
+
+    def lookup(self, weights: torch.Tensor) -> _Evaluation | None:
+        self._waiting = None
+        for entry in reversed(self.entries):
+            if (
+                all(g is not None for g in entry.grads)
+                and torch.equal(entry.weights, weights)
+                and all(torch.equal(a, p) for a, p in zip(entry.parameters, self.params))
+            ):
+                return entry
+        return None
+
+    def close(self) -> None:
+        """Remove the gradient hooks from the parameters."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.entries = []
+
+    def pending(self, weights: torch.Tensor, loss: torch.Tensor, terms: dict[str, float]) -> None:
+        entry = _Evaluation(
+            [p.detach().clone() for p in self.params],
+            weights.detach().clone(),
+            loss,
+            terms,
+            [None] * len(self.params),
+            self.params,
+        )
+        self.entries = [*self.entries[-(self.size - 1) :], entry]
+        self._waiting = entry
+
+    def _collect(self, parameter: torch.Tensor) -> None:
+        entry = self._waiting
+        if entry is None or parameter.grad is None:
+            return
+        for k, p in enumerate(self.params):
+            if p is parameter:
+                entry.grads[k] = parameter.grad.detach().clone()
+                break

@@ -152,8 +152,10 @@ class PhaseRunner:
         device: torch.device | None,
         checkpoint_every: int,
         callback: Callable[[PhaseResult], Any] | None,
+        initial: Mapping[str, torch.Tensor] | None = None,
     ):
         self.problem = problem
+        self.initial = initial
         self.stages = list(stages)
         self.network = network
         self.points = points
@@ -298,6 +300,14 @@ class PhaseRunner:
         if warm_start and self.model is not None:
             model.net.load_state_dict(self.model.net.state_dict())
             model.coefficients.load_state_dict(self.model.coefficients.state_dict())
+        elif self.initial is not None:
+            try:
+                model.net.load_state_dict(self.initial)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"`initial` does not fit the network {self.network} ({error}); give the "
+                    "state_dict() of a PINNModel's .net built with the same Network"
+                ) from None
         return model
 
     def _result(
@@ -527,6 +537,8 @@ class _PhaseTraining:
             module.load_state_dict(good)
             self.steps = self.history[-1]["step"] if self.history else offset
             return PhaseStatus.NONFINITE, str(error)
+        finally:
+            loss.close()
         self._fill_history(result.losses, offset, number)
         self.steps = offset + result.num_steps
         return PhaseStatus.DONE, ""
@@ -589,6 +601,7 @@ def train(
     device: torch.device | str | None = None,
     checkpoint_every: int = 100,
     callback: Callable[[PhaseResult], Any] | None = None,
+    initial: Mapping[str, torch.Tensor] | None = None,
 ) -> PINNResult:
     """Train a physics-informed network on ``problem`` with a training paradigm.
 
@@ -617,6 +630,9 @@ def train(
         dtype, device: of the network and points.
         checkpoint_every: steps between checkpoints.
         callback: called with each :class:`PhaseResult` when its phase ends.
+        initial: starting weights of the network instead of a fresh initialisation: the
+            ``state_dict()`` of a :class:`PINNModel`'s ``.net`` built with the same
+            :class:`Network` (a model trained on a related problem; a benchmark's common start).
 
     Returns:
         A :class:`PINNResult`.
@@ -665,6 +681,7 @@ def train(
         device=None if device is None else torch.device(device),
         checkpoint_every=check_count(checkpoint_every, "checkpoint_every"),
         callback=callback,
+        initial=initial,
     )
     if runner.run_dir is not None and not resume and (runner.run_dir / "phases").exists():
         raise FileExistsError(
