@@ -19,10 +19,28 @@ Part B — flows, latent and augmented models, CDEs, regularisers, hypersolvers:
 - :class:`KineticEnergy`, :class:`JacobianFrobenius`, :class:`SolverHeuristic` accumulated by
   :class:`Regularised` (or a :class:`CNF`) during the solve.
 - :class:`HyperEuler`, :class:`HyperMidpoint`, :class:`HyperRK4` with :func:`fit_hypersolver`.
+
+Part C — ODE-derived recurrent cells, neural SDE models and diffusion:
+
+- :class:`CoRNN`, :class:`LEM`, :class:`LipschitzRNN`, :class:`NoisyRNN`, :class:`LTC`,
+  :class:`CTRNN`, :class:`TanhRNN`; :func:`run_cell` / :class:`Recurrent` (the shared sequence
+  runner) and :func:`integrate_cell` (the same cell through any torchnde solver).
 """
 
 from ._augmented import AugmentedNeuralODE, SecondOrderNeuralODE
 from ._cde import CDEField, NeuralCDE
+from ._cells import (
+    CTRNN,
+    LEM,
+    LTC,
+    AbstractRecurrentCell,
+    CoRNN,
+    LipschitzRNN,
+    NoisyRNN,
+    TanhRNN,
+    perturb_inputs,
+    structured_matrix,
+)
 from ._cnf import CNF, FlowOutput, StandardNormal
 from ._continuous import (
     AbstractBasis,
@@ -58,16 +76,22 @@ from ._regularisers import (
     RegularisedSolution,
     SolverHeuristic,
 )
+from ._sequence import Recurrent, SequenceOutput, integrate_cell, run_cell, sequence_mask
 
 __all__ = [
     "CNF",
+    "CTRNN",
+    "LEM",
+    "LTC",
     "ODERNN",
     "AbstractBasis",
     "AbstractHyperSolver",
+    "AbstractRecurrentCell",
     "AbstractRegulariser",
     "AbstractTraceEstimator",
     "AugmentedNeuralODE",
     "CDEField",
+    "CoRNN",
     "ContinuousBlock",
     "DepthConv2d",
     "DepthLinear",
@@ -86,21 +110,31 @@ __all__ = [
     "LatentODE",
     "LatentOutput",
     "Legendre",
+    "LipschitzRNN",
     "MLPField",
     "NeuralCDE",
     "NeuralODE",
+    "NoisyRNN",
     "PiecewiseConstant",
     "PiecewiseLinear",
+    "Recurrent",
     "Regularised",
     "RegularisedSolution",
     "ResNet",
     "SecondOrderNeuralODE",
+    "SequenceOutput",
     "SolverHeuristic",
     "StandardNormal",
+    "TanhRNN",
     "discretised",
     "fit_hypersolver",
     "hypersolver_residuals",
+    "integrate_cell",
     "neural_ode_from_resnet",
     "neural_odes",
+    "perturb_inputs",
     "resnet_from_neural_ode",
+    "run_cell",
+    "sequence_mask",
+    "structured_matrix",
 ]
