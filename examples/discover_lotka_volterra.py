@@ -6,7 +6,8 @@ config file and writes a run folder with plots and a report):
 1. data from dx/dt = 1.1x − 0.4xy, dy/dt = 0.1xy − 0.4y, x(0) = y(0) = 10, with 5% noise;
 2. a hybrid model that knows the linear terms and has networks for the interactions,
    dx/dt = 1.1x + NN1(x, y), dy/dt = NN2(x, y) − θy, trained through the solver;
-3. sparse regression of the networks along the fitted trajectory, refitted on the data;
+3. sparse regression of the networks on states along the windows' fitted solutions (where the
+   data are), candidate laws compared on the data, the chosen one refitted and checked;
 4. a forecast past the training window, beside a purely black-box neural ODE.
 
 Run ``python examples/discover_lotka_volterra.py`` (about a minute and a half on two CPU cores)
@@ -72,6 +73,14 @@ def main() -> None:
     )
     result = discover(spec, simulate(data, system.states), progress=False, log=print)
 
+    sampling = result.sampling
+    print(
+        f"\nthe networks were sampled at {sampling.ts.shape[0]} states on {sampling.windows} "
+        f"windows, {100 * sampling.fraction_outside:.1f}% outside the data's range"
+    )
+    print(f"selection: {result.selection.reason}")
+    if not result.law_found:
+        return
     print("\nrecovered terms:")
     for name, rec in result.recoveries.items():
         print(f"  {name}: {rec.expression}   (truth: {rec.truth})")

@@ -173,17 +173,6 @@ class DataConfig(_Section):
     csv: CSVConfig | None = Field(None, description="a CSV file of observations")
 
 
-class ScheduleConfig(_Section):
-    """``training.schedule`` as a table: a learning-rate schedule with its settings."""
-
-    name: Literal[tuple(SCHEDULES)] = Field(  # type: ignore[valid-type]
-        description="cosine, step or exponential"
-    )
-    min_lr: float | None = Field(None, ge=0, description="cosine: the rate at the stage's end")
-    every: int | None = Field(None, ge=1, description="step: steps between decays")
-    gamma: float | None = Field(None, gt=0, le=1, description="step, exponential: the factor")
-
-
 class TrainingConfig(_Section):
     """``[training]``: how the hybrid model is fitted."""
 
@@ -198,7 +187,7 @@ class TrainingConfig(_Section):
     atol: float = Field(_default(TrainingSpec, "atol"), gt=0, description="absolute tolerance")
     adam_steps: int = Field(_default(TrainingSpec, "adam_steps"), ge=0, description="Adam steps")
     adam_lr: float = Field(_default(TrainingSpec, "adam_lr"), gt=0, le=10, description="Adam rate")
-    schedule: Literal[(*SCHEDULES, "constant")] | ScheduleConfig | None = Field(  # type: ignore[valid-type]
+    schedule: str | dict[str, Any] | None = Field(
         None,
         description='the Adam stage\'s learning-rate schedule: "cosine", "step", "exponential" '
         '(default settings) or a table such as { name = "cosine", min_lr = 1e-4 }',
@@ -587,6 +576,7 @@ def _convert(path: Path, text: str, config: RunConfig, quick: bool, name: str | 
         seed=config.seed,
     )
     _check_equations(spec, error)
+    _check_scales(spec, error)
     _check_threshold(config.discovery, error)
     resolved = config.model_dump(exclude={"quick"})
     for name, network in spec.system.networks.items():  # factory files as absolute paths
@@ -628,22 +618,60 @@ def _network_spec(path: Path, network: NetworkConfig, key: tuple[str, ...], erro
 
 
 def _schedule(schedule: Any, error) -> Any:
-    """The schedule object of ``training.schedule`` (a name, or a table with settings)."""
-    if schedule is None or isinstance(schedule, str):
-        return None if schedule in (None, "constant") else schedule
-    settings = {k: v for k, v in schedule.model_dump().items() if k != "name" and v is not None}
-    cls = SCHEDULES[schedule.name]
+    """The schedule of ``training.schedule``: None (constant), a name, or a schedule object
+    from a table ``{ name = "cosine", min_lr = 1e-4 }``."""
+    key = ("training", "schedule")
+    names = [*SCHEDULES, "constant"]
+    table = dict(schedule) if isinstance(schedule, dict) else {"name": schedule}
+    name = table.pop("name", None)
+    if schedule is None or name == "constant":
+        return None if not table else _schedule_error(error, key, "constant", table)
+    if name not in SCHEDULES:
+        where = key if isinstance(schedule, str) else (*key, "name")
+        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise error(where, f"must be one of {', '.join(names)}, got {name!r}{hint}")
+    if isinstance(schedule, str):
+        return schedule
+    cls = SCHEDULES[name]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    extra = [k for k in table if k not in valid]
+    if extra:
+        _schedule_error(error, key, name, table, valid)
     try:
-        return cls(**settings)
-    except TypeError:
-        valid = [f.name for f in dataclasses.fields(cls)]
-        raise error(
-            ("training", "schedule"),
-            f"the {schedule.name} schedule takes {', '.join(valid) or 'no settings'}, got "
-            f"{', '.join(settings)}; remove the others",
-        ) from None
-    except ValueError as problem:
-        raise error(("training", "schedule"), str(problem)) from None
+        return cls(**table)
+    except (TypeError, ValueError) as problem:
+        raise error(key, f"{problem}; fix the {name} schedule's settings") from None
+
+
+def _schedule_error(error, key, name: str, table: dict, valid: list[str] | None = None):
+    raise error(
+        key,
+        f"the {name} schedule takes {', '.join(valid or []) or 'no settings'}, got "
+        f"{', '.join(table)}; remove the others",
+    )
+
+
+def _check_scales(spec: RunSpec, error) -> None:
+    """A list of scales has one value per input (output) of its network."""
+    from ..hybrid import parse_system
+
+    parsed = parse_system(spec.system)
+    for name, network in spec.system.networks.items():
+        indices = [i for i in parsed.outputs.get(name, ()) if i is not None]
+        sizes = {
+            "input_scale": len(parsed.networks[name]),
+            "output_scale": max(indices) + 1 if indices else 1,
+        }
+        for key, size in sizes.items():
+            value = getattr(network, key)
+            if isinstance(value, tuple) and len(value) != size:
+                what = "inputs" if key == "input_scale" else "outputs"
+                raise error(
+                    ("system", "networks", name, key),
+                    f"has {len(value)} values but `{name}` takes {size} {what}; give one value "
+                    f"per {what[:-1]}, or one number for all",
+                )
 
 
 def _check_threshold(discovery: DiscoveryConfig, error) -> None:
