@@ -31,7 +31,15 @@ from ._pytree import (
 )
 from .paths import AbstractBrownianPath, AbstractPath
 
-__all__ = ["NOISE_TYPES", "AbstractTerm", "ControlTerm", "MultiTerm", "ODETerm", "sde_noise"]
+__all__ = [
+    "NOISE_TYPES",
+    "AbstractTerm",
+    "ControlTerm",
+    "MultiTerm",
+    "ODETerm",
+    "call_checked",
+    "sde_noise",
+]
 
 
 def _bcast(scalar: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | float:
@@ -130,6 +138,59 @@ def _name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+def _versions(y: Any) -> Any:
+    """The version counters of the state's leaves (``y._version`` grows with every in-place
+    operation on ``y`` or on a view of it), or None under ``torch.compile``, which does not trace
+    them."""
+    if torch.compiler.is_compiling():
+        return None
+    if isinstance(y, torch.Tensor):
+        return y._version
+    return tuple(leaf._version for leaf in tree_leaves(y) if isinstance(leaf, torch.Tensor))
+
+
+def call_checked(role: str, fn: Callable[..., Any], t: Any, y: Any, args: Any) -> Any:
+    """``fn(t, y, args)``, refusing a function that modifies ``y`` in place: the state it is given
+    is the solver's own (its stages, or the caller's ``y0``), so an in-place change would make the
+    solve return a wrong answer with a success status."""
+    before = _versions(y)
+    out = fn(t, y, args)
+    if before is not None and _versions(y) != before:
+        raise ValueError(
+            f"the {role} `{_name(fn)}` modified its input `y` in place (e.g. `y.mul_(...)`, "
+            "`y += ...`, `y[...] = ...`); the state it receives belongs to the solver, so the "
+            "solve would be wrong. Compute a new tensor instead (`y = y * 2`, or start with "
+            "`y = y.clone()`)"
+        )
+    return out
+
+
+def _layout(x: Any) -> Any:
+    """The leaf shapes and dtypes of a tree (a cheap key to compare outputs by)."""
+    if isinstance(x, torch.Tensor):
+        return (x.shape, x.dtype)
+    return tuple(
+        (leaf.shape, leaf.dtype) if isinstance(leaf, torch.Tensor) else type(leaf)
+        for leaf in tree_leaves(x)
+    )
+
+
+def _same_layout(out: Any, y: Any) -> bool:
+    """Whether ``out`` has ``y``'s leaf shapes and dtypes (the cheap per-call check; the full check
+    with its message is :func:`_check_like_state`)."""
+    if isinstance(out, torch.Tensor) and isinstance(y, torch.Tensor):
+        return out.shape == y.shape and out.dtype == y.dtype
+    outs, ys = tree_leaves(out), tree_leaves(y)
+    return (
+        len(outs) == len(ys)
+        and all(
+            isinstance(o, torch.Tensor) and o.shape == s.shape and o.dtype == s.dtype
+            for o, s in zip(outs, ys)
+        )
+        and same_structure(y, out)
+    )
+
+
 class ODETerm(AbstractTerm):
     """An ordinary differential equation ``dy/dt = f(t, y, args)``.
 
@@ -144,7 +205,10 @@ class ODETerm(AbstractTerm):
         self.f = f
 
     def vf(self, t, y, args):
-        return self.f(t, y, args)
+        out = call_checked("vector field", self.f, t, y, args)
+        if not _same_layout(out, y):  # every evaluation, not only the first
+            _check_like_state(_name(self.f), out, y)
+        return out
 
     def contr(self, t0, t1):
         return t1 - t0
@@ -228,9 +292,14 @@ class ControlTerm(AbstractTerm):
         self.noise = noise
         # (vf leaf shapes, increment shape) -> how they meet; filled by `check`
         self._plans: dict[tuple[Any, ...], _Plan] = {}
+        # the state's layout -> the layout of g's output that `check` accepted for it
+        self._layouts: dict[Any, Any] = {}
 
     def vf(self, t, y, args):
-        return self.g(t, y, args)
+        out = call_checked("vector field", self.g, t, y, args)
+        if self._layouts.get(_layout(y)) != _layout(out):  # every evaluation, not only the first
+            self.check(out, y, None)
+        return out
 
     def contr(self, t0, t1):
         return self.path.increment(t0, t1)
@@ -250,10 +319,14 @@ class ControlTerm(AbstractTerm):
         leaves, states = tree_leaves(vf), tree_leaves(y)
         for i, (o, s) in enumerate(zip(leaves, states)):
             _check_leaf_meta(name, o, s, _where(i, states))
+        self._match_dtype(states[0])
         lead = (states[0].shape[0],) if self.path.batched and states[0].ndim else ()
         increment = torch.Size(lead + tuple(self.path.shape))
         plan = self._plan(leaves, states, increment)
         self._remember(plan, leaves, increment)
+        if len(self._layouts) > 64:  # many shapes seen (e.g. varying batch sizes): start afresh
+            self._layouts.clear()
+        self._layouts[_layout(y)] = _layout(vf)
 
     def callables(self):
         return [self.g]
@@ -278,6 +351,22 @@ class ControlTerm(AbstractTerm):
     def __repr__(self) -> str:
         noise = "" if self.noise == "general" else f", noise={self.noise!r}"
         return f"ControlTerm({_name(self.g)}, {self.path!r}{noise})"
+
+    def _match_dtype(self, state: torch.Tensor) -> None:
+        """A Brownian path built without a dtype takes the state's; a path whose increments have
+        another dtype than the state is refused here, by name, rather than deep inside a matrix
+        product."""
+        real = state.real.dtype if state.is_complex() else state.dtype
+        adopt = getattr(self.path, "adopt_dtype", None)
+        if adopt is not None:
+            adopt(real)
+        dtype = getattr(self.path, "dtype", None)
+        if isinstance(dtype, torch.dtype) and dtype != real:
+            raise TypeError(
+                f"the path {self.path!r} of `ControlTerm({_name(self.g)}, ...)` gives {dtype} "
+                f"increments, but the state is {state.dtype}; build the path with "
+                f"`dtype={real}` (a Brownian path built without `dtype` follows the state)"
+            )
 
     # -- how g meets dX ---------------------------------------------------------------------------
 

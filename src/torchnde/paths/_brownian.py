@@ -113,11 +113,31 @@ class AbstractBrownianPath(AbstractPath):
                 "the space-time Lévy area H next to each increment (for SRA1-type solvers)"
             )
         self.levy_area = levy_area
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"`dtype` must be a real floating dtype, got {dtype!r}")
-        self.dtype = dtype
+        if dtype is not None and (
+            not isinstance(dtype, torch.dtype) or not dtype.is_floating_point
+        ):
+            raise TypeError(
+                f"`dtype` must be None (the dtype of the state it drives) or a real floating "
+                f"dtype, got {dtype!r}"
+            )
+        #: the path was built without a dtype: its increments take the real dtype of the state of
+        #: the solve that uses it (:meth:`adopt_dtype`), float32 before any solve
+        self.follows_state = dtype is None
+        self.dtype = torch.float32 if dtype is None else dtype
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.channels = int(math.prod(self.shape))
+
+    def adopt_dtype(self, dtype: torch.dtype) -> None:
+        """Produce increments in ``dtype`` from now on, if the path was built without a dtype
+        (``dtype=None``); :class:`~torchnde.ControlTerm` calls it with the state's real dtype when
+        a solve starts. A path built with an explicit dtype keeps it."""
+        if self.follows_state and dtype in (
+            torch.float16,
+            torch.bfloat16,
+            torch.float32,
+            torch.float64,
+        ):
+            self.dtype = dtype
 
     # ---- queries -----------------------------------------------------------------------------
 
@@ -223,7 +243,8 @@ class BrownianGrid(AbstractBrownianPath):
         seed: the seed of the path.
         levy_area: None, or ``"space-time"`` to also store the space-time Lévy area
             (:meth:`levy_increment`).
-        dtype: dtype of the increments returned.
+        dtype: dtype of the increments returned; None (default): the real dtype of the state of
+            the solve that uses the path (float32 before any solve).
         device: where the cumulative sums live (memory: ``(steps + 1) · batch · channels`` float64
             numbers, twice that with Lévy area).
         batch_axis: None, or 0 for one path per sample.
@@ -239,7 +260,7 @@ class BrownianGrid(AbstractBrownianPath):
         dt: float | None = None,
         seed: int = 0,
         levy_area: str | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         batch_axis: int | None = None,
     ):
@@ -496,7 +517,8 @@ class VirtualBrownianTree(AbstractBrownianPath):
         seed: the seed (any int, taken modulo ``2^64``).
         levy_area: None, or ``"space-time"`` for :meth:`levy_increment` (the path then differs
             from the one without Lévy area for the same seed).
-        dtype: dtype of the increments.
+        dtype: dtype of the increments; None (default): the real dtype of the state of the solve
+            that uses the path (float32 before any solve).
         device: where queries are computed.
         batch_axis: None, or 0 for one path per sample.
 
@@ -519,7 +541,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
         tol: float = 1e-3,
         seed: int = 0,
         levy_area: str | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         batch_axis: int | None = None,
     ):
