@@ -36,7 +36,7 @@ def make_loop(solver, controller, f, y0, t0, t1, dt0, batched=True):
         t0=tau0,
         t_end=tau1,
         snap_tol=100 * eps * scale,
-        min_dt=4 * eps * scale,
+        resolution=4 * eps,
         max_steps=1000,
         dense_matrix=torch.tensor(solver.dense_matrix, dtype=F64),
     )

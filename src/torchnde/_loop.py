@@ -28,6 +28,7 @@ from ._solution import Status
 from .controllers import AbstractController
 from .events import Event, crossed
 from .solvers._base import AbstractSolver, StepResult
+from .terms import call_checked
 
 __all__ = [
     "Context",
@@ -49,7 +50,6 @@ class HostBounds:
     t0: float
     t_end: float
     snap_tol: float
-    min_dt: float
     stops: list[float] | None = None  # sorted, +inf at the end
     jumps: frozenset[float] | None = None
 
@@ -61,7 +61,6 @@ class HostBounds:
             float(ctx.t0[0]),
             float(ctx.t_end[0]),
             float(ctx.snap_tol[0]),
-            float(ctx.min_dt[0]),
             stops,
             jumps,
         )
@@ -76,14 +75,20 @@ class Context:
     controller: AbstractController
     t0: torch.Tensor
     t_end: torch.Tensor
-    snap_tol: torch.Tensor  # a proposal this close to t_end lands on it
-    min_dt: torch.Tensor  # smaller steps cannot move t in floating point
+    #: a step whose end falls this close to ``t_end`` (a few units in the last place), or an
+    #: adaptive step within 1% of its own length of it, is extended to land on ``t_end``
+    snap_tol: torch.Tensor
+    #: a step shorter than ``resolution · |t|`` barely moves ``t`` in floating point: the step
+    #: size has collapsed (``Status.DTMIN``); local to the time reached, not to the interval
+    resolution: float
     max_steps: int
     stops: torch.Tensor | None = None  # (batch, K) sorted, +inf padded: steps land on these
     jumps: torch.Tensor | None = None  # (batch, J): after landing on these, re-evaluate vf
     events: tuple[Event, ...] = ()
     dense_matrix: torch.Tensor | None = None  # (rows, degree + 1)
     host: HostBounds | None = None  # set: per-sample bookkeeping in Python numbers
+    #: ``(batch,)``: samples whose initial state is not finite; they are never stepped
+    invalid: torch.Tensor | None = None
 
     @property
     def ops(self) -> type[TensorOps] | type[HostOps]:
@@ -91,7 +96,7 @@ class Context:
 
     @property
     def bounds(self) -> Context | HostBounds:
-        """``t0``, ``t_end``, ``snap_tol``, ``min_dt``, ``stops``, ``jumps`` as the loop sees them."""
+        """``t0``, ``t_end``, ``snap_tol``, ``stops``, ``jumps`` as the loop sees them."""
         return self.host if self.host is not None else self
 
 
@@ -162,7 +167,10 @@ def _propose(ctx: Context, st: LoopState):
     starts just past the jump (see :func:`_commit`)."""
     ops, b = ctx.ops, ctx.bounds
     t1 = ops.minimum(st.t_next, b.t_end)
-    t1 = ops.where(b.t_end - t1 <= b.snap_tol, b.t_end, t1)
+    # land on t_end rather than leave a sliver; an adaptive step at most 1% longer than
+    # proposed, so a rejected step (which shrinks by more) is not extended back to the same length
+    snap = ops.maximum(b.snap_tol, 0.01 * (t1 - st.t)) if ctx.controller.adaptive else b.snap_tol
+    t1 = ops.where(b.t_end - t1 <= snap, b.t_end, t1)
     clipped = t1 < st.t_next
     at_jump = None
     if b.stops is not None:
@@ -231,7 +239,7 @@ def _commit(
     num_steps = st.num_steps + running
     going = running > ops.and_(acc, t1 >= b.t_end)  # running and not reached the end
     t_next = ops.where(running, next_end, st.t_next)
-    dt_fail = ops.and_(going, (t_next - t) <= b.min_dt)
+    dt_fail = ops.and_(going, (t_next - t) <= ctx.resolution * ops.abs(t))
     nonfinite = running > finite
     if ctx.controller.adaptive:  # an adaptive controller first retries with smaller steps
         dt_fail = ops.or_(too_small, dt_fail)
@@ -296,15 +304,20 @@ def init_state(
     batch = t0.shape[0]
     zeros = torch.zeros(batch, dtype=torch.long, device=t0.device)
     event_vals = tuple(_cond(ctx, ev, t0, y0) for ev in ctx.events)
+    running, status, fail_t = ctx.t_end > t0, zeros.clone(), torch.full_like(t0, float("nan"))
+    if ctx.invalid is not None:
+        running = running & ~ctx.invalid
+        status = torch.where(ctx.invalid, int(Status.NONFINITE), status)
+        fail_t = torch.where(ctx.invalid, t0, fail_t)
     return LoopState(
         t=t0,
         y=y0,
         t_next=t_next,
         solver_state=solver_state,
         ctrl_state=ctrl_state,
-        running=ctx.t_end > t0,
-        status=zeros.clone(),
-        fail_t=torch.full_like(t0, float("nan")),
+        running=running,
+        status=status,
+        fail_t=fail_t,
         num_steps=zeros.clone(),
         num_accepted=zeros.clone(),
         num_rejected=zeros.clone(),
@@ -372,6 +385,9 @@ class Recorder:
         self.crossings: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in ctx.events]
         self.event_t: torch.Tensor | None = None
         self.event_index: torch.Tensor | None = None
+        # values saved at ts == t0 whose dependence on the save times is still to be added (after
+        # each sample's first accepted step, from the slope of its dense output): (batch, k) mask
+        self._at_start: torch.Tensor | None = None
 
     @classmethod
     def for_replay(cls, ctx: Context, save_ts: torch.Tensor | None, st: LoopState) -> Recorder:
@@ -417,7 +433,32 @@ class Recorder:
             self.ts_out[:, :starts] = torch.where(
                 at_start[:, :starts, None], st.y[:, None, :], self.ts_out[:, :starts]
             )
+        if (
+            starts
+            and torch.is_grad_enabled()
+            and (self.save_ts.requires_grad or st.t.requires_grad)
+        ):
+            self._at_start = at_start[:, :starts]
         return dataclasses.replace(st, save_idx=at_start.sum(dim=1))
+
+    def _start_slopes(self, info: StepInfo) -> None:
+        """Give the values saved at ``ts == t0`` their derivative with respect to the save times
+        (and ``t0``): ``y(s) = y0 + (s - t0)·y'(t0)``, with ``y'(t0)`` the slope of the first
+        accepted step's dense output — the added term is zero in value, so only gradients change,
+        and they agree with those of the values interpolated inside later steps."""
+        first = info.accepted & self._at_start.any(dim=1)
+        if not bool(first.any()):
+            return
+        dt = info.t1 - info.t0
+        safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
+        weights = self.ctx.dense_matrix[:, 1].to(info.y0.dtype)  # d/dθ at θ = 0, per row
+        slope = torch.einsum("r,brn->bn", weights, info.rows(self.ctx)) / safe_dt[:, None]
+        slope = torch.where(torch.isfinite(slope), slope, torch.zeros_like(slope))
+        k = self._at_start.shape[1]
+        shift = (self.save_ts[:, :k] - info.t0[:, None])[:, :, None] * slope[:, None, :]
+        mask = (self._at_start & first[:, None])[:, :, None]
+        self.ts_out[:, :k] = torch.where(mask, self.ts_out[:, :k] + shift, self.ts_out[:, :k])
+        self._at_start = self._at_start & ~first[:, None]
 
     def save(self, st: LoopState, info: StepInfo, t_stop: torch.Tensor) -> LoopState:
         """Save every value inside the accepted part ``(t0, t_stop]`` of the last step."""
@@ -429,6 +470,8 @@ class Recorder:
         if self.dense:
             reached = torch.where(info.accepted, t_stop, info.t0)
             self.dense_records.append((info.t0, info.t1 - info.t0, reached, info.rows(ctx)))
+        if self._at_start is not None:
+            self._start_slopes(info)
         if self.save_ts is None:
             return st
         # the samples with a save time inside this step; then for each, the run of columns
@@ -486,7 +529,13 @@ class Recorder:
 
 def _cond(ctx: Context, event: Event, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     problem = ctx.problem
-    value = event.cond(problem.user_time(tau), problem.spec.unflatten(y), problem.args)
+    value = call_checked(
+        "event function",
+        event.cond,
+        problem.user_time(tau),
+        problem.spec.unflatten(y),
+        problem.args,
+    )
     if not isinstance(value, torch.Tensor):
         raise TypeError(
             f"the event function `{getattr(event.cond, '__name__', event.cond)}` returned "

@@ -68,6 +68,10 @@ class TensorOps:
         return torch.isfinite(x)
 
     @staticmethod
+    def abs(x):
+        return x.abs()
+
+    @staticmethod
     def any(x) -> bool:
         return bool(x.any())
 
@@ -102,6 +106,7 @@ class HostOps:
     select_tree = where
     minimum = staticmethod(min)
     maximum = staticmethod(max)
+    abs = staticmethod(abs)
 
     @staticmethod
     def and_(a, b):

@@ -48,6 +48,8 @@ class Solution:
         event_index: which event fired per sample (``-1`` where none), if events were given.
         event_crossings: per non-terminal event, the recorded crossing times, NaN-padded,
             ``(crossings,)`` or ``(batch, crossings)``.
+        fail_t: per sample, the time a failed sample had reached when it stopped (its message
+            says why), NaN for a success; ``()`` or ``(batch,)``.
     """
 
     ts: torch.Tensor | None
@@ -58,6 +60,7 @@ class Solution:
     event_t: torch.Tensor | None = None
     event_index: torch.Tensor | None = None
     event_crossings: list[torch.Tensor] = field(default_factory=list)
+    fail_t: torch.Tensor | None = None
     _dense: Any = field(default=None, repr=False)
     _next_dt: Any = field(default=None, repr=False)  # the step size the solve would take next
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ._dense import DenseOutput
-from ._errors import SolveError, check_finite_time, describe
+from ._errors import SolveError, check_finite_time, describe, friendly_keywords
 from ._loop import Context, HostBounds
 from ._problem import Problem
 from ._pytree import StateSpec, tree_leaves, tree_structure_str
@@ -30,6 +30,22 @@ __all__ = ["DEFAULT_MAX_STEPS", "solve"]
 DEFAULT_MAX_STEPS = 10_000
 
 
+_CONTROLLER_HINT = (
+    "tolerances and step limits belong to the step-size controller: "
+    "`controller=PIDController(rtol=1e-6, atol=1e-8, dtmin=..., dtmax=...)`"
+)
+
+
+@friendly_keywords(
+    {
+        **dict.fromkeys(("rtol", "atol", "dtmin", "dtmax", "dt_min", "dt_max"), _CONTROLLER_HINT),
+        "method": "pass a solver object as the second argument, e.g. `Dopri5()`",
+        "t": "save at given times with `saveat=SaveAt(ts=t)`",
+        "ts": "save at given times with `saveat=SaveAt(ts=ts)`",
+        "dt": "the (first) step size is `dt0`",
+        "max_num_steps": "the step bound is `max_steps`",
+    }
+)
 def solve(
     terms: AbstractTerm,
     solver: AbstractSolver,
@@ -96,11 +112,10 @@ def solve(
     problem = Problem(terms, spec, args, direction, tdtype)
     for path in _paths(terms):  # before the first step, which may query them
         path.validate_span(t0_, t1_)
-    y0_flat = spec.flatten(y0)
+    y0_flat, invalid = _initial_state(spec, y0)
     vf0, nfe0 = solver.init(problem, tau0, y0_flat)
     terms.check(vf0, y0, batched)
 
-    scale = torch.maximum(tau0.abs(), tau1.abs())
     eps = torch.finfo(tdtype).eps
     stops = controller.stops(problem, tdtype, device)
     ctx = Context(
@@ -109,13 +124,14 @@ def solve(
         controller=controller,
         t0=tau0,
         t_end=tau1,
-        snap_tol=100 * eps * scale,
-        min_dt=4 * eps * scale,
+        snap_tol=(4 if controller.adaptive else 100) * eps * torch.maximum(tau0.abs(), tau1.abs()),
+        resolution=4 * eps,
         max_steps=max_steps,
         stops=None if stops is None else _pad_stops(stops[0], batch),
         jumps=None if stops is None or stops[1] is None else stops[1].expand(batch, -1),
         events=events,
         dense_matrix=torch.tensor(solver.dense_matrix, dtype=tdtype, device=device),
+        invalid=invalid,
     )
     if _host_mode(batched, events, solver, controller, t0_, t1_, save_ts, dt0_):
         ctx.host = HostBounds.of(ctx)
@@ -246,6 +262,8 @@ def _check_state(y0: Any, batched: bool) -> StateSpec:
                 f"with `batch_axis=0` the batch axis of `y0` is empty, got {tree_structure_str(y0)}; "
                 "give at least one sample"
             )
+    if batched:  # a sample with a non-finite y0 is flagged, not the whole batch (see solve)
+        return StateSpec.from_tree(y0, batched)
     for i, leaf in enumerate(leaves):
         if not bool(torch.isfinite(leaf.detach()).all()):
             where = "" if len(leaves) == 1 else f" leaf {i}"
@@ -255,6 +273,23 @@ def _check_state(y0: Any, batched: bool) -> StateSpec:
                 f"{leaf.detach().reshape(-1)[bad].item()}); the initial state must be finite"
             )
     return StateSpec.from_tree(y0, batched)
+
+
+def _initial_state(spec: StateSpec, y0: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The flat ``y0: (batch, n)`` — a copy, so no vector field can change the caller's tensor —
+    and, under ``batch_axis=0``, which samples have a non-finite ``y0`` (``None`` if none): those
+    are solved from zeros instead, never stepped, and reported as ``Status.NONFINITE`` with NaN
+    outputs, so one bad sample does not reject the batch nor leak NaN into the others'
+    gradients."""
+    flat = spec.flatten(y0)
+    if flat.data_ptr() == tree_leaves(y0)[0].data_ptr():
+        flat = flat.clone()
+    if not spec.batched:
+        return flat, None
+    finite = torch.isfinite(flat.detach()).all(dim=1)
+    if bool(finite.all()):
+        return flat, None
+    return torch.where(finite[:, None], flat, torch.zeros_like(flat)), ~finite
 
 
 def _time_dtype(state_dtype, *times) -> torch.dtype:
@@ -358,7 +393,10 @@ def _solution(ctx, plan, out, spec, direction) -> Solution:
     def squeeze(x):
         return x if batched else x[0]
 
-    ys = spec.unflatten_series(out.ys) if out.ys.shape[1] or plan.t1 or plan.t0 else None
+    flat_ys = out.ys
+    if ctx.invalid is not None:
+        flat_ys = torch.where(ctx.invalid[:, None, None], torch.nan, flat_ys)
+    ys = spec.unflatten_series(flat_ys) if out.ys.shape[1] or plan.t1 or plan.t0 else None
     ts = squeeze(user(out.ts))
     stats = {
         "num_steps": squeeze(st.num_steps),
@@ -371,6 +409,8 @@ def _solution(ctx, plan, out, spec, direction) -> Solution:
     }
     messages = _messages(ctx, st, user)
     sol = Solution(ts=ts, ys=ys, stats=stats, status=squeeze(st.status), messages=messages)
+    failed = st.status > int(Status.EVENT)
+    sol.fail_t = squeeze(torch.where(failed, user(st.fail_t), torch.nan).detach())
     sol._next_dt = squeeze(st.t_next - st.t).detach()
     if ctx.events:
         sol.event_t = squeeze(user(rec.event_t))
@@ -415,6 +455,11 @@ def _message(ctx, st, b, code, user) -> str:
     t1 = value(user(ctx.t_end))
     dt = value(st.t_next - st.t)
     steps = int(st.num_steps[b])
+    if code == Status.NONFINITE and ctx.invalid is not None and bool(ctx.invalid[b]):
+        return (
+            "the initial state `y0` of this sample holds NaN or inf, so it was not solved (the "
+            "other samples were); check the data it came from"
+        )
     if code == Status.NONFINITE:
         return (
             f"the state or the vector field became NaN/inf at t={t_fail:.6g} "
@@ -422,13 +467,7 @@ def _message(ctx, st, b, code, user) -> str:
             "overflows (e.g. exp of a large value); check the model, or use smaller steps"
         )
     if code == Status.DTMIN:
-        dtmin = getattr(ctx.controller, "dtmin", None)
-        limit = f"dtmin={dtmin:g}" if dtmin else "floating-point resolution"
-        return (
-            f"the step size fell below {limit} at t={t_fail:.6g} (solving from {t0:g} to "
-            f"{t1:g}): the problem may be stiff, or the solution may have a singularity there; "
-            "loosen rtol/atol, or use an implicit (stiff) solver"
-        )
+        return _dtmin_message(ctx, t_fail, t0, t1)
     span = abs(t1 - t0)
     remaining = abs(t1 - t_reached)
     # tiny steps: at the last step size the rest would take over ten times the steps already spent
@@ -445,6 +484,31 @@ def _message(ctx, st, b, code, user) -> str:
         f"max_steps={ctx.max_steps} steps were not enough: reached t={t_reached:.6g} of "
         f"[{t0:g}, {t1:g}].{hint}"
     )
+
+
+def _dtmin_message(ctx, t_fail: float, t0: float, t1: float) -> str:
+    where = f"at t={t_fail:.6g} (solving from {t0:g} to {t1:g})"
+    stiff = (
+        "the problem is stiff there (explicit solvers need tiny steps on stiff problems: use an "
+        "implicit solver) or the solution is singular there (it blows up, or the field is not "
+        "smooth)"
+    )
+    dtmin = getattr(ctx.controller, "dtmin", None)
+    if dtmin:
+        return f"the step size fell below dtmin={dtmin:g} {where}: {stiff}; or lower `dtmin`"
+    name = str(ctx.t0.dtype).replace("torch.", "")
+    text = (
+        f"the step size fell to the resolution of {name} times {where}: steps shorter than "
+        f"{ctx.resolution * abs(t_fail):.3g} no longer move t there. Either {stiff}"
+    )
+    if torch.finfo(ctx.t0.dtype).bits < 64:
+        return text + (
+            f", or {name} times are too coarse for the steps the solution needs (they resolve "
+            f"t≈{abs(t_fail):.3g} only to about {torch.finfo(ctx.t0.dtype).eps * abs(t_fail):.2g}): "
+            "keep the times in float64 (pass `t0`/`t1` as float64 tensors, e.g. "
+            "`torch.tensor(0.0, dtype=torch.float64)`; the state may stay float32)"
+        )
+    return text + "; loosen rtol/atol"
 
 
 def _throw_message(sol: Solution, failed: list[int], batched: bool) -> str:
