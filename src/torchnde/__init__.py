@@ -5,7 +5,7 @@ each: a term (what the equation is), a solver (how a step is taken), a step-size
 to save, how gradients flow, and events.
 """
 
-from ._errors import SolveError
+from ._errors import NonFiniteGradientWarning, SolveError
 from ._saveat import SaveAt
 from ._solution import Solution, Status
 from ._solve import DEFAULT_MAX_STEPS, solve
@@ -94,6 +94,7 @@ __all__ = [
     "Milstein",
     "MultiTerm",
     "NaturalCubicSpline",
+    "NonFiniteGradientWarning",
     "ODETerm",
     "PIDController",
     "PiecewiseCubic",

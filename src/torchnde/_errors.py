@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["SolveError", "check_finite_time", "describe"]
+__all__ = [
+    "NonFiniteGradientWarning",
+    "SolveError",
+    "check_finite_time",
+    "describe",
+    "friendly_keywords",
+    "unknown_keyword_message",
+]
+
+_T = TypeVar("_T")
 
 
 class SolveError(RuntimeError):
@@ -22,6 +35,13 @@ class SolveError(RuntimeError):
         super().__init__(message)
         self.solution = solution
         self.failed = failed
+
+
+class NonFiniteGradientWarning(RuntimeWarning):
+    """The backward pass of an adjoint that owns it (checkpointing, backsolve, reversible) produced
+    a NaN or infinite gradient; the message names the time interval where it arose. Finite
+    forward values with a non-finite derivative (``sqrt(y)`` at ``y = 0``) are the usual cause.
+    Turn it into an error with ``warnings.simplefilter("error", NonFiniteGradientWarning)``."""
 
 
 def describe(value: Any) -> str:
@@ -51,3 +71,59 @@ def check_finite_time(name: str, value: Any) -> None:
                 )
     elif isinstance(value, (int, float)) and not math.isfinite(value):
         raise ValueError(f"`{name}` must be finite, but got {value}; give a finite time")
+
+
+def unknown_keyword_message(owner: str, name: str, allowed: Sequence[str], hint: str = "") -> str:
+    """``"`owner` has no argument `name`; did you mean `close`? ..."`` for a misspelt keyword."""
+    close = difflib.get_close_matches(name, allowed, n=2, cutoff=0.6)
+    if not close:  # spellings that differ by separators: dt_min / dtmin, max_step / max_steps
+        squashed = {a.replace("_", "").lower(): a for a in allowed}
+        close = [
+            squashed[k]
+            for k in difflib.get_close_matches(
+                name.replace("_", "").lower(), squashed, n=2, cutoff=0.75
+            )
+        ]
+    text = f"`{owner}` has no argument `{name}`"
+    if hint:
+        text += f"; {hint}"
+    elif close:
+        text += "; did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+    return text + f" (its arguments: {', '.join(allowed)})"
+
+
+def friendly_keywords(hints: Mapping[str, str] | None = None) -> Callable[[_T], _T]:
+    """Decorate a class (its ``__init__``) or a function so that an unknown keyword argument
+    raises a ``TypeError`` naming the nearest valid ones (``dt_min`` → ``dtmin``), or the hint
+    given for it, instead of Python's bare "unexpected keyword argument"."""
+    hints = dict(hints or {})
+
+    def decorate(target: _T) -> _T:
+        fn = target.__init__ if isinstance(target, type) else target
+        params = inspect.signature(fn).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return target
+        allowed = [
+            n
+            for n, p in params.items()
+            if n != "self"
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        ]
+        known = frozenset(allowed)
+        owner = target.__name__
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for name in kwargs:
+                if name not in known:
+                    raise TypeError(
+                        unknown_keyword_message(owner, name, allowed, hints.get(name, ""))
+                    )
+            return fn(*args, **kwargs)
+
+        if isinstance(target, type):
+            target.__init__ = wrapper
+            return target
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

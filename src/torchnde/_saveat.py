@@ -7,9 +7,12 @@ from typing import Any
 
 import torch
 
+from ._errors import friendly_keywords
+
 __all__ = ["SaveAt"]
 
 
+@friendly_keywords()
 @dataclass(frozen=True)
 class SaveAt:
     """Which values of the solution to return.

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._errors import describe
+from ._errors import describe, friendly_keywords
 from ._ops import ops_for
 from ._problem import Problem
 from .solvers._base import AbstractSolver, StepResult
@@ -79,6 +79,7 @@ class AbstractController(abc.ABC):
         return None
 
 
+@friendly_keywords()
 @dataclass(frozen=True)
 class ConstantStepSize(AbstractController):
     """Steps of a fixed size ``dt0`` (given to :func:`~torchnde.solve`); the last step is shortened
@@ -101,6 +102,7 @@ class ConstantStepSize(AbstractController):
         return True, start + count * dt0, (start, dt0, count), False
 
 
+@friendly_keywords()
 @dataclass(frozen=True, eq=False)
 class StepTo(AbstractController):
     """Steps exactly from each time in ``ts`` to the next (a fixed, possibly uneven grid).
@@ -179,6 +181,7 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=1) / math.sqrt(max(x.shape[1], 1))
 
 
+@friendly_keywords()
 @dataclass(frozen=True)
 class PIDController(AbstractController):
     """Adaptive step sizes from the solver's error estimate (a PID controller; the default is the

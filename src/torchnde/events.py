@@ -8,9 +8,12 @@ from typing import Any
 
 import torch
 
+from ._errors import friendly_keywords
+
 __all__ = ["Event"]
 
 
+@friendly_keywords()
 @dataclass(frozen=True)
 class Event:
     """A zero crossing of ``cond(t, y, args)``.

@@ -4,18 +4,27 @@ respect to the times, which both compute the same way."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .._errors import NonFiniteGradientWarning
 from .._loop import Context, LoopState, Recorder, finish, init_state, iteration
 from .._solution import Status
 from ._base import LoopOutput, SavePlan
 from ._output import assemble
 
-__all__ = ["Run", "forward_loop", "needs_grad", "time_gradients", "vector_field"]
+__all__ = [
+    "NonFiniteWatch",
+    "Run",
+    "forward_loop",
+    "needs_grad",
+    "time_gradients",
+    "vector_field",
+]
 
 
 @dataclass
@@ -39,6 +48,40 @@ class Run:
 
     def output(self, ys: torch.Tensor) -> LoopOutput:
         return LoopOutput(ys, self.ts, self.state, self.recorder, self.nfe_backward)
+
+
+class NonFiniteWatch:
+    """Watches the cotangents of a backward pass, interval by interval, and warns once
+    (:class:`~torchnde.NonFiniteGradientWarning`) naming where they first became NaN or infinite.
+    One reduction and one host synchronisation per check."""
+
+    def __init__(self, ctx: Context, adjoint: str):
+        self.ctx, self.adjoint, self.warned = ctx, adjoint, False
+
+    def check(self, tensors, t_from: torch.Tensor, t_to: torch.Tensor) -> None:
+        """``tensors``: the cotangents after the backward pass over the internal times
+        ``t_from → t_to`` (``(batch,)`` or 0-dim; ``None`` entries are skipped)."""
+        if self.warned:
+            return
+        flags = [torch.isfinite(x).all() for x in tensors if isinstance(x, torch.Tensor)]
+        if not flags or bool(torch.stack(flags).all()):
+            return
+        self.warned = True
+        user = self.ctx.problem.user_time
+        a, b = (
+            float(user(t.detach().reshape(-1)[:1].expand(self.ctx.t0.shape)).reshape(-1)[0])
+            for t in (t_to, t_from)
+        )
+        lo, hi = min(a, b), max(a, b)
+        warnings.warn(
+            f"the gradient became NaN or infinite in the backward pass of {self.adjoint}, between "
+            f"t={lo:.6g} and t={hi:.6g}: the vector field has a non-finite derivative there "
+            "although its values are finite (e.g. `sqrt(y)` or `abs(y)**p` with p < 1 at y = 0, "
+            "`x / y` as y → 0, a `torch.where` with a NaN branch); make it differentiable there "
+            "(e.g. `sqrt(y**2 + eps)`)",
+            NonFiniteGradientWarning,
+            stacklevel=2,
+        )
 
 
 def needs_grad(y0: torch.Tensor, ctx: Context, plan: SavePlan, params: list) -> bool:
@@ -96,7 +139,9 @@ class ColumnGrads:
         batch, count, n = run.ys.shape
         if grad_ys is None:
             grad_ys = run.ys.new_zeros(batch, count, n)
-        grad_ys = torch.nan_to_num(grad_ys) if grad_ys.is_floating_point() else grad_ys
+        # outputs a sample never reached are NaN: they pass no gradient (as under DirectAdjoint,
+        # whose NaN fill is a constant); other cotangents, NaN ones included, go through
+        grad_ys = torch.where(torch.isnan(run.ys), torch.zeros_like(grad_ys), grad_ys)
         pos = 0
         self.t0 = None
         if plan.t0:

@@ -9,20 +9,31 @@ from dataclasses import dataclass
 
 import torch
 
+from .._errors import SolveError, friendly_keywords
 from .._pytree import tree_map
+from .._solution import Status
 from ..paths import AbstractBrownianPath
 from ..solvers._base import AbstractSolver
 from ..solvers._reversible import ReversibleHeun
 from ..solvers._runge_kutta import AbstractExplicitRungeKutta
 from ..terms import AbstractTerm, ODETerm
 from ._base import AbstractAdjoint, SavePlan
-from ._custom import ColumnGrads, Run, forward_loop, needs_grad, time_gradients, vector_field
+from ._custom import (
+    ColumnGrads,
+    NonFiniteWatch,
+    Run,
+    forward_loop,
+    needs_grad,
+    time_gradients,
+    vector_field,
+)
 from ._params import grad_inputs
 from .direct import DirectAdjoint
 
 __all__ = ["BacksolveAdjoint"]
 
 
+@friendly_keywords()
 @dataclass(frozen=True, eq=False)
 class BacksolveAdjoint(AbstractAdjoint):
     """Gradients by solving the adjoint equation backwards in time ("optimise then discretise";
@@ -189,6 +200,7 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
     else:
         backwards = _control_backwards(run, adjoint, layout)
     state = layout.pack(run.y0, torch.zeros_like(run.y0), [None] * len(params), ys.dtype)
+    watch = NonFiniteWatch(ctx, "BacksolveAdjoint")
     t_now = None
     for j in range(columns - 1, skip_t0 - 1, -1):
         t_j = times[j]
@@ -196,12 +208,14 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
             layout.y(state).copy_(torch.nan_to_num(ys[:, j]))
         elif t_j < t_now:
             state = backwards(t_now, t_j, state)
+            watch.check([layout.a(state), *layout.g(state)], t_now, t_j)
             layout.y(state).copy_(torch.nan_to_num(ys[:, j]))  # re-anchor on the forward solution
         layout.a(state).add_(grads.all[:, j])
         t_now = t_j
     t_start = ctx.t0[0].detach()
     if t_now is not None and t_now > t_start:
         state = backwards(t_now, t_start, state)
+        watch.check([layout.a(state), *layout.g(state)], t_now, t_start)
     g_params = [_cast_like(gi, p) for gi, p in zip(layout.g(state), params)]
     return layout.a(state).clone(), g_params
 
@@ -241,8 +255,10 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
             controller=controller,
             max_steps=max_steps,
             saveat=SaveAt(t1=True),
+            throw=False,
         )
         run.nfe_backward += sol.stats["nfe"]
+        _check_backward(ctx, sol, t_from, t_to, max_steps)
         dt_next = float(sol._next_dt)  # the next interval starts with the step this one ended on
         return sol.ys[-1]
 
@@ -274,11 +290,41 @@ def _control_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
             controller=StepTo(steps),
             max_steps=max(max_steps, steps.shape[0]),
             saveat=SaveAt(t1=True),
+            throw=False,
         )
         run.nfe_backward += sol.stats["nfe"]
+        _check_backward(ctx, sol, t_from, t_to, max(max_steps, steps.shape[0]))
         return sol.ys[-1]
 
     return backwards
+
+
+def _check_backward(ctx, sol, t_from, t_to, max_steps: int) -> None:
+    """A backward solve that failed for a reason other than a non-finite value raises, saying it
+    was the adjoint solve and how to fix it; a non-finite one returns its NaN state, which the
+    backward pass reports as a non-finite gradient (:class:`~torchnde.NonFiniteGradientWarning`),
+    as the other adjoints do."""
+    if sol.ok or sol.statuses[0] == Status.NONFINITE:
+        return
+    sign = 1.0 if ctx.problem.direction is None else float(ctx.problem.direction.reshape(-1)[0])
+    start, end = float(t_from) * sign, float(t_to) * sign
+    reached = float(sol.fail_t.reshape(-1)[0]) * sign
+    status = sol.statuses[0]
+    why = (
+        f"{max_steps} steps were not enough"
+        if status == Status.MAX_STEPS
+        else "its step size collapsed"
+    )
+    raise SolveError(
+        f"the backward (adjoint) solve of BacksolveAdjoint, from t={start:g} back to t={end:g}, "
+        f"failed ({status.name}) at t={reached:.6g}: {why}. The adjoint equation of a stiff or "
+        "rapidly varying problem is as hard as the problem itself, and the backward solve has its "
+        "own settings: raise `BacksolveAdjoint(max_steps=...)`, loosen "
+        "`BacksolveAdjoint(rtol=..., atol=...)`, or use `CheckpointAdjoint()`, which needs no "
+        "backward solve",
+        sol,
+        [0],
+    )
 
 
 class _Layout:

@@ -9,16 +9,25 @@ from dataclasses import dataclass
 
 import torch
 
+from .._errors import friendly_keywords
 from .._loop import Recorder, iteration
 from .._pytree import tree_map
 from ._base import AbstractAdjoint, SavePlan
-from ._custom import ColumnGrads, Run, forward_loop, needs_grad, time_gradients
+from ._custom import (
+    ColumnGrads,
+    NonFiniteWatch,
+    Run,
+    forward_loop,
+    needs_grad,
+    time_gradients,
+)
 from ._params import grad_inputs
 from .direct import DirectAdjoint
 
 __all__ = ["CheckpointAdjoint"]
 
 
+@friendly_keywords()
 @dataclass(frozen=True, eq=False)
 class CheckpointAdjoint(AbstractAdjoint):
     """Backpropagate through the solver's steps like :class:`DirectAdjoint`, but keep only
@@ -105,13 +114,16 @@ class _CheckpointFunction(torch.autograd.Function):
         g_params = [None] * len(params)
         g_y = grads.t1 if grads.t1 is not None else torch.zeros_like(run.y0)
         bounds = [i for i, _ in run.snapshots[1:]] + [run.iterations]
-        for (start, snap), stop in reversed(list(zip(run.snapshots, bounds))):
+        ends = [s.t for _, s in run.snapshots[1:]] + [run.state.t]
+        watch = NonFiniteWatch(ctx, "CheckpointAdjoint")
+        for (start, snap), stop, t_end in reversed(list(zip(run.snapshots, bounds, ends))):
             if stop == start:
                 continue
             g_y, seg = _replay(run, snap, stop - start, g_y, grads)
             for k, g in enumerate(seg):
                 if g is not None:
                     g_params[k] = g if g_params[k] is None else g_params[k] + g
+            watch.check([g_y, *seg], torch.as_tensor(t_end), torch.as_tensor(snap.t))
         if plan.ts is not None:  # values saved at ts == t0 are y0 itself
             at_start = plan.ts.detach() <= ctx.t0.detach()[:, None]
             g_y = g_y + (grads.ts * at_start[:, :, None]).sum(dim=1)

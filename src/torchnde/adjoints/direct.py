@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._errors import friendly_keywords
 from .._loop import Recorder, init_state, run
 from ._base import AbstractAdjoint, LoopOutput
 from ._output import assemble
@@ -11,6 +12,7 @@ from ._output import assemble
 __all__ = ["DirectAdjoint"]
 
 
+@friendly_keywords()
 @dataclass(frozen=True)
 class DirectAdjoint(AbstractAdjoint):
     """Differentiate by backpropagating through the solver's operations ("discretise then

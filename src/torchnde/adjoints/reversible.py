@@ -10,13 +10,14 @@ from typing import Any
 
 import torch
 
+from .._errors import friendly_keywords
 from .._loop import Recorder, attempt, finish, init_state
 from .._pytree import tree_leaves, tree_map, tree_unflatten, tree_where
 from ..solvers._base import AbstractSolver
 from ..solvers._reversible import ReversibleHeun
 from ..terms import ODETerm
 from ._base import AbstractAdjoint, SavePlan
-from ._custom import ColumnGrads, Run, needs_grad
+from ._custom import ColumnGrads, NonFiniteWatch, Run, needs_grad
 from ._output import assemble
 from ._params import grad_inputs
 from .direct import DirectAdjoint
@@ -24,6 +25,7 @@ from .direct import DirectAdjoint
 __all__ = ["ReversibleAdjoint"]
 
 
+@friendly_keywords()
 @dataclass(frozen=True, eq=False)
 class ReversibleAdjoint(AbstractAdjoint):
     """Exact gradients of a :class:`~torchnde.ReversibleHeun` solve at memory independent of the
@@ -367,8 +369,10 @@ class _Sweep:
         return _Point(t.detach(), y.detach(), yhat_leaf, t_leaf, vf)
 
     def backward(self) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        watch = NonFiniteWatch(self.run.ctx, "ReversibleAdjoint")
         for i in range(self.t0s.shape[0] - 1, -1, -1):
             self._undo(i)
+            watch.check([self.a_y, self.a_yhat, *self.g_params], self.t1s[i], self.t0s[i])
         return self._start()
 
     # -- one step backwards ----------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .._errors import friendly_keywords
 from .._problem import Problem
 from .._pytree import tree_leaves, tree_map, tree_unflatten
 from ..terms import ControlTerm, MultiTerm, ODETerm
@@ -185,6 +186,7 @@ class EulerMaruyama(AbstractSDESolver):
         return StepResult(y1, None, problem.vf(t1, y1), (y0, y1), 1)
 
 
+@friendly_keywords()
 @dataclasses.dataclass(frozen=True)
 class Milstein(AbstractSDESolver):
     """Milstein's method: Euler–Maruyama plus the term that makes it strong order 1,
