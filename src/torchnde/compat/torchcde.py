@@ -121,9 +121,22 @@ def _times(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
 
 
 def _observed(x: torch.Tensor) -> torch.Tensor:
-    """A channel with no observation at all is the zero path in torchcde."""
+    """A channel with no observation at all is the zero path in torchcde; here too, with a
+    warning naming the channels (torchnde's own paths refuse such data)."""
     empty = torch.isnan(x).all(dim=-2, keepdim=True)
-    return torch.where(empty, torch.zeros_like(x), x) if bool(empty.any()) else x
+    if not bool(empty.any()):
+        return x
+    per_channel = empty.reshape(-1, x.shape[-1])
+    channels = torch.nonzero(per_channel.any(dim=0)).reshape(-1).tolist()
+    series = int(per_channel.any(dim=1).sum())
+    warnings.warn(
+        f"channel(s) {channels} of `x` hold no observation at all in {series} series; they are "
+        "filled with zeros, as torchcde does (torchnde's own paths raise on such data instead): "
+        "check the data, or drop or impute those channels",
+        UserWarning,
+        stacklevel=3,
+    )
+    return torch.where(empty, torch.zeros_like(x), x)
 
 
 def _cubic_layout(coeffs: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,7 @@ from .. import (
 )
 from .. import ODETerm as _ODETerm
 from .. import solvers as _solvers
+from .._errors import check_finite_time
 
 __all__ = ["odeint", "odeint_adjoint", "odeint_dense", "odeint_event"]
 
@@ -340,6 +341,7 @@ def _check_t(t: Any, device: torch.device) -> torch.Tensor:
         raise TypeError(f"`t` must be a floating point tensor but is {t.dtype}; use `t.double()`")
     if t.ndim != 1 or t.numel() == 0:
         raise ValueError(f"`t` must be a non-empty 1-D tensor of times, got shape {tuple(t.shape)}")
+    check_finite_time("t", t)
     if t.numel() > 1:
         steps = t.detach().diff()
         if not (bool((steps > 0).all()) or bool((steps < 0).all())):
