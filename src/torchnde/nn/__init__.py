@@ -25,6 +25,9 @@ Part C — ODE-derived recurrent cells, neural SDE models and diffusion:
 - :class:`CoRNN`, :class:`LEM`, :class:`LipschitzRNN`, :class:`NoisyRNN`, :class:`LTC`,
   :class:`CTRNN`, :class:`TanhRNN`; :func:`run_cell` / :class:`Recurrent` (the shared sequence
   runner) and :func:`integrate_cell` (the same cell through any torchnde solver).
+- :class:`ScoreModel` on :class:`VPSDE` / :class:`VESDE` with :class:`ScoreNetwork`: denoising
+  score matching, reverse-SDE and probability-flow sampling, exact likelihoods;
+  :func:`sliced_wasserstein`.
 """
 
 from ._augmented import AugmentedNeuralODE, SecondOrderNeuralODE
@@ -55,6 +58,15 @@ from ._continuous import (
     neural_ode_from_resnet,
     resnet_from_neural_ode,
 )
+from ._diffusion import (
+    VESDE,
+    VPSDE,
+    AbstractDiffusionSDE,
+    GaussianPrior,
+    ScoreModel,
+    ScoreNetwork,
+    sliced_wasserstein,
+)
 from ._hypersolvers import (
     AbstractHyperSolver,
     HyperEuler,
@@ -84,7 +96,10 @@ __all__ = [
     "LEM",
     "LTC",
     "ODERNN",
+    "VESDE",
+    "VPSDE",
     "AbstractBasis",
+    "AbstractDiffusionSDE",
     "AbstractHyperSolver",
     "AbstractRecurrentCell",
     "AbstractRegulariser",
@@ -98,6 +113,7 @@ __all__ = [
     "Discretisation",
     "ExactTrace",
     "FlowOutput",
+    "GaussianPrior",
     "HutchinsonTrace",
     "HyperEuler",
     "HyperMidpoint",
@@ -121,6 +137,8 @@ __all__ = [
     "Regularised",
     "RegularisedSolution",
     "ResNet",
+    "ScoreModel",
+    "ScoreNetwork",
     "SecondOrderNeuralODE",
     "SequenceOutput",
     "SolverHeuristic",
@@ -136,5 +154,6 @@ __all__ = [
     "resnet_from_neural_ode",
     "run_cell",
     "sequence_mask",
+    "sliced_wasserstein",
     "structured_matrix",
 ]
