@@ -179,7 +179,7 @@ def test_causal_training_reports_its_weights_per_stage():
 
 
 def test_time_marching_trains_block_by_block_and_writes_a_complete_run_folder(tmp_path):
-    from torchnde.pinn._report import write_run_folder
+    from torchnde.pinn import write_run_folder
 
     result = pinn.train(
         pinn.heat(),
@@ -204,3 +204,33 @@ def test_time_marching_trains_block_by_block_and_writes_a_complete_run_folder(tm
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["error"] == pytest.approx(result.error)
     assert [p["name"] for p in metrics["phases"]] == [first.name, second.name]
+
+
+def test_lbfgs_reuses_the_line_search_evaluation_with_bitwise_equal_iterates(monkeypatch):
+    """torch's L-BFGS evaluates the accepted point again at the start of each step; the cache
+    answers that evaluation, so an iteration costs about one evaluation, not two, and the
+    iterates are exactly those of the uncached run."""
+    from torchnde.pinn import _loss
+
+    def run():
+        return pinn.train(
+            pinn.heat(),
+            [Stage("adam", steps=3, lr=1e-3), Stage("lbfgs", steps=25)],
+            network=SMALL,
+            points=FEW,
+            dtype=F64,
+        )
+
+    cached = run()
+    monkeypatch.setattr(_loss.PhaseLoss, "_cache_for", lambda self, module: None)
+    uncached = run()
+    for a, b in zip(cached.model.state_dict().values(), uncached.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in cached.final.history] == [h["loss"] for h in uncached.final.history]
+    assert [h["terms"] for h in cached.final.history] == [
+        h["terms"] for h in uncached.final.history
+    ]
+    evaluations = cached.final.history[-1]["evaluations"] - 3
+    assert evaluations < 0.7 * (uncached.final.history[-1]["evaluations"] - 3)
+    # the hooks of the cache are gone after training
+    assert all(not p._post_accumulate_grad_hooks for p in cached.model.parameters())

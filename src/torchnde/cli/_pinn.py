@@ -426,8 +426,6 @@ def execute(
     invocation: str,
 ) -> int:
     """Run one PINN config; return the exit status (errors are raised as :class:`CliError`)."""
-    from ..pinn._report import write_run_folder
-
     started = time.perf_counter()
     config = load_pinn_config(config_path, quick=quick)
     run_dir = _run_dir(config, out, resume)
@@ -468,7 +466,7 @@ def execute(
             **config.train_kwargs,
         )
         settings = {k: config.resolved[k] for k in ("network", "points", "training")}
-        write_run_folder(
+        pinn.write_run_folder(
             result, run_dir, command=resume_command.split(" --resume")[0], settings=settings
         )
     except TrainingInterrupted as stop:

@@ -53,6 +53,7 @@ from ._reference import (
     reaction_solution,
     relative_l2,
 )
+from ._report import write_run_folder
 from ._result import PhaseResult, PhaseStatus, PINNResult
 from ._sampling import (
     AbstractSampler,
@@ -118,4 +119,5 @@ __all__ = [
     "relative_l2",
     "sampler_by_name",
     "train",
+    "write_run_folder",
 ]
