@@ -28,6 +28,8 @@ Part C — ODE-derived recurrent cells, neural SDE models and diffusion:
 - :class:`ScoreModel` on :class:`VPSDE` / :class:`VESDE` with :class:`ScoreNetwork`: denoising
   score matching, reverse-SDE and probability-flow sampling, exact likelihoods;
   :func:`sliced_wasserstein`.
+- :class:`LatentSDE` (Li et al. 2020) and :class:`SDEGAN` (Kidger et al. 2021: an
+  :class:`SDEGenerator` and a :class:`CDEDiscriminator`, :func:`clip_lipschitz`).
 """
 
 from ._augmented import AugmentedNeuralODE, SecondOrderNeuralODE
@@ -79,6 +81,7 @@ from ._hypersolvers import (
 )
 from ._jacobian import AbstractTraceEstimator, ExactTrace, HutchinsonTrace, JacobianInfo
 from ._latent import ODERNN, LatentODE, LatentOutput
+from ._latent_sde import LatentSDE, LatentSDEOutput
 from ._neural_ode import Discretisation, NeuralODE, discretised, neural_odes
 from ._regularisers import (
     AbstractRegulariser,
@@ -88,6 +91,7 @@ from ._regularisers import (
     RegularisedSolution,
     SolverHeuristic,
 )
+from ._sde_gan import SDEGAN, CDEDiscriminator, SDEGenerator, clip_lipschitz
 from ._sequence import Recurrent, SequenceOutput, integrate_cell, run_cell, sequence_mask
 
 __all__ = [
@@ -96,6 +100,7 @@ __all__ = [
     "LEM",
     "LTC",
     "ODERNN",
+    "SDEGAN",
     "VESDE",
     "VPSDE",
     "AbstractBasis",
@@ -105,6 +110,7 @@ __all__ = [
     "AbstractRegulariser",
     "AbstractTraceEstimator",
     "AugmentedNeuralODE",
+    "CDEDiscriminator",
     "CDEField",
     "CoRNN",
     "ContinuousBlock",
@@ -125,6 +131,8 @@ __all__ = [
     "KineticEnergy",
     "LatentODE",
     "LatentOutput",
+    "LatentSDE",
+    "LatentSDEOutput",
     "Legendre",
     "LipschitzRNN",
     "MLPField",
@@ -137,6 +145,7 @@ __all__ = [
     "Regularised",
     "RegularisedSolution",
     "ResNet",
+    "SDEGenerator",
     "ScoreModel",
     "ScoreNetwork",
     "SecondOrderNeuralODE",
@@ -144,6 +153,7 @@ __all__ = [
     "SolverHeuristic",
     "StandardNormal",
     "TanhRNN",
+    "clip_lipschitz",
     "discretised",
     "fit_hypersolver",
     "hypersolver_residuals",
