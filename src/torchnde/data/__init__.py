@@ -1,5 +1,5 @@
 """Offline data for the models and the reproduce entries: loaders of data sets that PyPI packages
-ship (scikit-learn's digits) and small generators. Nothing is downloaded.
+ship (scikit-learn's digits, aeon's UEA/UCR sets, mnist1d's generator) and small generators. Nothing is downloaded.
 
 Example:
     >>> from torchnde.data import load_digits
@@ -10,13 +10,19 @@ Example:
 
 from ._digits import load_digits
 from ._generators import advection_diffusion, damped_oscillator, spirals
+from ._sequences import adding_problem, fitzhugh_nagumo, load_mnist1d, load_uea, pixel_digits
 from ._split import Split, stratified_split
 
 __all__ = [
     "Split",
+    "adding_problem",
     "advection_diffusion",
     "damped_oscillator",
+    "fitzhugh_nagumo",
     "load_digits",
+    "load_mnist1d",
+    "load_uea",
+    "pixel_digits",
     "spirals",
     "stratified_split",
 ]
