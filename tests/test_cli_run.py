@@ -283,6 +283,24 @@ def test_the_entry_point_reports_a_bad_config_in_one_line_with_status_2(tmp_path
     assert "did you mean `window`?" in done.stderr
 
 
+def test_python_dash_m_torchnde_is_the_command(tmp_path):
+    """``python -m torchnde`` runs the command as ``torchnde`` does (same parser, same errors)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("window = 4", "windw = 4"))
+    for args in (["configs"], ["run", str(bad)]):
+        via_m = subprocess.run(
+            [sys.executable, "-m", "torchnde", *args],
+            capture_output=True, text=True, env=ENV, check=False,
+        )  # fmt: skip
+        via_cli = run(*args)
+        assert (via_m.returncode, via_m.stdout, via_m.stderr) == (
+            via_cli.returncode,
+            via_cli.stdout,
+            via_cli.stderr,
+        )
+    assert via_m.returncode == 2 and "`training.windw`" in via_m.stderr
+
+
 @SAME_WORKER
 def test_two_processes_under_torchrun_train_the_model_of_one_process(tiny, reference, tmp_path):
     out = tmp_path / "runs"
