@@ -159,7 +159,7 @@ def test_inverse_undoes_the_steps_to_rounding(kind):
             y, state = result.y1, result.state
         assert float((y - y0.reshape(1, -1)).abs().max()) > 0.1  # it moved
         for i in range(199, -1, -1):
-            y, state = solver.inverse(problem, times[i], times[i + 1], y, state)
+            y, state = solver.backward_step(problem, times[i], times[i + 1], y, state)
     scale = 200 * torch.finfo(F64).eps
     assert float((y - y0.reshape(1, -1)).abs().max()) < scale
     assert float((state[0] - y0.reshape(1, -1)).abs().max()) < scale

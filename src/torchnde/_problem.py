@@ -7,12 +7,13 @@ always increases; :class:`Problem` turns those into the user's tree and the user
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ._pytree import StateSpec
-from .terms import AbstractTerm, ODETerm
+from .terms import AbstractTerm
 
 __all__ = ["Problem"]
 
@@ -47,10 +48,13 @@ class Problem:
         if time_dtype is None:
             time_dtype = torch.empty((), dtype=spec.dtype).real.dtype
         self.time_dtype = time_dtype
-        # host mode (one problem): the direction as a number
-        self._sign = 1.0 if direction is None or spec.batched else float(direction.reshape(-1)[0])
-        self._ode = isinstance(term, ODETerm)
+        #: the direction as a number when every sample shares it (``-1.0`` for a backwards solve
+        #: of one problem): the factor from internal to user time in the loop's host mode
+        self.sign = 1.0 if direction is None or spec.batched else float(direction.reshape(-1)[0])
+        #: ``dy/dt = vf``: the control is time itself, so ``prod(vf, dt) = vf · dt``
+        self.ode = term.ode
         self._times: dict[float, torch.Tensor] = {}
+        self._memo: dict[Any, Any] = {}
 
     def user_time(self, tau: torch.Tensor | float) -> torch.Tensor:
         """Internal ``(batch,)`` time → the user's time (0-dim without a batch axis)."""
@@ -58,9 +62,7 @@ class Problem:
             cache = self._times
             if tau in cache:
                 return cache[tau]
-            t = torch.scalar_tensor(
-                tau * self._sign, dtype=self.time_dtype, device=self.spec.device
-            )
+            t = torch.scalar_tensor(tau * self.sign, dtype=self.time_dtype, device=self.spec.device)
             if len(cache) > 1:
                 cache.pop(next(iter(cache)))
             cache[tau] = t
@@ -73,13 +75,13 @@ class Problem:
         return self.term.vf(self.user_time(tau), self.spec.unflatten(y), self.args)
 
     def contr(self, tau0: torch.Tensor | float, tau1: torch.Tensor | float) -> Any:
-        if self._ode and not isinstance(tau0, torch.Tensor):  # host mode: the step as a number
-            return (tau1 - tau0) * self._sign
+        if self.ode and not isinstance(tau0, torch.Tensor):  # host mode: the step as a number
+            return (tau1 - tau0) * self.sign
         return self.term.contr(self.user_time(tau0), self.user_time(tau1))
 
     def prod(self, vf: Any, control: Any) -> torch.Tensor:
         """``prod(vf, control)`` flattened to ``(batch, n)``."""
-        if self._ode and isinstance(vf, torch.Tensor):  # ODETerm.prod on one tensor, inlined
+        if self.ode and isinstance(vf, torch.Tensor):  # the ODE product on one tensor, inlined
             scale = (
                 control[:, None] if isinstance(control, torch.Tensor) and control.ndim else control
             )
@@ -89,11 +91,21 @@ class Problem:
     def fold(self, control: Any) -> float | None:
         """The number ``s`` when ``prod(vf, control) == s · vf`` (an ODE in host mode), so a
         solver may fold it into its coefficients; ``None`` otherwise."""
-        return control if self._ode and not isinstance(control, torch.Tensor) else None
+        return control if self.ode and not isinstance(control, torch.Tensor) else None
 
     def flat(self, vf: Any) -> torch.Tensor:
         """A vector field value shaped like the state, flattened to ``(batch, n)``."""
         return self.spec.flatten(vf)
 
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """A value computed once per solve and remembered (e.g. whether a solver must keep the
+        graph of a derivative): ``compute()`` the first time ``key`` is asked for."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def with_args(self, args: Any) -> Problem:
         return Problem(self.term, self.spec, args, self.direction, self.time_dtype)
+
+    def with_direction(self, direction: torch.Tensor | None) -> Problem:
+        return Problem(self.term, self.spec, self.args, direction, self.time_dtype)

@@ -38,7 +38,9 @@ __all__ = [
     "MultiTerm",
     "ODETerm",
     "call_checked",
+    "paths",
     "sde_noise",
+    "walk",
 ]
 
 
@@ -54,7 +56,16 @@ def _add_trees(a: Any, b: Any) -> Any:
 
 
 class AbstractTerm(abc.ABC):
-    """Base class of terms. Subclasses implement :meth:`vf`, :meth:`contr` and :meth:`prod`."""
+    """Base class of terms. Subclasses implement :meth:`vf`, :meth:`contr` and :meth:`prod`.
+
+    Attributes:
+        ode: whether the term is an ordinary differential equation ``dy/dt = vf(t, y)``: its
+            control is time itself (``contr(t0, t1) = t1 - t0``) and ``prod(vf, dt) = vf · dt``
+            with ``vf`` shaped like the state. Solvers and adjoints use it for what only holds
+            for ODEs (the continuous adjoint's ``dy/dt``, arithmetic on the step as a number).
+    """
+
+    ode: bool = False
 
     @abc.abstractmethod
     def vf(self, t: torch.Tensor, y: Any, args: Any) -> Any:
@@ -72,14 +83,35 @@ class AbstractTerm(abc.ABC):
         """``prod(vf(t, y, args), control)``."""
         return self.prod(self.vf(t, y, args), control)
 
-    @abc.abstractmethod
     def check(self, vf: Any, y: Any, batched: bool) -> None:
-        """Raise a clear ``ValueError``/``TypeError`` if ``vf`` (from ``vf(t0, y0, args)``) does
-        not fit the state ``y``."""
+        """Raise a clear ``ValueError``/``TypeError`` if ``vf`` (a value of ``vf(t, y, args)``)
+        does not fit the state ``y``. The built-in terms call it from :meth:`vf` on every
+        evaluation whose output or state layout they have not seen; a term of your own should
+        validate its outputs likewise. The default accepts everything."""
 
     def callables(self) -> list[Callable[..., Any]]:
         """The user functions this term calls (so adjoints can find their parameters)."""
         return []
+
+    def subterms(self) -> tuple[AbstractTerm, ...]:
+        """The terms this one is made of (:class:`MultiTerm`'s parts; none for the others)."""
+        return ()
+
+    def control_path(self) -> AbstractPath | None:
+        """The control path this term is driven by, if any (:class:`ControlTerm`'s)."""
+        return None
+
+
+def walk(term: AbstractTerm):
+    """Every term in ``term``'s tree, itself first, then its sub-terms depth-first."""
+    yield term
+    for sub in term.subterms():
+        yield from walk(sub)
+
+
+def paths(term: AbstractTerm) -> list[AbstractPath]:
+    """The control paths of every term in ``term``'s tree, in order."""
+    return [p for t in walk(term) if (p := t.control_path()) is not None]
 
 
 def _check_structure(name: str, out: Any, y: Any, what: str = "") -> None:
@@ -198,6 +230,8 @@ class ODETerm(AbstractTerm):
         f: the vector field; returns a tree shaped exactly like ``y`` (same structure, shapes,
             dtype). Often an ``nn.Module`` whose ``forward(t, y, args)`` is the network.
     """
+
+    ode = True
 
     def __init__(self, f: Callable[[torch.Tensor, Any, Any], Any]):
         if not callable(f):
@@ -331,6 +365,9 @@ class ControlTerm(AbstractTerm):
     def callables(self):
         return [self.g]
 
+    def control_path(self) -> AbstractPath:
+        return self.path
+
     def to_ode(self) -> ODETerm:
         """The ODE ``dy/dt = g(t, y, args) · dX/dt(t)`` (needs a differentiable path). Its solvers
         keep their full order on smooth paths, which the increment form does not."""
@@ -344,9 +381,7 @@ class ControlTerm(AbstractTerm):
             return tree_unflatten(vf, plan.apply(leaves, dx))
 
         f.__name__ = f"{_name(g)}·dX/dt"
-        term = ODETerm(f)
-        term.callables = lambda: [g]  # type: ignore[method-assign]
-        return term
+        return ODETerm(f)  # adjoints find g's parameters through f's closure
 
     def __repr__(self) -> str:
         noise = "" if self.noise == "general" else f", noise={self.noise!r}"
@@ -549,6 +584,9 @@ class MultiTerm(AbstractTerm):
     def callables(self):
         return [fn for term in self.terms for fn in term.callables()]
 
+    def subterms(self):
+        return self.terms
+
     def __repr__(self) -> str:
         return f"MultiTerm({', '.join(map(repr, self.terms))})"
 
@@ -557,8 +595,7 @@ def sde_noise(term: AbstractTerm) -> str | None:
     """The noise type of ``term`` if it is a stochastic differential equation — a
     :class:`ControlTerm` driven by Brownian motion, alone or inside a :class:`MultiTerm` — else
     ``None`` (ODEs, and CDEs driven by smooth paths)."""
-    terms = term.terms if isinstance(term, MultiTerm) else (term,)
-    for part in terms:
-        if isinstance(part, ControlTerm) and isinstance(part.path, AbstractBrownianPath):
-            return part.noise
+    for part in walk(term):
+        if isinstance(part.control_path(), AbstractBrownianPath):
+            return getattr(part, "noise", "general")
     return None

@@ -16,27 +16,34 @@ from .._pytree import tree_leaves
 __all__ = ["grad_inputs"]
 
 
-def _modules_of(fn: Any) -> list[nn.Module]:
-    """Modules reachable from a callable: itself, its bound ``self``, its closure, partials."""
+def _modules_of(fn: Any, depth: int = 3, seen: set | None = None) -> list[nn.Module]:
+    """Modules reachable from a callable: itself, its bound ``self``, the arguments of a partial,
+    and its closure — following callables found there (a wrapper around the user's function,
+    such as :meth:`~torchnde.ControlTerm.to_ode`'s) up to ``depth`` levels."""
+    seen = set() if seen is None else seen
+    if id(fn) in seen:
+        return []
+    seen.add(id(fn))
     if isinstance(fn, nn.Module):
         return [fn]
-    if isinstance(fn, functools.partial):
-        found = _modules_of(fn.func)
-        for a in (*fn.args, *fn.keywords.values()):
-            if isinstance(a, nn.Module):
-                found.append(a)
-        return found
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, nn.Module):
         return [owner]
+    if depth == 0:
+        return []
+    if isinstance(fn, functools.partial):
+        inner = [fn.func, *fn.args, *fn.keywords.values()]
+    else:
+        inner = []
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                inner.append(cell.cell_contents)
+            except ValueError:  # empty cell
+                continue
     found = []
-    for cell in getattr(fn, "__closure__", None) or ():
-        try:
-            content = cell.cell_contents
-        except ValueError:  # empty cell
-            continue
-        if isinstance(content, nn.Module):
-            found.append(content)
+    for content in inner:
+        if isinstance(content, nn.Module) or callable(content):
+            found += _modules_of(content, depth - 1, seen)
     return found
 
 

@@ -11,7 +11,7 @@ import torch
 from .._problem import Problem
 from ..terms import sde_noise
 
-__all__ = ["AbstractSolver", "StepResult"]
+__all__ = ["AbstractReversibleSolver", "AbstractSolver", "StepResult"]
 
 
 @dataclass
@@ -58,6 +58,11 @@ class AbstractSolver(abc.ABC):
     #: the stochastic integral the method converges to on an SDE: ``"ito"``, ``"stratonovich"``,
     #: ``"any"`` (additive noise only, where the two agree); ``None`` when not an SDE method
     interpretation: str | None = None
+
+    #: whether the method uses a term only through ``vf``/``contr``/``prod`` — so it solves any
+    #: term, including one built by an adjoint for its backward solve (Runge–Kutta methods,
+    #: ``ReversibleHeun``); SDE-specific methods that read the drift and diffusion apart do not
+    generic_terms: bool = False
 
     def check_terms(self, term: Any) -> None:
         """Raise a clear ``TypeError``/``ValueError`` when this solver cannot solve ``term`` (e.g.
@@ -118,3 +123,18 @@ class AbstractSolver(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class AbstractReversibleSolver(AbstractSolver):
+    """A solver whose step can be undone exactly, in closed form: from the state after a step
+    :meth:`backward_step` recovers the state before it. :class:`~torchnde.ReversibleAdjoint`
+    needs this capability (it reconstructs the forward pass backwards instead of storing it)."""
+
+    restartable = False
+
+    @abc.abstractmethod
+    def backward_step(
+        self, problem: Problem, t0: torch.Tensor, t1: torch.Tensor, y1: torch.Tensor, state: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """Undo a step ``[t0, t1]``: from ``y1`` and the carried state after it, return ``(y0,
+        state0)``, the state and carried state before it."""

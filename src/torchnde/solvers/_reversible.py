@@ -7,12 +7,12 @@ from typing import Any
 import torch
 
 from .._problem import Problem
-from ._base import AbstractSolver, StepResult
+from ._base import AbstractReversibleSolver, StepResult
 
 __all__ = ["ReversibleHeun"]
 
 
-class ReversibleHeun(AbstractSolver):
+class ReversibleHeun(AbstractReversibleSolver):
     """The reversible Heun method (Kidger, Foster, Li & Lyons, *Efficient and Accurate Gradients
     for Neural SDEs*, NeurIPS 2021).
 
@@ -26,7 +26,7 @@ class ReversibleHeun(AbstractSolver):
 
     The step is *algebraically reversible*: from ``(y_{n+1}, ŷ_{n+1}, v_{n+1})`` the previous state
     is ``ŷ_n = 2 y_{n+1} - ŷ_{n+1} - P(v_{n+1}, ΔX)``, ``v_n = vf(t_n, ŷ_n)``,
-    ``y_n = y_{n+1} - ½ P(v_n + v_{n+1}, ΔX)`` (:meth:`inverse`), which is what
+    ``y_n = y_{n+1} - ½ P(v_n + v_{n+1}, ΔX)`` (:meth:`backward_step`), which is what
     :class:`~torchnde.adjoints.ReversibleAdjoint` uses to backpropagate exactly at memory
     independent of the number of steps.
 
@@ -49,7 +49,7 @@ class ReversibleHeun(AbstractSolver):
     interpretation = "stratonovich"
     interpolation_order = 1
     supports_host = True
-    restartable = False
+    generic_terms = True
     # linear dense output: y(θ) = y0 + θ (y1 - y0) on rows (y0, y1)
     dense_matrix = ((1.0, -1.0), (0.0, 1.0))
 
@@ -71,7 +71,7 @@ class ReversibleHeun(AbstractSolver):
         y_error = 0.5 * (k1 - k0)
         return StepResult(y1, y_error, (yhat1, vf1), (y0, y1), 1)
 
-    def inverse(self, problem: Problem, t0, t1, y1: torch.Tensor, state) -> tuple:
+    def backward_step(self, problem: Problem, t0, t1, y1: torch.Tensor, state) -> tuple:
         """Undo a step ``[t0, t1]``: from ``y1`` and the state ``(ŷ_1, v_1)`` after it, return
         ``(y0, (ŷ_0, v_0))`` (one vector-field evaluation)."""
         yhat1, vf1 = state

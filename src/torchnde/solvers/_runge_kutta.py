@@ -55,6 +55,7 @@ class AbstractExplicitRungeKutta(AbstractSolver):
     tableau: ClassVar[ButcherTableau]
     interpolant: ClassVar[Interpolant | None] = None
     supports_host = True
+    generic_terms = True
 
     # derived once per class
     _a: ClassVar[tuple[_Coeffs, ...]]
@@ -69,6 +70,10 @@ class AbstractExplicitRungeKutta(AbstractSolver):
             return
         tab = cls.tableau
         cls.order = tab.order
+        if "interpretation" not in cls.__dict__:
+            # on an SDE (every stage reuses the step's increment) a consistent method converges
+            # to the Itô solution at order 1 (Euler–Maruyama) and to Stratonovich's above
+            cls.interpretation = "ito" if tab.order == 1 else "stratonovich"
         cls.error_order = None if tab.b_hat is None else tab.embedded_order + 1
         cls._a = tuple(_nonzero(row) for row in tab.a)
         cls._b = _nonzero(tab.b)

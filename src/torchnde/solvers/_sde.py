@@ -90,7 +90,7 @@ class _SDE:
         problem = self.problem
         u0, u1 = problem.user_time(t0), problem.user_time(t1)
         if not isinstance(t0, torch.Tensor):  # host mode: the step as a number
-            return u0, u1, (t1 - t0) * problem._sign
+            return u0, u1, (t1 - t0) * problem.sign
         dt = (u1 - u0).to(like.dtype)
         return u0, u1, dt[:, None] if dt.ndim else dt
 
@@ -313,12 +313,12 @@ def _records(sde: _SDE, t, y0: torch.Tensor) -> bool:
         return False
     if y0.requires_grad:
         return True
-    known = sde.problem.__dict__.get("_diffusion_needs_grad")
-    if known is None:
-        probe = sde.g(t, y0.detach())
-        known = any(isinstance(v, torch.Tensor) and v.requires_grad for v in tree_leaves(probe))
-        sde.problem._diffusion_needs_grad = known
-    return known
+
+    def probe() -> bool:
+        g = sde.g(t, y0.detach())
+        return any(isinstance(v, torch.Tensor) and v.requires_grad for v in tree_leaves(g))
+
+    return sde.problem.memo("diffusion needs grad", probe)
 
 
 def _abs_like(dt: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
