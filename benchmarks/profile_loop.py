@@ -42,7 +42,7 @@ TARGETS = [
     ("torchnde._solve", "solve"),
     ("torchnde._solve", "_solution"),
     ("torchnde._solve", "_check_state"),
-    ("torchnde.adjoints._output", "assemble"),
+    ("torchnde._run", "assemble"),
     ("torchnde._loop", "init_state"),
     ("torchnde._loop", "iteration"),
     ("torchnde._loop", "attempt"),

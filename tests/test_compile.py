@@ -16,6 +16,7 @@ import torchnde
 from torchnde import _loop
 from torchnde._problem import Problem
 from torchnde._pytree import StateSpec
+from torchnde._run import SavePlan, build
 
 F64 = torch.float64
 
@@ -27,23 +28,21 @@ def make_loop(solver, controller, f, y0, t0, t1, dt0, batched=True):
     batch = spec.batch
     tau0 = torch.full((batch,), t0, dtype=F64)
     tau1 = torch.full((batch,), t1, dtype=F64)
-    eps = torch.finfo(F64).eps
-    scale = torch.maximum(tau0.abs(), tau1.abs())
-    ctx = _loop.Context(
-        problem=problem,
-        solver=solver,
-        controller=controller,
-        t0=tau0,
-        t_end=tau1,
-        snap_tol=100 * eps * scale,
-        resolution=4 * eps,
+    plan = SavePlan(False, True, None, False, False)
+    prep = build(
+        problem,
+        solver,
+        controller,
+        tau0,
+        tau1,
+        spec.flatten(y0),
+        plan=plan,
+        dt0=torch.full((batch,), dt0, dtype=F64),
         max_steps=1000,
-        dense_matrix=torch.tensor(solver.dense_matrix, dtype=F64),
+        host=False,
     )
-    y = spec.flatten(y0)
-    vf0, nfe0 = solver.init(problem, tau0, y)
-    state = _loop.init_state(ctx, y, torch.full((batch,), dt0, dtype=F64), vf0, nfe0)
-    return ctx, state
+    state = _loop.init_state(prep.ctx, prep.y0, prep.dt0, prep.solver_state, prep.nfe0)
+    return prep.ctx, state
 
 
 def logistic(t, y, args):

@@ -39,7 +39,6 @@ __all__ = [
     "finish",
     "init_state",
     "iteration",
-    "run",
 ]
 
 
@@ -657,29 +656,15 @@ def event_phase(ctx: Context, rec: Recorder, st: LoopState, info: StepInfo):
 # the loop
 
 
-def iteration(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
-    """One pass of the loop: attempt a step, then the event and save phases."""
+def iteration(ctx: Context, st: LoopState, rec: Recorder) -> tuple[LoopState, StepInfo]:
+    """One pass of the loop: attempt a step, then the event and save phases (the driver is
+    :func:`torchnde._run.advance`)."""
     st, info = attempt(ctx, st)
     st, t_stop = event_phase(ctx, rec, st, info)
     st = rec.save(st, info, t_stop)
     if ctx.jumps is not None:
         st = _refresh_after_jump(ctx, st, info)
-    return st
-
-
-def run(ctx: Context, st: LoopState, rec: Recorder, on_step=None) -> LoopState:
-    """Step until no sample is running; every sample stops by ``max_steps`` at the latest.
-
-    ``on_step(i, st)``, if given, sees the state after every iteration ``i`` (1, 2, ...). Returns
-    the final state with ``(batch,)`` tensor fields (see :func:`finish`)."""
-    st = rec.start(st)
-    i = 0
-    while ctx.ops.any(st.running):
-        st = iteration(ctx, st, rec)
-        i += 1
-        if on_step is not None:
-            on_step(i, st)
-    return finish(ctx, st)
+    return st, info
 
 
 def _refresh_after_jump(ctx: Context, st: LoopState, info: StepInfo) -> LoopState:

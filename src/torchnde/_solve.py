@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,20 +10,19 @@ import torch
 
 from ._dense import DenseOutput
 from ._errors import SolveError, check_finite_time, describe, friendly_keywords
-from ._loop import Context, HostBounds
 from ._problem import Problem
 from ._pytree import StateSpec, tree_leaves, tree_structure_str
+from ._run import LoopOutput, Prepared, SavePlan, build
 from ._saveat import SaveAt
 from ._solution import Solution, Status
-from .adjoints._base import AbstractAdjoint, SavePlan
+from .adjoints._base import AbstractAdjoint
 from .adjoints.direct import DirectAdjoint
 from .controllers import AbstractController, ConstantStepSize
 from .events import Event
-from .paths import AbstractPath
 from .solvers._base import AbstractSolver
-from .terms import AbstractTerm
+from .terms import AbstractTerm, paths
 
-__all__ = ["DEFAULT_MAX_STEPS", "solve"]
+__all__ = ["DEFAULT_MAX_STEPS", "prepare", "solution", "solve"]
 
 #: the default bound on attempted steps per sample: no solve can run forever
 DEFAULT_MAX_STEPS = 10_000
@@ -88,10 +86,54 @@ def solve(
     Returns:
         A :class:`Solution`.
     """
+    adjoint = DirectAdjoint() if adjoint is None else adjoint
+    if not isinstance(adjoint, AbstractAdjoint):
+        _check_objects(terms, solver, saveat, controller, adjoint, max_steps, throw, batch_axis)
+    prep = prepare(
+        terms,
+        solver,
+        t0,
+        t1,
+        y0,
+        dt0=dt0,
+        args=args,
+        saveat=saveat,
+        controller=controller,
+        event=event,
+        max_steps=max_steps,
+        batch_axis=batch_axis,
+        throw=throw,
+    )
+    adjoint.check(prep)
+    sol = solution(prep, adjoint.loop(prep))
+    if throw and not sol.ok:
+        failed = [i for i, s in enumerate(sol.statuses) if not s.ok]
+        raise SolveError(_throw_message(sol, failed, prep.ctx.problem.spec.batched), sol, failed)
+    return sol
+
+
+def prepare(
+    terms: AbstractTerm,
+    solver: AbstractSolver,
+    t0: float | torch.Tensor,
+    t1: float | torch.Tensor,
+    y0: Any,
+    *,
+    dt0: float | torch.Tensor | None = None,
+    args: Any = None,
+    saveat: SaveAt | None = None,
+    controller: AbstractController | None = None,
+    event: Event | Sequence[Event] | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    batch_axis: int | None = None,
+    throw: bool = True,
+) -> Prepared:
+    """Check the arguments of :func:`solve` and build the :class:`~torchnde._run.Prepared` solve
+    an adjoint runs (the first half of :func:`solve`: validation, the problem in internal time,
+    the solver's first state)."""
     saveat = SaveAt(t1=True) if saveat is None else saveat
     controller = ConstantStepSize() if controller is None else controller
-    adjoint = DirectAdjoint() if adjoint is None else adjoint
-    _check_objects(terms, solver, saveat, controller, adjoint, max_steps, throw, batch_axis)
+    _check_objects(terms, solver, saveat, controller, None, max_steps, throw, batch_axis)
     events = _check_events(event)
     batched = batch_axis == 0
     spec = _check_state(y0, batched)
@@ -110,59 +152,24 @@ def solve(
     solver.check_terms(terms)
 
     problem = Problem(terms, spec, args, direction, tdtype)
-    for path in _paths(terms):  # before the first step, which may query them
+    for path in paths(terms):  # before the first step, which may query them
         path.validate_span(t0_, t1_)
     y0_flat, invalid = _initial_state(spec, y0)
-    vf0, nfe0 = solver.init(problem, tau0, y0_flat)
-    terms.check(vf0, y0, batched)
-
-    eps = torch.finfo(tdtype).eps
-    stops = controller.stops(problem, tdtype, device)
-    ctx = Context(
-        problem=problem,
-        solver=solver,
-        controller=controller,
-        t0=tau0,
-        t_end=tau1,
-        snap_tol=(4 if controller.adaptive else 100) * eps * torch.maximum(tau0.abs(), tau1.abs()),
-        resolution=4 * eps,
-        max_steps=max_steps,
-        stops=None if stops is None else _pad_stops(stops[0], batch),
-        jumps=None if stops is None or stops[1] is None else stops[1].expand(batch, -1),
-        events=events,
-        dense_matrix=torch.tensor(solver.dense_matrix, dtype=tdtype, device=device),
-        invalid=invalid,
-    )
-    if _host_mode(batched, events, solver, controller, t0_, t1_, save_ts, dt0_):
-        ctx.host = HostBounds.of(ctx)
     plan = SavePlan(saveat.t0, saveat.t1, save_ts, saveat.steps, saveat.dense)
-    adjoint.check(ctx, plan)
-    out = adjoint.loop(ctx, y0_flat, dt0_, vf0, nfe0, plan)
-    sol = _solution(ctx, plan, out, spec, direction)
-    if throw and not sol.ok:
-        failed = [i for i, s in enumerate(sol.statuses) if not s.ok]
-        raise SolveError(_throw_message(sol, failed, batched), sol, failed)
-    return sol
-
-
-def _paths(term: AbstractTerm):
-    """The control paths inside ``term`` (``ControlTerm.path``, recursively through ``MultiTerm``)."""
-    for sub in getattr(term, "terms", ()):
-        yield from _paths(sub)
-    path = getattr(term, "path", None)
-    if isinstance(path, AbstractPath):
-        yield path
-
-
-def _host_mode(batched, events, solver, controller, *times) -> bool:
-    """Keep the per-sample bookkeeping as Python numbers (one problem, no events, nothing
-    differentiated with respect to the times, and a solver and controller that support it)."""
-    return (
-        not batched
-        and not events
-        and solver.supports_host
-        and controller.supports_host
-        and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in times)
+    host = not any(isinstance(t, torch.Tensor) and t.requires_grad for t in (t0_, t1_, dt0_))
+    return build(
+        problem,
+        solver,
+        controller,
+        tau0,
+        tau1,
+        y0_flat,
+        plan=plan,
+        dt0=dt0_,
+        max_steps=max_steps,
+        events=events,
+        invalid=invalid,
+        host=host,
     )
 
 
@@ -182,6 +189,8 @@ def _check_objects(terms, solver, saveat, controller, adjoint, max_steps, throw,
         ("adjoint", adjoint, AbstractAdjoint, "DirectAdjoint()"),
         ("saveat", saveat, SaveAt, "SaveAt(t1=True)"),
     ):
+        if value is None and name == "adjoint":
+            continue
         if isinstance(value, type) and issubclass(value, base):
             raise TypeError(
                 f"`{name}` must be an instance: write `{value.__name__}()`, not the class"
@@ -374,17 +383,16 @@ def _check_dt0(dt0, batched, batch, tdtype, device, direction, t0, t1):
     return dt.abs()
 
 
-def _pad_stops(stops: torch.Tensor, batch: int) -> torch.Tensor:
-    inf = torch.full_like(stops[:, :1], math.inf)
-    return torch.cat([stops, inf], dim=1).expand(batch, -1).contiguous()
-
-
 # ------------------------------------------------------------------------------------------------
 # building the solution
 
 
-def _solution(ctx, plan, out, spec, direction) -> Solution:
+def solution(prep: Prepared, out: LoopOutput) -> Solution:
+    """The :class:`Solution` of a prepared solve from what its run saved (user times, the state's
+    tree, statistics, statuses and messages, events, dense output)."""
+    ctx, plan = prep.ctx, prep.plan
     st, rec = out.state, out.recorder
+    spec, direction = ctx.problem.spec, ctx.problem.direction
     batched = spec.batched
 
     def user(tau):

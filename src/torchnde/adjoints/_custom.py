@@ -4,18 +4,17 @@ respect to the times, which both compute the same way."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from .._errors import NonFiniteGradientWarning
-from .._loop import Context, LoopState, Recorder, finish, init_state, iteration
+from .._loop import Context, LoopState, Recorder, StepInfo
+from .._run import LoopOutput, Prepared, SavePlan, drive
 from .._solution import Status
-from ._base import LoopOutput, SavePlan
-from ._output import assemble
 
 __all__ = [
     "NonFiniteWatch",
@@ -31,11 +30,7 @@ __all__ = [
 class Run:
     """Everything one solve's custom backward pass needs, filled in by the forward."""
 
-    ctx: Context
-    plan: SavePlan
-    dt0: torch.Tensor | None
-    solver_state: Any
-    nfe0: int
+    prep: Prepared
     params: list[torch.Tensor]
     ys: torch.Tensor | None = None
     ts: torch.Tensor | None = None
@@ -45,6 +40,14 @@ class Run:
     snapshots: list[tuple[int, LoopState]] = field(default_factory=list)
     iterations: int = 0
     nfe_backward: torch.Tensor | None = None
+
+    @property
+    def ctx(self) -> Context:
+        return self.prep.ctx
+
+    @property
+    def plan(self) -> SavePlan:
+        return self.prep.plan
 
     def output(self, ys: torch.Tensor) -> LoopOutput:
         return LoopOutput(ys, self.ts, self.state, self.recorder, self.nfe_backward)
@@ -94,35 +97,36 @@ def needs_grad(y0: torch.Tensor, ctx: Context, plan: SavePlan, params: list) -> 
 @torch.no_grad()
 def forward_loop(
     run: Run,
-    y0: torch.Tensor,
     thin: int | None = None,
-    on_step: Callable[[LoopState], None] | None = None,
+    on_step: Callable[[LoopState, StepInfo], None] | None = None,
 ) -> None:
     """Run the whole solve without a graph; keep at most ``thin`` snapshots of the loop state
     (evenly spaced: when full, every other one is dropped and the spacing doubles); call
-    ``on_step(state)`` after every iteration, if given."""
-    ctx, plan = run.ctx, run.plan
-    st = init_state(ctx, y0, run.dt0, run.solver_state, run.nfe0)
-    rec = Recorder(ctx, plan.ts, plan.steps, plan.dense)
-    st = rec.start(st)
-    snapshots = [(0, st)]
-    interval, i = 1, 0
-    while ctx.ops.any(st.running):
-        st = iteration(ctx, st, rec)
-        i += 1
+    ``on_step(state, info)`` after every iteration, if given."""
+    snapshots: list[tuple[int, LoopState]] = []
+    interval, count = 1, 0
+
+    def observe(i: int, before: LoopState, after: LoopState, info: StepInfo) -> None:
+        nonlocal snapshots, interval, count
+        count = i
+        if i == 1:
+            snapshots.append((0, before))  # the state before the first step, saves at t0 made
         if on_step is not None:
-            on_step(st)
+            on_step(after, info)
         if thin is not None and i % interval == 0:
-            snapshots.append((i, st))
+            snapshots.append((i, after))
             if len(snapshots) > thin:
                 snapshots = snapshots[::2]
                 interval *= 2
-    st = finish(ctx, st)
-    run.ys, run.ts = assemble(ctx, plan, st, rec, y0)
-    run.y0 = y0
-    run.state, run.recorder = st, rec
-    run.snapshots, run.iterations = snapshots, i
-    run.nfe_backward = torch.zeros_like(st.nfe)
+
+    prep = dataclasses.replace(run.prep, y0=run.prep.y0.detach())
+    out = drive(prep, observe=observe)
+    run.ys, run.ts = out.ys, out.ts
+    run.y0 = prep.y0
+    run.state, run.recorder = out.state, out.recorder
+    run.snapshots = snapshots
+    run.iterations = count
+    run.nfe_backward = torch.zeros_like(out.state.nfe)
 
 
 def vector_field(ctx: Context, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ ODEs, and for CDEs and (Stratonovich) SDEs over the same control path."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,13 +12,13 @@ import torch
 
 from .._errors import SolveError, friendly_keywords
 from .._pytree import tree_map
+from .._run import drive, flat_problem, integrate
 from .._solution import Status
+from ..controllers import PIDController, StepTo
 from ..paths import AbstractBrownianPath
 from ..solvers._base import AbstractSolver
-from ..solvers._reversible import ReversibleHeun
-from ..solvers._runge_kutta import AbstractExplicitRungeKutta
-from ..terms import AbstractTerm, ODETerm
-from ._base import AbstractAdjoint, SavePlan
+from ..terms import AbstractTerm, ODETerm, walk
+from ._base import AbstractAdjoint
 from ._custom import (
     ColumnGrads,
     NonFiniteWatch,
@@ -28,7 +29,6 @@ from ._custom import (
     vector_field,
 )
 from ._params import grad_inputs
-from .direct import DirectAdjoint
 
 __all__ = ["BacksolveAdjoint"]
 
@@ -109,9 +109,10 @@ class BacksolveAdjoint(AbstractAdjoint):
                 f"got {self.solver!r}"
             )
 
-    def check(self, ctx, plan: SavePlan) -> None:
+    def check(self, prep) -> None:
+        ctx, plan = prep.ctx, prep.plan
         solver = self.solver or ctx.solver
-        if not isinstance(ctx.problem.term, ODETerm):
+        if not ctx.problem.ode:
             _check_control(ctx, self.solver)
         elif solver.error_order is None:
             raise ValueError(
@@ -142,13 +143,16 @@ class BacksolveAdjoint(AbstractAdjoint):
                     "sample; use `CheckpointAdjoint()` for per-sample times"
                 )
 
-    def loop(self, ctx, y0, dt0, solver_state, nfe0, plan):
+    def loop(self, prep):
+        ctx, plan = prep.ctx, prep.plan
         params = (
-            grad_inputs(ctx, y0, self.params, "BacksolveAdjoint") if torch.is_grad_enabled() else []
+            grad_inputs(ctx, prep.y0, self.params, "BacksolveAdjoint")
+            if torch.is_grad_enabled()
+            else []
         )
-        if not needs_grad(y0, ctx, plan, params):
-            return DirectAdjoint().loop(ctx, y0, dt0, solver_state, nfe0, plan)
-        if not isinstance(ctx.problem.term, ODETerm):
+        if not needs_grad(prep.y0, ctx, plan, params):
+            return drive(prep)
+        if not ctx.problem.ode:
             times = (("t0", ctx.t0), ("t1", ctx.t_end), ("SaveAt(ts)", plan.ts))
             timed = [name for name, t in times if t is not None and t.requires_grad]
             if timed:
@@ -157,17 +161,18 @@ class BacksolveAdjoint(AbstractAdjoint):
                     f"{', '.join(timed)}; detach them, or use `DirectAdjoint()` (or "
                     "`ReversibleAdjoint()` with `ReversibleHeun()`)"
                 )
-        run = Run(ctx, plan, dt0, tree_map(torch.Tensor.detach, solver_state), nfe0, params)
+        state = tree_map(torch.Tensor.detach, prep.solver_state)
+        run = Run(dataclasses.replace(prep, solver_state=state), params)
         times = (ctx.t0, ctx.t_end, plan.ts if plan.ts is not None else ctx.t0.new_zeros(0))
-        ys = _BacksolveFunction.apply(run, self, y0, *times, *params)
+        ys = _BacksolveFunction.apply(run, self, prep.y0, *times, *params)
         return run.output(ys)
 
 
 class _BacksolveFunction(torch.autograd.Function):
     @staticmethod
     def forward(fctx, run: Run, adjoint: BacksolveAdjoint, y0, t0, t1, ts, *params):
-        steps = None if isinstance(run.ctx.problem.term, ODETerm) else _StepTimes(run.ctx)
-        forward_loop(run, y0.detach(), on_step=steps)
+        steps = None if run.ctx.problem.ode else _StepTimes(run.ctx)
+        forward_loop(run, on_step=steps)
         run.step_times = steps
         fctx.run, fctx.adjoint = run, adjoint
         return run.ys
@@ -195,7 +200,7 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
     batch, n = run.y0.shape
     # the augmented state (y, a, g) is one flat tensor; the field views it in place
     layout = _Layout(batch, n, params)
-    if isinstance(ctx.problem.term, ODETerm):
+    if ctx.problem.ode:
         backwards = _ode_backwards(run, adjoint, layout)
     else:
         backwards = _control_backwards(run, adjoint, layout)
@@ -222,11 +227,6 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
 
 def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     """``backwards(t_from, t_to, state)`` for an ODE: an adaptive solve of the augmented ODE."""
-    # imported here: ``solve`` imports the adjoints package, so a module-level import is circular
-    from .._saveat import SaveAt
-    from .._solve import solve
-    from ..controllers import PIDController
-
     ctx = run.ctx
     aug_f = _AugmentedField(ctx, run.params)
     aug_f.layout = layout
@@ -241,26 +241,29 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     )
     solver = adjoint.solver or ctx.solver
     max_steps = adjoint.max_steps or ctx.max_steps
+    problem = None
     dt_next = None
 
     def backwards(t_from, t_to, state):
-        nonlocal dt_next
-        sol = solve(
-            ODETerm(aug_f),
+        nonlocal dt_next, problem
+        if problem is None:
+            problem = flat_problem(ODETerm(aug_f), state, ctx.problem.time_dtype)
+        span = float(t_from - t_to)
+        out = integrate(
+            problem,
             solver,
+            controller,
             t_from,
             t_to,
             state,
-            dt0=None if dt_next is None else -min(dt_next, float(t_from - t_to)),
-            controller=controller,
+            dt0=None if dt_next is None else min(dt_next, span),
             max_steps=max_steps,
-            saveat=SaveAt(t1=True),
-            throw=False,
         )
-        run.nfe_backward += sol.stats["nfe"]
-        _check_backward(ctx, sol, t_from, t_to, max_steps)
-        dt_next = float(sol._next_dt)  # the next interval starts with the step this one ended on
-        return sol.ys[-1]
+        run.nfe_backward += out.state.nfe
+        _check_backward(ctx, out, t_from, t_to, max_steps)
+        # the next interval starts with the step this one ended on
+        dt_next = float(out.state.t_next[0] - out.state.t[0])
+        return out.ys[0, -1]
 
     return backwards
 
@@ -268,10 +271,6 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
 def _control_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     """``backwards(t_from, t_to, state)`` for a CDE/SDE: the augmented term over the same path,
     stepping through the forward pass's step times in reverse."""
-    from .._saveat import SaveAt
-    from .._solve import solve
-    from ..controllers import StepTo
-
     ctx = run.ctx
     term = _AugmentedTerm(ctx, run.params, layout)
     grid = run.step_times.grid()
@@ -281,35 +280,28 @@ def _control_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     def backwards(t_from, t_to, state):
         inner = grid[(grid < t_from) & (grid > t_to)].flip(0)
         steps = torch.cat([t_from.reshape(1), inner, t_to.reshape(1)])
-        sol = solve(
-            term,
-            solver,
-            t_from,
-            t_to,
-            state,
-            controller=StepTo(steps),
-            max_steps=max(max_steps, steps.shape[0]),
-            saveat=SaveAt(t1=True),
-            throw=False,
-        )
-        run.nfe_backward += sol.stats["nfe"]
-        _check_backward(ctx, sol, t_from, t_to, max(max_steps, steps.shape[0]))
-        return sol.ys[-1]
+        bound = max(max_steps, steps.shape[0])
+        problem = flat_problem(term, state, ctx.problem.time_dtype)
+        out = integrate(problem, solver, StepTo(steps), t_from, t_to, state, max_steps=bound)
+        run.nfe_backward += out.state.nfe
+        _check_backward(ctx, out, t_from, t_to, bound)
+        return out.ys[0, -1]
 
     return backwards
 
 
-def _check_backward(ctx, sol, t_from, t_to, max_steps: int) -> None:
+def _check_backward(ctx, out, t_from, t_to, max_steps: int) -> None:
     """A backward solve that failed for a reason other than a non-finite value raises, saying it
     was the adjoint solve and how to fix it; a non-finite one returns its NaN state, which the
     backward pass reports as a non-finite gradient (:class:`~torchnde.NonFiniteGradientWarning`),
     as the other adjoints do."""
-    if sol.ok or sol.statuses[0] == Status.NONFINITE:
+    status = Status(int(out.state.status[0]))
+    if status.ok or status == Status.NONFINITE:
         return
     sign = 1.0 if ctx.problem.direction is None else float(ctx.problem.direction.reshape(-1)[0])
     start, end = float(t_from) * sign, float(t_to) * sign
-    reached = float(sol.fail_t.reshape(-1)[0]) * sign
-    status = sol.statuses[0]
+    backwards = -1.0 if float(t_to) < float(t_from) else 1.0  # internal time of the backward solve
+    reached = float(out.state.fail_t[0]) * backwards * sign
     why = (
         f"{max_steps} steps were not enough"
         if status == Status.MAX_STEPS
@@ -322,7 +314,7 @@ def _check_backward(ctx, sol, t_from, t_to, max_steps: int) -> None:
         "own settings: raise `BacksolveAdjoint(max_steps=...)`, loosen "
         "`BacksolveAdjoint(rtol=..., atol=...)`, or use `CheckpointAdjoint()`, which needs no "
         "backward solve",
-        sol,
+        None,
         [0],
     )
 
@@ -397,24 +389,11 @@ class _AugmentedField:
 
 def _brownian_noise(term: AbstractTerm) -> list[str]:
     """The noise types of the control terms in ``term`` driven by Brownian motion."""
-    found = []
-    for sub in getattr(term, "terms", ()):
-        found += _brownian_noise(sub)
-    if isinstance(getattr(term, "path", None), AbstractBrownianPath):
-        found.append(getattr(term, "noise", "general"))
-    return found
-
-
-def _generic(solver: AbstractSolver) -> bool:
-    """Whether ``solver`` only uses a term's ``vf``/``contr``/``prod`` (so it can solve the
-    augmented adjoint term)."""
-    return isinstance(solver, (AbstractExplicitRungeKutta, ReversibleHeun))
-
-
-def _stratonovich(solver: AbstractSolver) -> bool:
-    """Whether a generic solver converges to the Stratonovich solution of an SDE (Runge–Kutta
-    methods of order ≥ 2, the control increment reused by every stage; Euler is Itô)."""
-    return isinstance(solver, ReversibleHeun) or solver.order >= 2
+    return [
+        getattr(part, "noise", "general")
+        for part in walk(term)
+        if isinstance(part.control_path(), AbstractBrownianPath)
+    ]
 
 
 def _backward_solver(ctx, solver: AbstractSolver | None) -> AbstractSolver:
@@ -422,7 +401,7 @@ def _backward_solver(ctx, solver: AbstractSolver | None) -> AbstractSolver:
         return solver
     forward = ctx.solver
     sde = bool(_brownian_noise(ctx.problem.term))
-    if _generic(forward) and (not sde or _stratonovich(forward)):
+    if forward.generic_terms and (not sde or forward.interpretation == "stratonovich"):
         return forward
     from ..solvers import Heun
 
@@ -434,10 +413,7 @@ def _check_control(ctx, solver: AbstractSolver | None) -> None:
     noise = _brownian_noise(ctx.problem.term)
     additive = all(kind == "additive" for kind in noise)
     forward = ctx.solver
-    ito = getattr(forward, "interpretation", None) == "ito" or (
-        isinstance(forward, AbstractExplicitRungeKutta) and forward.order < 2
-    )
-    if noise and ito and not additive:
+    if noise and forward.interpretation == "ito" and not additive:
         raise ValueError(
             f"BacksolveAdjoint solves the Stratonovich adjoint SDE, but the forward solver "
             f"{forward!r} converges to the Itô solution; write the SDE in Stratonovich form and "
@@ -445,13 +421,13 @@ def _check_control(ctx, solver: AbstractSolver | None) -> None:
             "`adjoint=DirectAdjoint()`/`CheckpointAdjoint()` (gradients of the Itô discretisation)"
         )
     backward = _backward_solver(ctx, solver)
-    if not _generic(backward):
+    if not backward.generic_terms:
         raise ValueError(
             f"BacksolveAdjoint solves the adjoint of a CDE/SDE with a solver that works on any "
             f"term (a Runge–Kutta method, or ReversibleHeun), and {backward!r} is not one; pass "
             "e.g. `BacksolveAdjoint(solver=Heun())`"
         )
-    if noise and not additive and not _stratonovich(backward):
+    if noise and not additive and backward.interpretation != "stratonovich":
         raise ValueError(
             f"the backward solver {backward!r} converges to the Itô solution of the adjoint SDE, "
             "which is Stratonovich; pass `BacksolveAdjoint(solver=Heun())` or `ReversibleHeun()`"
@@ -465,7 +441,7 @@ class _StepTimes:
         self.ctx = ctx
         self.times: list = []
 
-    def __call__(self, st) -> None:
+    def __call__(self, st, info) -> None:
         self.times.append(st.t)
 
     def grid(self) -> torch.Tensor:

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import torch
 
 from .._errors import friendly_keywords
-from .._loop import Recorder, iteration
+from .._loop import Recorder
 from .._pytree import tree_map
-from ._base import AbstractAdjoint, SavePlan
+from .._run import advance, drive
+from ._base import AbstractAdjoint
 from ._custom import (
     ColumnGrads,
     NonFiniteWatch,
@@ -22,7 +23,6 @@ from ._custom import (
     time_gradients,
 )
 from ._params import grad_inputs
-from .direct import DirectAdjoint
 
 __all__ = ["CheckpointAdjoint"]
 
@@ -64,7 +64,8 @@ class CheckpointAdjoint(AbstractAdjoint):
                 f"got {self.checkpoints!r}"
             )
 
-    def check(self, ctx, plan: SavePlan) -> None:
+    def check(self, prep) -> None:
+        ctx, plan = prep.ctx, prep.plan
         if not ctx.solver.restartable:
             raise ValueError(
                 f"CheckpointAdjoint recomputes steps from stored states (t, y), but {ctx.solver!r} "
@@ -79,18 +80,19 @@ class CheckpointAdjoint(AbstractAdjoint):
                 "use `adjoint=DirectAdjoint()`"
             )
 
-    def loop(self, ctx, y0, dt0, solver_state, nfe0, plan):
+    def loop(self, prep):
+        ctx, plan = prep.ctx, prep.plan
         params = (
-            grad_inputs(ctx, y0, self.params, "CheckpointAdjoint")
+            grad_inputs(ctx, prep.y0, self.params, "CheckpointAdjoint")
             if torch.is_grad_enabled()
             else []
         )
-        if not needs_grad(y0, ctx, plan, params):
-            return DirectAdjoint().loop(ctx, y0, dt0, solver_state, nfe0, plan)
+        if not needs_grad(prep.y0, ctx, plan, params):
+            return drive(prep)
         thin = self.checkpoints or math.ceil(math.sqrt(ctx.max_steps))
-        run = Run(ctx, plan, dt0, _detach(solver_state), nfe0, params)
+        run = Run(dataclasses.replace(prep, solver_state=_detach(prep.solver_state)), params)
         times = (ctx.t0, ctx.t_end, plan.ts if plan.ts is not None else ctx.t0.new_zeros(0))
-        ys = _CheckpointFunction.apply(run, thin, y0, *times, *params)
+        ys = _CheckpointFunction.apply(run, thin, prep.y0, *times, *params)
         return run.output(ys)
 
 
@@ -101,7 +103,7 @@ def _detach(tree):
 class _CheckpointFunction(torch.autograd.Function):
     @staticmethod
     def forward(fctx, run: Run, thin: int, y0, t0, t1, ts, *params):
-        forward_loop(run, y0.detach(), thin)
+        forward_loop(run, thin)
         fctx.run = run
         return run.ys
 
@@ -143,8 +145,7 @@ def _replay(run: Run, snap, count: int, g_end: torch.Tensor, grads: ColumnGrads)
         st = dataclasses.replace(snap, y=y, solver_state=first)
         rec = Recorder.for_replay(ctx, plan.ts, st)
         start_nfe = st.nfe
-        for _ in range(count):
-            st = iteration(ctx, st, rec)
+        st = advance(ctx, st, rec, iterations=count)
         nfe = st.nfe - start_nfe + snap.running  # and the first-stage evaluation above
         loss = _cdot(st.y, g_end)
         if rec.ts_values is not None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._errors import friendly_keywords
-from .._loop import Recorder, init_state, run
-from ._base import AbstractAdjoint, LoopOutput
-from ._output import assemble
+from .._run import drive
+from ._base import AbstractAdjoint
 
 __all__ = ["DirectAdjoint"]
 
@@ -19,9 +18,5 @@ class DirectAdjoint(AbstractAdjoint):
     optimise"). The gradient is the exact gradient of the computed solution; memory grows with the
     number of steps. Differentiates everything: saved values, dense output and event times."""
 
-    def loop(self, ctx, y0, dt0, solver_state, nfe0, plan):
-        st = init_state(ctx, y0, dt0, solver_state, nfe0)
-        rec = Recorder(ctx, plan.ts, plan.steps, plan.dense)
-        st = run(ctx, st, rec)
-        ys, ts = assemble(ctx, plan, st, rec, y0)
-        return LoopOutput(ys, ts, st, rec)
+    def loop(self, prep):
+        return drive(prep)

@@ -11,16 +11,12 @@ from typing import Any
 import torch
 
 from .._errors import friendly_keywords
-from .._loop import Recorder, attempt, finish, init_state
 from .._pytree import tree_leaves, tree_map, tree_unflatten, tree_where
-from ..solvers._base import AbstractSolver
-from ..solvers._reversible import ReversibleHeun
-from ..terms import ODETerm
-from ._base import AbstractAdjoint, SavePlan
+from .._run import drive
+from ..solvers._base import AbstractReversibleSolver, AbstractSolver
+from ._base import AbstractAdjoint
 from ._custom import ColumnGrads, NonFiniteWatch, Run, needs_grad
-from ._output import assemble
 from ._params import grad_inputs
-from .direct import DirectAdjoint
 
 __all__ = ["ReversibleAdjoint"]
 
@@ -34,7 +30,8 @@ class ReversibleAdjoint(AbstractAdjoint):
 
     The forward pass keeps no graph: only the times of the accepted steps. The backward pass starts
     from the final state ``(y_N, ŷ_N, v_N)`` and undoes the steps in reverse with the solver's
-    closed-form inverse (:meth:`~torchnde.ReversibleHeun.inverse`), backpropagating through each
+    closed-form inverse (:meth:`~torchnde.ReversibleHeun.backward_step`), backpropagating through
+    each
     step as soon as its start is known. The gradient is the one :class:`DirectAdjoint` computes —
     the exact gradient of the discretised solve — up to the rounding of the reconstruction
     (about ``steps × eps`` relative). Cost: one vector-field evaluation and one vector-Jacobian
@@ -59,14 +56,17 @@ class ReversibleAdjoint(AbstractAdjoint):
             times. ``None`` finds them (module parameters and every other tensor requiring grad
             the vector field touches); explicit ``params`` that miss a used tensor are an error.
 
-    Needs ``ReversibleHeun()``; refuses dense output, events and ``jump_ts`` (after a jump the
-    solver restarts its auxiliary state, which cannot be undone).
+    Needs an algebraically reversible solver (:class:`~torchnde.solvers.AbstractReversibleSolver`
+    — today ``ReversibleHeun()``, whose carried state ``(ŷ, v)`` the backward pass
+    differentiates); refuses dense output, events and ``jump_ts`` (after a jump the solver
+    restarts its auxiliary state, which cannot be undone).
     """
 
     params: Sequence[torch.Tensor] | None = None
 
-    def check(self, ctx, plan: SavePlan) -> None:
-        if not isinstance(ctx.solver, ReversibleHeun):
+    def check(self, prep) -> None:
+        ctx, plan = prep.ctx, prep.plan
+        if not isinstance(ctx.solver, AbstractReversibleSolver):
             raise ValueError(
                 f"ReversibleAdjoint undoes the steps of an algebraically reversible solver, and "
                 f"{ctx.solver!r} is not one: use `solver=ReversibleHeun()`, or another adjoint "
@@ -89,18 +89,21 @@ class ReversibleAdjoint(AbstractAdjoint):
                 "`adjoint=DirectAdjoint()`"
             )
 
-    def loop(self, ctx, y0, dt0, solver_state, nfe0, plan):
+    def loop(self, prep):
+        ctx, plan = prep.ctx, prep.plan
         params = (
-            grad_inputs(ctx, y0, self.params, "ReversibleAdjoint")
+            grad_inputs(ctx, prep.y0, self.params, "ReversibleAdjoint")
             if torch.is_grad_enabled()
             else []
         )
-        if not needs_grad(y0, ctx, plan, params):
-            return DirectAdjoint().loop(ctx, y0, dt0, solver_state, nfe0, plan)
-        state = tree_map(lambda x: x.detach() if isinstance(x, torch.Tensor) else x, solver_state)
-        run = _ReversibleRun(ctx, plan, dt0, state, nfe0, params)
+        if not needs_grad(prep.y0, ctx, plan, params):
+            return drive(prep)
+        state = tree_map(
+            lambda x: x.detach() if isinstance(x, torch.Tensor) else x, prep.solver_state
+        )
+        run = _ReversibleRun(dataclasses.replace(prep, solver_state=state), params)
         times = (ctx.t0, ctx.t_end, plan.ts if plan.ts is not None else ctx.t0.new_zeros(0))
-        ys = _ReversibleFunction.apply(run, y0, *times, *params)
+        ys = _ReversibleFunction.apply(run, prep.y0, *times, *params)
         return run.output(ys)
 
 
@@ -197,29 +200,26 @@ def _leaf(x: torch.Tensor | None) -> torch.Tensor | None:
 def _forward(run: _ReversibleRun, y0: torch.Tensor) -> None:
     """Run the solve, keeping the accepted step times (and, when ``t0``/``t1``/``ts`` need
     gradients, the graph of those times alone)."""
-    ctx, plan = run.ctx, run.plan
-    save_ts = plan.ts
+    prep = dataclasses.replace(run.prep, y0=y0)
+    ctx, plan = prep.ctx, prep.plan
     timed = ctx.t0.requires_grad or ctx.t_end.requires_grad
-    timed = timed or (save_ts is not None and save_ts.requires_grad)
+    timed = timed or (plan.ts is not None and plan.ts.requires_grad)
     if timed:
-        t0, t1, save_ts = _leaf(ctx.t0), _leaf(ctx.t_end), _leaf(save_ts)
+        t0, t1, save_ts = _leaf(ctx.t0), _leaf(ctx.t_end), _leaf(plan.ts)
         ctx = dataclasses.replace(ctx, t0=t0, t_end=t1, solver=_UntimedSteps(ctx.solver))
         plan = dataclasses.replace(plan, ts=save_ts)
+        prep = dataclasses.replace(prep, ctx=ctx, plan=plan)
         run.time_inputs = (t0, t1, save_ts)
     ops = ctx.ops
     records = _Records()
+
+    def observe(i, before, after, info) -> None:
+        if ops.any(info.accepted):
+            records.add(info, before.save_idx, after.save_idx)
+
     with torch.enable_grad() if timed else torch.no_grad():
-        st = init_state(ctx, y0, run.dt0, run.solver_state, run.nfe0)
-        rec = Recorder(ctx, save_ts, plan.steps, False)
-        st = rec.start(st)
-        while ops.any(st.running):
-            lo = st.save_idx
-            st, info = attempt(ctx, st)
-            st = rec.save(st, info, info.t1)
-            if ops.any(info.accepted):
-                records.add(info, lo, st.save_idx)
-        st = finish(ctx, st)
-        ys, ts = assemble(ctx, plan, st, rec, y0)
+        out = drive(prep, observe=observe)
+        st, rec = out.state, out.recorder
         if timed:
             run.time_graph = (
                 torch.stack(records.t0) if records.t0 else None,
@@ -229,8 +229,8 @@ def _forward(run: _ReversibleRun, y0: torch.Tensor) -> None:
             )
     batch = y0.shape[0]
     run.records = records.stacked(batch, ctx.t0.dtype, y0.device)
-    run.saves = None if save_ts is None else save_ts.detach()
-    run.ys, run.ts = ys.detach(), ts.detach()
+    run.saves = None if plan.ts is None else plan.ts.detach()
+    run.ys, run.ts = out.ys.detach(), out.ts.detach()
     run.y0 = y0
     run.state = dataclasses.replace(
         st, t=st.t.detach(), t_next=st.t_next.detach(), fail_t=st.fail_t.detach()
@@ -333,10 +333,10 @@ class _Sweep:
         self.run, self.grads = run, grads
         ctx = run.ctx
         self.problem = ctx.problem
-        self.solver: ReversibleHeun = ctx.solver
+        self.solver: AbstractReversibleSolver = ctx.solver
         self.params = run.params
         self.timed = run.time_graph is not None
-        self.ode = isinstance(self.problem.term, ODETerm) and not run.y0.is_complex()
+        self.ode = self.problem.ode and not run.y0.is_complex()
         rec = run.records
         self.t0s, self.t1s, self.accepted = rec["t0"], rec["t1"], rec["accepted"]
         self.lo, self.hi = rec["lo"], rec["hi"]
