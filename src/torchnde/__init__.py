@@ -55,6 +55,7 @@ from .solvers import (
 )
 from .terms import AbstractTerm, ControlTerm, MultiTerm, ODETerm
 
+#: the version of torchnde (PEP 440)
 __version__ = "0.1.0"
 
 __all__ = [
