@@ -25,7 +25,7 @@ import torch
 from solver_db import by_name
 
 import torchnde
-from torchnde import Status
+from torchnde import ODETerm, PIDController, Status
 from torchnde.solvers import StepResult
 
 F64 = torch.float64
@@ -453,3 +453,107 @@ def test_stiff_van_der_pol_ends_quickly_and_says_stiff():
     message = str(info.value)
     assert "stiff" in message and "implicit" in message
     assert _failure_time(message.replace("reached t=", "at t=")) < 100  # far from t1 = 3000
+
+
+# ------------------------------------------------------------------------------------------------
+# a step the solver itself fails (an implicit method's Newton iteration)
+
+
+class FailsAbove(torchnde.AbstractSolver):
+    """``y' = 1`` solved exactly, with no error (``PIDController`` grows every accepted step by
+    ``factormax``); the step *fails* (``StepResult.failed``) where ``dt`` exceeds a per-sample
+    limit, as a Newton iteration that cannot converge on long steps, and it counts its
+    "iterations" (one per attempt) in its own statistic."""
+
+    order = 1
+    error_order = 2
+    interpolation_order = 1
+    dense_matrix = ((1.0, -1.0), (0.0, 1.0))
+    statistics = ("num_newton_iterations",)
+    failure_hint = "its stub iteration fails on steps above the limit"
+
+    def __init__(self, limit):
+        self.limit = torch.as_tensor(limit, dtype=F64)
+
+    def init(self, problem, t0, y0):
+        return problem.vf(t0, y0), 1
+
+    def step(self, problem, t0, t1, y0, state):
+        dt = t1 - t0
+        failed = dt > self.limit
+        failed = bool(failed) if not isinstance(t0, torch.Tensor) else failed.reshape(dt.shape)
+        dtc = dt[:, None] if isinstance(dt, torch.Tensor) else dt
+        y1 = y0 + dtc * torch.ones_like(y0)
+        counts = {"num_newton_iterations": 3}
+        return StepResult(y1, torch.zeros_like(y0), state, (y0, y1), 0, failed, counts)
+
+    def dense_rows(self, problem, result):
+        return torch.stack(result.dense, dim=1)
+
+
+@pytest.mark.parametrize("batch_axis", [None, 0])
+def test_a_failed_step_is_retried_smaller_and_counted(batch_axis):
+    y0 = torch.zeros(2, 1, dtype=F64) if batch_axis == 0 else torch.zeros(1, dtype=F64)
+    limit = [0.3, 0.05] if batch_axis == 0 else 0.3
+    sol = torchnde.solve(
+        ODETerm(_ones),
+        FailsAbove(limit),
+        0.0,
+        1.0,
+        y0,
+        dt0=0.25,
+        controller=PIDController(rtol=0.0, atol=1.0, factormax=2.0),
+        batch_axis=batch_axis,
+    )
+    assert sol.ok
+    torch.testing.assert_close(sol.ys[..., -1, :] if batch_axis == 0 else sol.ys[-1], y0 + 1)
+    rejected = sol.stats["num_rejected"]
+    assert bool((rejected >= 1).all())  # each sample hit its limit at least once and shrank
+    if batch_axis == 0:
+        assert int(rejected[1]) > int(rejected[0])  # the stricter limit fails more often
+    torch.testing.assert_close(sol.stats["num_newton_iterations"], 3 * sol.stats["num_steps"])
+
+
+def test_a_failure_that_persists_down_to_dtmin_is_its_own_status():
+    y0 = torch.zeros(3, 1, dtype=F64)
+    limit = torch.tensor([1.0, 1e-9, 1.0], dtype=F64)  # sample 1 cannot take any usable step
+    sol = torchnde.solve(
+        ODETerm(_ones),
+        FailsAbove(limit),
+        0.0,
+        1.0,
+        y0,
+        dt0=0.1,
+        controller=PIDController(rtol=0.0, atol=1.0, dtmin=1e-6),
+        batch_axis=0,
+        throw=False,
+    )
+    assert sol.statuses == [Status.SUCCESS, Status.NONCONVERGENCE, Status.SUCCESS]
+    assert "could not complete a step at t=0" in sol.messages[1]
+    assert "its stub iteration fails on steps above the limit" in sol.messages[1]
+    assert bool(torch.isnan(sol.ys[1]).all()) and float(sol.fail_t[1]) == 0.0
+    with pytest.raises(torchnde.SolveError, match="sample 1 \\(NONCONVERGENCE\\)"):
+        torchnde.solve(
+            ODETerm(_ones),
+            FailsAbove(limit),
+            0.0,
+            1.0,
+            y0,
+            dt0=0.1,
+            controller=PIDController(rtol=0.0, atol=1.0, dtmin=1e-6),
+            batch_axis=0,
+        )
+
+
+def test_with_constant_steps_a_failed_step_ends_the_sample_at_once():
+    sol = torchnde.solve(
+        ODETerm(_ones),
+        FailsAbove(0.05),
+        0.0,
+        1.0,
+        torch.zeros(1, dtype=F64),
+        dt0=0.1,
+        throw=False,
+    )
+    assert sol.statuses == [Status.NONCONVERGENCE]
+    assert int(sol.stats["num_steps"]) == 1

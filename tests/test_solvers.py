@@ -359,3 +359,43 @@ def test_a_user_defined_tableau_is_a_working_method():
     test_global_convergence_order(kutta)
     test_error_estimate_order(kutta)
     test_vector_field_evaluations_per_step(kutta)
+
+
+# ------------------------------------------------------------------------------------------------
+# diagonally implicit tableaux
+
+_TRAPEZOID_ESDIRK = dict(  # the trapezoidal rule as an ESDIRK: explicit first stage, a_11 = 1/2
+    c=(0, 1), a=((), (Fraction(1, 2), Fraction(1, 2))), b=(Fraction(1, 2), Fraction(1, 2)), order=2
+)
+
+
+def test_a_diagonally_implicit_tableau_is_checked_and_classified():
+    tab = torchnde.ButcherTableau(**_TRAPEZOID_ESDIRK)
+    assert tab.implicit and tab.diagonal == (0, Fraction(1, 2))
+    assert tab.a == ((), (Fraction(1, 2),))  # the strictly lower part; the diagonal apart
+    assert tab.stiffly_accurate and tab.fsal  # y1 is the last stage, the first is explicit
+    sdirk = torchnde.ButcherTableau(c=(1,), a=((1,),), b=(1,), order=1)  # implicit Euler
+    assert sdirk.implicit and sdirk.stiffly_accurate and not sdirk.fsal  # first stage implicit
+    explicit = torchnde.ButcherTableau(c=(0, 1), a=((), (1,)), b=(0.5, 0.5), order=2)
+    assert not explicit.implicit and not explicit.stiffly_accurate
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(a=((), (Fraction(1, 2), Fraction(1, 4)))), "row 1 of a sums"),
+        (dict(a=((), (Fraction(1, 2), 0, Fraction(1, 2)))), "row 1 of a must have 1 entries"),
+        (dict(a_predictor=((), (Fraction(1, 2),))), "row 1 of a_predictor sums"),
+        (dict(a_predictor=((),)), "one row per stage"),
+    ],
+)
+def test_bad_diagonally_implicit_tableaux_are_rejected(change, match):
+    with pytest.raises(ValueError, match=match):
+        torchnde.ButcherTableau(**{**_TRAPEZOID_ESDIRK, **change})
+
+
+def test_an_explicit_stepper_refuses_an_implicit_tableau():
+    with pytest.raises(TypeError, match="needs a tableau without diagonal entries"):
+
+        class Trapezoid(torchnde.AbstractExplicitRungeKutta):
+            tableau = torchnde.ButcherTableau(**_TRAPEZOID_ESDIRK)

@@ -118,6 +118,8 @@ class LoopState:
     nfe: torch.Tensor
     save_idx: torch.Tensor
     event_vals: tuple[torch.Tensor, ...] = ()
+    #: the solver's own statistics (:attr:`~torchnde.AbstractSolver.statistics`), per sample
+    counters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,10 +218,13 @@ def attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
     t1, clipped, at_jump = _propose(ctx, st)
     result = ctx.solver.step(ctx.problem, t0, t1, st.y, st.solver_state)
     finite = _finite(ctx, result)
+    # a step the solver itself failed (e.g. Newton did not converge) is rejected like a
+    # non-finite one: the controller retries with a smaller step
+    usable = finite if result.failed is None else ops.and_(finite, ops.not_(result.failed))
     accept, next_end, ctrl_state, too_small = ctx.controller.adapt(
-        ctx.solver, t0, t1, st.y, result, st.ctrl_state, clipped, finite
+        ctx.solver, t0, t1, st.y, result, st.ctrl_state, clipped, usable
     )
-    ok = ops.and_(accept, finite)
+    ok = ops.and_(accept, usable)
     acc = ops.and_(ok, st.running)
     new = _commit(ctx, st, t1, result, acc, ok, next_end, ctrl_state, too_small, finite, at_jump)
     return new, StepInfo(t0, t1, st.y, result, acc, at_jump)
@@ -240,15 +245,20 @@ def _commit(
     t_next = ops.where(running, next_end, st.t_next)
     dt_fail = ops.and_(going, (t_next - t) <= ctx.resolution * ops.abs(t))
     nonfinite = running > finite
+    unsolved = None if result.failed is None else ops.and_(running, ops.and_(finite, result.failed))
     if ctx.controller.adaptive:  # an adaptive controller first retries with smaller steps
         dt_fail = ops.or_(too_small, dt_fail)
         nonfinite = ops.and_(nonfinite, dt_fail)
-    failed = ops.and_(going, ops.or_(ops.or_(nonfinite, dt_fail), num_steps >= ctx.max_steps))
-    code = ops.where(
-        nonfinite,
-        int(Status.NONFINITE),
-        ops.where(dt_fail, int(Status.DTMIN), int(Status.MAX_STEPS)),
-    )
+        if unsolved is not None:
+            unsolved = ops.and_(unsolved, dt_fail)
+    stop = ops.or_(nonfinite, dt_fail)
+    if unsolved is not None:
+        stop = ops.or_(stop, unsolved)
+    failed = ops.and_(going, ops.or_(stop, num_steps >= ctx.max_steps))
+    code = ops.where(dt_fail, int(Status.DTMIN), int(Status.MAX_STEPS))
+    if unsolved is not None:
+        code = ops.where(unsolved, int(Status.NONCONVERGENCE), code)
+    code = ops.where(nonfinite, int(Status.NONFINITE), code)
     return LoopState(
         t=t,
         y=ops.select_rows(acc, result.y1, st.y),
@@ -264,7 +274,16 @@ def _commit(
         nfe=st.nfe + running * result.nfe,
         save_idx=st.save_idx,
         event_vals=st.event_vals,
+        counters=_count(st.counters, result.counts, running),
     )
+
+
+def _count(counters: dict[str, Any], counts: dict[str, Any] | None, running) -> dict[str, Any]:
+    """Add a step's own statistics (Jacobian evaluations, factorisations, Newton iterations...)
+    for the samples that were running."""
+    if not counts:
+        return counters
+    return {name: total + running * counts.get(name, 0) for name, total in counters.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -298,6 +317,7 @@ def init_state(
             num_rejected=0,
             nfe=nfe0 + nfe,
             save_idx=0,
+            counters=dict.fromkeys(ctx.solver.statistics, 0),
         )
     t0 = ctx.t0
     batch = t0.shape[0]
@@ -323,6 +343,7 @@ def init_state(
         nfe=zeros + (nfe0 + nfe),
         save_idx=zeros.clone(),
         event_vals=event_vals,
+        counters={name: zeros.clone() for name in ctx.solver.statistics},
     )
 
 
@@ -351,6 +372,7 @@ def finish(ctx: Context, st: LoopState) -> LoopState:
         num_rejected=count(st.num_rejected),
         nfe=count(st.nfe),
         save_idx=count(st.save_idx),
+        counters={name: count(value) for name, value in st.counters.items()},
     )
 
 

@@ -24,6 +24,9 @@ class Status(enum.IntEnum):
     DTMIN = 3
     #: the state or the vector field became NaN or infinite
     NONFINITE = 4
+    #: the solver could not complete a step even at the smallest step size (an implicit method's
+    #: Newton iteration did not converge)
+    NONCONVERGENCE = 5
 
     @property
     def ok(self) -> bool:
@@ -41,7 +44,8 @@ class Solution:
         stats: per-sample counts (tensors, ``()`` or ``(batch,)``): ``num_steps`` (attempted),
             ``num_accepted``, ``num_rejected``, ``nfe`` (vector-field evaluations, forward) and
             ``nfe_backward`` (filled in by the backward pass of checkpointing and backsolve
-            adjoints).
+            adjoints), plus the solver's own (implicit methods: ``num_jacobians``,
+            ``num_factorisations``, ``num_newton_iterations``).
         status: a :class:`Status` code per sample, as a ``()`` or ``(batch,)`` int64 tensor.
         messages: per sample, why it failed (empty string for a success).
         event_t: time of the terminal event per sample (NaN where none fired), if events were given.

@@ -414,6 +414,7 @@ def solution(prep: Prepared, out: LoopOutput) -> Solution:
         "nfe_backward": squeeze(
             torch.zeros_like(st.nfe) if out.nfe_backward is None else out.nfe_backward
         ),
+        **{name: squeeze(value) for name, value in st.counters.items()},
     }
     messages = _messages(ctx, st, user)
     sol = Solution(ts=ts, ys=ys, stats=stats, status=squeeze(st.status), messages=messages)
@@ -476,6 +477,11 @@ def _message(ctx, st, b, code, user) -> str:
         )
     if code == Status.DTMIN:
         return _dtmin_message(ctx, t_fail, t0, t1)
+    if code == Status.NONCONVERGENCE:
+        return (
+            f"{ctx.solver!r} could not complete a step at t={t_fail:.6g} (solving from {t0:g} to "
+            f"{t1:g}), even with the step size reduced to {abs(dt):.3g}: {ctx.solver.failure_hint}"
+        )
     span = abs(t1 - t0)
     remaining = abs(t1 - t_reached)
     # tiny steps: at the last step size the rest would take over ten times the steps already spent

@@ -25,6 +25,15 @@ class StepResult:
             vector field at ``(t1, y1)`` for first-same-as-last reuse).
         dense: what :meth:`AbstractSolver.dense_rows` needs to interpolate inside the step.
         nfe: vector-field evaluations this step made.
+        failed: per sample (a ``(batch,)`` bool tensor, or a Python bool in the loop's host
+            mode), whether the solver could not complete the step for a reason other than a
+            non-finite value — an implicit method's Newton iteration did not converge. The loop
+            rejects such a step (an adaptive controller retries it smaller) and, when it persists
+            down to the smallest step, ends the sample with ``Status.NONCONVERGENCE``. ``None``:
+            every step completed.
+        counts: the solver's own statistics for this step (names from
+            :attr:`AbstractSolver.statistics`: numbers, or ``(batch,)`` tensors), added to
+            ``Solution.stats``.
     """
 
     y1: torch.Tensor
@@ -32,6 +41,8 @@ class StepResult:
     state: Any
     dense: Any
     nfe: int
+    failed: Any = None
+    counts: dict[str, Any] | None = None
 
 
 class AbstractSolver(abc.ABC):
@@ -58,6 +69,13 @@ class AbstractSolver(abc.ABC):
     #: the stochastic integral the method converges to on an SDE: ``"ito"``, ``"stratonovich"``,
     #: ``"any"`` (additive noise only, where the two agree); ``None`` when not an SDE method
     interpretation: str | None = None
+
+    #: names of the statistics this solver counts besides the loop's (e.g. ``"num_jacobians"``),
+    #: reported per sample in ``Solution.stats``; each step returns its share in
+    #: :attr:`StepResult.counts`
+    statistics: tuple[str, ...] = ()
+    #: what to tell the user when a step persistently fails (``Status.NONCONVERGENCE``)
+    failure_hint: str = "the solver could not complete a step"
 
     #: whether the method uses a term only through ``vf``/``contr``/``prod`` — so it solves any
     #: term, including one built by an adjoint for its backward solve (Runge–Kutta methods,

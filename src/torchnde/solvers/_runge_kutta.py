@@ -1,4 +1,7 @@
-"""One generic stepper that runs every explicit Runge–Kutta tableau.
+"""Runge–Kutta methods as data: :class:`AbstractRungeKutta` prepares any tableau (explicit or
+diagonally implicit) once per class; one generic stepper, :class:`AbstractExplicitRungeKutta`,
+runs every explicit tableau (the diagonally implicit ones are stepped by
+:class:`~torchnde.solvers.AbstractDIRK`, on the same pieces).
 
 Stages are ``k_i = prod(vf(t0 + c_i dt, y0 + Σ_j a_ij k_j), control)`` (for an ODE,
 ``k_i = dt · f(...)``), the solution ``y1 = y0 + Σ_j b_j k_j`` and the error estimate
@@ -22,7 +25,7 @@ from .._problem import Problem
 from ._base import AbstractSolver, StepResult
 from ._tableau import ButcherTableau, Interpolant, hermite_interpolant
 
-__all__ = ["AbstractExplicitRungeKutta"]
+__all__ = ["AbstractExplicitRungeKutta", "AbstractRungeKutta", "combine"]
 
 _Coeffs = tuple[tuple[int, float], ...]
 
@@ -31,7 +34,7 @@ def _nonzero(row) -> _Coeffs:
     return tuple((j, float(x)) for j, x in enumerate(row) if x != 0)
 
 
-def _combine(
+def combine(
     base: torch.Tensor | None, coeffs: _Coeffs, ks: list[torch.Tensor], scale: float = 1.0
 ) -> torch.Tensor:
     """``base + Σ_j scale·coeffs_j k_j``, allocating one tensor."""
@@ -48,13 +51,16 @@ def _combine(
     return acc
 
 
-class AbstractExplicitRungeKutta(AbstractSolver):
-    """An explicit Runge–Kutta method: a subclass sets ``tableau`` and, if the method has a
-    published one, ``interpolant``; otherwise dense output is cubic Hermite."""
+class AbstractRungeKutta(AbstractSolver):
+    """A Runge–Kutta method given by its :class:`ButcherTableau`: what explicit and diagonally
+    implicit methods share — the tableau's coefficients prepared once per class, stage times,
+    ``Σ a_ij k_j`` combinations, the dense output (the method's own interpolant, or cubic Hermite
+    through ``(y0, dt·f0)`` and ``(y1, dt·f1)``). A subclass sets ``tableau`` (and ``interpolant``
+    if the method publishes one); :class:`AbstractExplicitRungeKutta` and the diagonally implicit
+    :class:`~torchnde.solvers.AbstractDIRK` add the stepping."""
 
     tableau: ClassVar[ButcherTableau]
     interpolant: ClassVar[Interpolant | None] = None
-    supports_host = True
     generic_terms = True
 
     # derived once per class
@@ -62,6 +68,8 @@ class AbstractExplicitRungeKutta(AbstractSolver):
     _b: ClassVar[_Coeffs]
     _e: ClassVar[_Coeffs | None]
     _c: ClassVar[tuple[float, ...]]
+    _diagonal: ClassVar[tuple[float, ...]]
+    _predictor: ClassVar[tuple[_Coeffs, ...] | None]
     _rows: ClassVar[tuple[int, ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -79,6 +87,10 @@ class AbstractExplicitRungeKutta(AbstractSolver):
         cls._b = _nonzero(tab.b)
         cls._e = None if tab.b_error is None else _nonzero(tab.b_error)
         cls._c = tuple(float(x) for x in tab.c)
+        cls._diagonal = tuple(float(x) for x in tab.diagonal)
+        cls._predictor = (
+            None if tab.a_predictor is None else tuple(_nonzero(r) for r in tab.a_predictor)
+        )
         interp = cls.interpolant or hermite_interpolant(tab.stages)
         interp.check(tab)
         cls.interpolation_order = interp.order
@@ -88,6 +100,47 @@ class AbstractExplicitRungeKutta(AbstractSolver):
             matrix[-1] = [0] * len(matrix[-1])
         cls._rows = tuple(r for r, row in enumerate(matrix) if any(x != 0 for x in row))
         cls.dense_matrix = tuple(tuple(float(x) for x in matrix[r]) for r in cls._rows)
+
+    def _stage_times(self, t0, t1) -> list:
+        """``t0 + c_i (t1 - t0)`` for every stage (``t1`` itself where ``c_i == 1``); per-sample
+        ``(batch,)`` tensors are computed in one operation."""
+        if not isinstance(t0, torch.Tensor):
+            dt = t1 - t0
+            return [t1 if c == 1.0 else t0 + c * dt for c in self._c]
+        all_times = torch.addcmul(t0[:, None], (t1 - t0)[:, None], t0.new_tensor(self._c))
+        return [t1 if c == 1.0 else all_times[:, i] for i, c in enumerate(self._c)]
+
+    def dense_rows(self, problem: Problem, result: StepResult) -> torch.Tensor:
+        """Rows ``(y0, y1, k_1, ..., k_s, k_end)`` that the interpolant uses, stacked; ``result.dense``
+        holds ``(y0, y1, ks, scale, vf_end, control)``."""
+        y0, y1, ks, scale, vf_end, control = result.dense
+        rows = []
+        stages = len(ks)
+        for r in self._rows:
+            if r == 0:
+                rows.append(y0)
+            elif r == 1:
+                rows.append(y1)
+            elif r < stages + 2:
+                rows.append(ks[r - 2] if scale == 1.0 else ks[r - 2] * scale)
+            else:
+                rows.append(problem.prod(vf_end, control))
+        return torch.stack(rows, dim=1)
+
+
+class AbstractExplicitRungeKutta(AbstractRungeKutta):
+    """An explicit Runge–Kutta method: a subclass sets ``tableau`` and, if the method has a
+    published one, ``interpolant``; otherwise dense output is cubic Hermite."""
+
+    supports_host = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "tableau" in cls.__dict__ and cls.tableau.implicit:
+            raise TypeError(
+                f"{cls.__name__}: an explicit Runge–Kutta method needs a tableau without diagonal "
+                "entries; derive a diagonally implicit method from AbstractDIRK"
+            )
+        super().__init_subclass__(**kwargs)
 
     def init(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> tuple[Any, int]:
         return problem.vf(t0, y0), 1
@@ -107,37 +160,13 @@ class AbstractExplicitRungeKutta(AbstractSolver):
         vf = state
         y_stage = y0
         for i in range(1, len(self._c)):
-            y_stage = _combine(y0, self._a[i], ks, scale)
+            y_stage = combine(y0, self._a[i], ks, scale)
             vf = problem.vf(times[i], y_stage)
             ks.append(stage(vf))
         if self.tableau.fsal:
             y1, vf_end, nfe = y_stage, vf, len(self._c) - 1
         else:
-            y1 = _combine(y0, self._b, ks, scale)
+            y1 = combine(y0, self._b, ks, scale)
             vf_end, nfe = problem.vf(t1, y1), len(self._c)
-        y_error = None if self._e is None else _combine(None, self._e, ks, scale)
+        y_error = None if self._e is None else combine(None, self._e, ks, scale)
         return StepResult(y1, y_error, vf_end, (y0, y1, ks, scale, vf_end, control), nfe)
-
-    def _stage_times(self, t0, t1) -> list:
-        """``t0 + c_i (t1 - t0)`` for every stage (``t1`` itself where ``c_i == 1``); per-sample
-        ``(batch,)`` tensors are computed in one operation."""
-        if not isinstance(t0, torch.Tensor):
-            dt = t1 - t0
-            return [t1 if c == 1.0 else t0 + c * dt for c in self._c]
-        all_times = torch.addcmul(t0[:, None], (t1 - t0)[:, None], t0.new_tensor(self._c))
-        return [t1 if c == 1.0 else all_times[:, i] for i, c in enumerate(self._c)]
-
-    def dense_rows(self, problem: Problem, result: StepResult) -> torch.Tensor:
-        y0, y1, ks, scale, vf_end, control = result.dense
-        rows = []
-        stages = len(ks)
-        for r in self._rows:
-            if r == 0:
-                rows.append(y0)
-            elif r == 1:
-                rows.append(y1)
-            elif r < stages + 2:
-                rows.append(ks[r - 2] if scale == 1.0 else ks[r - 2] * scale)
-            else:
-                rows.append(problem.prod(vf_end, control))
-        return torch.stack(rows, dim=1)

@@ -38,20 +38,29 @@ def _as_number(x: Number) -> Number:
 
 @dataclass(frozen=True)
 class ButcherTableau:
-    """An explicit Runge–Kutta method as data.
+    """A Runge–Kutta method as data: explicit, or diagonally implicit (DIRK, SDIRK, ESDIRK).
 
     Args:
-        c: nodes, ``c[0] == 0``.
-        a: the strictly lower-triangular matrix as rows; row ``i`` has ``i`` entries.
+        c: nodes.
+        a: the lower-triangular matrix as rows. Row ``i`` has ``i`` entries (an explicit stage)
+            or ``i + 1`` (its last entry is the diagonal ``a_ii``: stage ``i`` solves
+            ``z_i = y0 + Σ_{j<i} a_ij k_j + a_ii k_i`` with ``k_i = dt·f(t0 + c_i dt, z_i)``).
         b: weights of the propagated solution (sum to 1).
         order: the order of the propagated solution.
         b_hat: weights of the embedded solution, if the method has one.
         embedded_order: the order of the embedded solution.
+        a_predictor: for a diagonally implicit method, optional rows (``i`` entries for stage
+            ``i``) predicting the value of implicit stage ``i`` from the previous stages,
+            ``y0 + Σ_{j<i} p_ij k_j`` — the first guess of its nonlinear solve (each row sums to
+            ``c_i``, so the guess is consistent); without them the guess is the stage's explicit
+            part ``y0 + Σ_{j<i} a_ij k_j``.
 
-    Checked when built: each row of ``a`` sums to its ``c``, ``b`` sums to 1, the error weights
-    ``b - b_hat`` sum to 0. Whether the method is FSAL (first same as last: the last stage is
-    ``f(t1, y1)``) is detected from the coefficients, not declared. Rational coefficients are
-    exact fractions, so these checks are exact for them.
+    Checked when built: each row of ``a`` (with its diagonal) sums to its ``c``, ``b`` sums to 1,
+    the error weights ``b - b_hat`` sum to 0, predictor rows sum to ``c``. Derived, not declared:
+    whether the method is FSAL (first same as last: the last stage is ``f(t1, y1)`` and the first
+    stage is explicit, so it serves the next step) and stiffly accurate (``y1`` is the last stage,
+    the last row of ``a`` equals ``b``). Rational coefficients are exact fractions, so these checks
+    are exact for them.
     """
 
     c: tuple[Number, ...]
@@ -60,25 +69,34 @@ class ButcherTableau:
     order: int
     b_hat: tuple[Number, ...] | None = None
     embedded_order: int | None = None
+    a_predictor: tuple[tuple[Number, ...], ...] | None = None
     fsal: bool = field(init=False)
+    diagonal: tuple[Number, ...] = field(init=False)
+    stiffly_accurate: bool = field(init=False)
 
     def __post_init__(self) -> None:
         c = tuple(_as_number(x) for x in self.c)
-        a = tuple(tuple(_as_number(x) for x in row) for row in self.a)
+        rows = tuple(tuple(_as_number(x) for x in row) for row in self.a)
         b = tuple(_as_number(x) for x in self.b)
         b_hat = None if self.b_hat is None else tuple(_as_number(x) for x in self.b_hat)
         stages = len(c)
-        if len(a) != stages or len(b) != stages:
+        if len(rows) != stages or len(b) != stages:
             raise ValueError(
                 f"tableau: c, a and b must all have one entry per stage ({stages}), got "
-                f"len(a)={len(a)}, len(b)={len(b)}"
+                f"len(a)={len(rows)}, len(b)={len(b)}"
             )
-        if c[0] != 0:
+        if all(len(row) == i for i, row in enumerate(rows)) and c[0] != 0:
             raise ValueError(f"tableau: an explicit method has c[0] == 0, got {c[0]}")
-        for i, row in enumerate(a):
-            if len(row) != i:
-                raise ValueError(f"tableau: row {i} of a must have {i} entries, got {len(row)}")
-            if i and not _close(sum(row), c[i], sum(abs(float(x)) for x in row)):
+        lower, diagonal = [], []
+        for i, row in enumerate(rows):
+            if len(row) not in (i, i + 1):
+                raise ValueError(
+                    f"tableau: row {i} of a must have {i} entries (explicit stage) or {i + 1} "
+                    f"(with its diagonal entry), got {len(row)}"
+                )
+            lower.append(row[:i])
+            diagonal.append(row[i] if len(row) == i + 1 else Fraction(0))
+            if not _close(sum(row), c[i], sum(abs(float(x)) for x in row)):
                 raise ValueError(
                     f"tableau: row {i} of a sums to {float(sum(row))}, not c[{i}]={c[i]}"
                 )
@@ -91,21 +109,40 @@ class ButcherTableau:
                 raise ValueError(f"tableau: the embedded weights sum to {float(sum(b_hat))}, not 1")
             if self.embedded_order is None:
                 raise ValueError("tableau: give `embedded_order` with `b_hat`")
+        predictor = None
+        if self.a_predictor is not None:
+            predictor = tuple(tuple(_as_number(x) for x in row) for row in self.a_predictor)
+            if len(predictor) != stages:
+                raise ValueError("tableau: a_predictor must have one row per stage")
+            for i, row in enumerate(predictor):
+                if len(row) != i:
+                    raise ValueError(f"tableau: row {i} of a_predictor must have {i} entries")
+                if i and not _close(sum(row), c[i], sum(abs(float(x)) for x in row)):
+                    raise ValueError(
+                        f"tableau: row {i} of a_predictor sums to {float(sum(row))}, not "
+                        f"c[{i}]={c[i]}"
+                    )
         object.__setattr__(self, "c", c)
-        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "a", tuple(lower))
+        object.__setattr__(self, "diagonal", tuple(diagonal))
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "b_hat", b_hat)
-        fsal = (
-            stages > 1
-            and _close(c[-1], 1)
-            and all(_close(x, y) for x, y in zip(a[-1], b))
-            and _close(b[-1], 0)
-        )
+        object.__setattr__(self, "a_predictor", predictor)
+        last = lower[-1] + (diagonal[-1],)
+        stiffly_accurate = _close(c[-1], 1) and all(_close(x, y) for x, y in zip(last, b))
+        object.__setattr__(self, "stiffly_accurate", stages > 1 and stiffly_accurate)
+        # the last stage is f(t1, y1) and the next step's first stage is explicit: it is reused
+        fsal = stages > 1 and stiffly_accurate and diagonal[0] == 0
         object.__setattr__(self, "fsal", fsal)
 
     @property
     def stages(self) -> int:
         return len(self.c)
+
+    @property
+    def implicit(self) -> bool:
+        """Whether some stage is implicit (a non-zero diagonal entry)."""
+        return any(d != 0 for d in self.diagonal)
 
     @property
     def b_error(self) -> tuple[Number, ...] | None:
