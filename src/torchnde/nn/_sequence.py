@@ -117,19 +117,22 @@ def run_cell(
     seq = inputs.transpose(0, 1) if batch_first else inputs  # (T, batch, input)
     projected = cell.project(seq)
     ctx = cell.prepare()
+    # unbind, not projected[k]: indexing's backward writes a full-size zero tensor per step
+    # (O(T²) work over a sequence), unbind's stacks the T gradients once
+    per_step = projected.unbind(0)
     if state is None:
         state = cell.initial_state(batch, projected)
     keep = _mask_of(lengths, mask, batch, steps, inputs.device)
     outs: list[torch.Tensor] = []
     if keep is None:
         for k in range(steps):
-            state = cell.step(state, projected[k], ctx)
+            state = cell.step(state, per_step[k], ctx)
             if return_all:
                 outs.append(cell.output(state))
     else:
-        keep_t = keep.T.unsqueeze(-1)  # (T, batch, 1)
+        keep_t = keep.T.unsqueeze(-1).unbind(0)  # T of (batch, 1)
         for k in range(steps):
-            new = cell.step(state, projected[k], ctx)
+            new = cell.step(state, per_step[k], ctx)
             state = tuple(torch.where(keep_t[k], a, b) for a, b in zip(new, state))
             if return_all:
                 outs.append(cell.output(state) * keep_t[k])
