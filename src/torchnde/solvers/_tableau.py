@@ -130,7 +130,7 @@ class ButcherTableau:
         object.__setattr__(self, "a_predictor", predictor)
         last = lower[-1] + (diagonal[-1],)
         stiffly_accurate = _close(c[-1], 1) and all(_close(x, y) for x, y in zip(last, b))
-        object.__setattr__(self, "stiffly_accurate", stages > 1 and stiffly_accurate)
+        object.__setattr__(self, "stiffly_accurate", stiffly_accurate)
         # the last stage is f(t1, y1) and the next step's first stage is explicit: it is reused
         fsal = stages > 1 and stiffly_accurate and diagonal[0] == 0
         object.__setattr__(self, "fsal", fsal)
