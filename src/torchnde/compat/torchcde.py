@@ -387,6 +387,7 @@ def logsignature_windows(*args: Any, **kwargs: Any) -> Any:
     )
 
 
+#: torchcde's short name for :func:`logsignature_windows` (not provided: it needs ``signatory``)
 logsig_windows = logsignature_windows
 
 

@@ -1300,8 +1300,8 @@ def sdeint_adjoint(
     true ones to the accuracy of the backward solve.
 
     Args:
-        sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min, options, names, logqp, extra,
-            extra_solver_state: as in :func:`sdeint`.
+        sde, y0, ts, bm, method, dt, adaptive, rtol, atol, dt_min: as in :func:`sdeint`.
+        options, names, logqp, extra, extra_solver_state: as in :func:`sdeint`.
         adjoint_method: the backward method: ``adjoint_reversible_heun`` (the default for
             ``reversible_heun``), ``midpoint`` (the default otherwise), ``heun``,
             ``reversible_heun``, or ``euler`` (additive noise; torchsde's default for Itô SDEs

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..solvers import AbstractSolver
 from ._neural_ode import NeuralODE
 
 __all__ = ["AugmentedNeuralODE", "SecondOrderNeuralODE"]
@@ -24,9 +25,10 @@ class AugmentedNeuralODE(nn.Module):
     Args:
         field: the vector field on the augmented state, ``field(t, y, args)`` with ``y`` of
             ``d + augment`` features (channels) along ``axis``.
-        solver, t0, t1, steps, dt0, controller, adjoint, batch_axis, max_steps: as in
-            :class:`NeuralODE` (the layer solves through one; it is ``self.ode``, so
-            ``with_solver``/``discretised`` apply).
+        solver, t0, t1: as in :class:`NeuralODE` (the layer solves through one; it is
+            ``self.ode``, so ``with_solver``/``discretised`` apply).
+        ode_kwargs: the keywords of :class:`NeuralODE` (``steps``, ``dt0``, ``controller``,
+            ``adjoint``, ``batch_axis``, ``max_steps``).
         augment: how many zero dimensions (channels) to append, ``>= 0``.
         axis: the feature axis to pad (``-1`` for vectors ``(batch, d)``; ``1`` for images
             ``(batch, channels, h, w)``, as in the paper's convolutional ANODE).
@@ -43,7 +45,7 @@ class AugmentedNeuralODE(nn.Module):
     def __init__(
         self,
         field: Any,
-        solver,
+        solver: AbstractSolver,
         t0: float = 0.0,
         t1: float = 1.0,
         *,
@@ -124,8 +126,9 @@ class SecondOrderNeuralODE(nn.Module):
 
     Args:
         acceleration: ``a(t, x, v, args)`` returning a tensor shaped like ``x``.
-        solver, t0, t1, and the keywords of :class:`NeuralODE` (``steps``, ``dt0``,
-            ``controller``, ``adjoint``, ``saveat``, ``batch_axis``, ``max_steps``).
+        solver, t0, t1: as in :class:`NeuralODE`.
+        ode_kwargs: the keywords of :class:`NeuralODE` (``steps``, ``dt0``, ``controller``,
+            ``adjoint``, ``saveat``, ``batch_axis``, ``max_steps``).
         initial_velocity: ``v0 = initial_velocity(x0)`` when :meth:`forward` gets no ``v0``
             (SONODE learns it with a network); ``None``: zero.
 
@@ -135,7 +138,7 @@ class SecondOrderNeuralODE(nn.Module):
     def __init__(
         self,
         acceleration: Any,
-        solver,
+        solver: AbstractSolver,
         t0: float = 0.0,
         t1: float = 1.0,
         *,

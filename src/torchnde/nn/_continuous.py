@@ -216,7 +216,9 @@ class DepthLinear(nn.Module):
 
     depth_varying = True
 
-    def __init__(self, in_features: int, out_features: int, basis: AbstractBasis, bias=True):
+    def __init__(
+        self, in_features: int, out_features: int, basis: AbstractBasis, bias: bool = True
+    ):
         super().__init__()
         self.basis = _check_basis(basis)
         templates = [nn.Linear(in_features, out_features, bias=bias) for _ in range(basis.size)]

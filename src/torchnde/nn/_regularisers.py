@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,7 +241,9 @@ class Regularised(nn.Module):
         loss = mse(out.ys[-1], target) + 0.01 * sum(p.mean() for p in out.penalties.values())
     """
 
-    def __init__(self, field, regularisers):
+    def __init__(
+        self, field: Callable[..., Any], regularisers: Sequence[AbstractRegulariser]
+    ) -> None:
         super().__init__()
         if not callable(field):
             raise TypeError(f"`field` must be callable as f(t, y, args), got {type(field)}")
