@@ -194,3 +194,13 @@ def test_the_home_page_example_is_the_readme_example():
     assert first_python_block(ROOT / "docs" / "index.md") == readme, (
         "docs/index.md's example drifted from README.md's (tests/test_readme.py runs that one)"
     )
+
+
+def test_publishing_refuses_an_incomplete_run_folder(gen_ref, tmp_path, monkeypatch):
+    monkeypatch.setattr(gen_ref, "DOCS", tmp_path / "docs")
+    run = tmp_path / "reproduce-adjoint-check-20250101-000000"
+    run.mkdir()
+    (run / "metrics.json").write_text('{"entry": "adjoint-check", "quick": false}')
+    with pytest.raises(SystemExit, match=r"not a complete run folder.*report\.md"):
+        gen_ref.publish(run)
+    assert not (tmp_path / "docs").exists()
