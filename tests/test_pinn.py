@@ -514,3 +514,24 @@ def test_paradigms_refuse_problems_they_do_not_fit():
         pinn.TimeMarching(block=0.3).check(pinn.reaction())
     with pytest.raises(ValueError, match="exactly one of"):
         pinn.TimeMarching()
+
+
+def test_the_hard_transform_is_smooth_where_sides_meet():
+    """Near the corner (x, t) = (0, 0) of an initial and a boundary side, u_tt and u_xx stay
+    of the size of the network's own (a blend by distances alone grows like 1/t there)."""
+    domain = _domain()
+    hard = pinn.PDEProblem(
+        domain,
+        lambda u, d, p: u,
+        [
+            pinn.InitialCondition(lambda x: torch.sin(math.pi * x / 2), hard=True),
+            pinn.Dirichlet("x", "both", 0.0, hard=True),
+        ],
+    ).hard_faces()
+    torch.manual_seed(3)
+    model = pinn.PINNModel(domain, 1, hard=hard, dtype=F64)
+    for eps in (1e-2, 1e-4):
+        points = torch.tensor([[eps, eps], [eps, 2 * eps]], dtype=F64, requires_grad=True)
+        u = model(points)[:, 0]
+        d = pinn.Derivatives(points, ("x", "t"))
+        assert d(u, "t", "t").abs().max() < 50 and d(u, "x", "x").abs().max() < 50

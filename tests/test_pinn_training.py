@@ -234,3 +234,17 @@ def test_lbfgs_reuses_the_line_search_evaluation_with_bitwise_equal_iterates(mon
     assert evaluations < 0.7 * (uncached.final.history[-1]["evaluations"] - 3)
     # the hooks of the cache are gone after training
     assert all(not p._post_accumulate_grad_hooks for p in cached.model.parameters())
+
+
+def test_hard_initial_and_boundary_values_together_train_well():
+    """With the initial condition and both Dirichlet sides built in (transfinite interpolation of
+    the side values, smooth at the corners), only the residual is left to train."""
+    base = pinn.heat()
+    conditions = [
+        pinn.InitialCondition(lambda x: torch.sin(math.pi * x), hard=True),
+        pinn.Dirichlet("x", "both", 0.0, hard=True),
+    ]
+    problem = base.replace(conditions=conditions)
+    assert problem.soft_terms == ("residual",)
+    result = pinn.train(problem, Stage("lbfgs", steps=80), network=SMALL, points=FEW, dtype=F64)
+    assert result.error < 5e-3, result.error

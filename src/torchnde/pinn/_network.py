@@ -4,6 +4,7 @@ periodic and builds hard conditions into the output."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -161,12 +162,14 @@ class PINNModel(nn.Module):
     conditions built in.
 
     ``φ`` maps each coordinate to ``[-1, 1]`` over ``scaling`` (a hard-periodic coordinate to
-    ``cos``/``sin`` of its phase instead). With hard conditions on sides ``i`` (values ``g_i``,
-    normalised distances ``d_i`` to the side), ``D = Π d_i`` and ``G = Σ_i g_i Π_{j≠i} d_j /
-    Σ_i Π_{j≠i} d_j``, which equals ``g_i`` on side ``i`` (Sukumar & Srivastava, *Exact
-    imposition of boundary conditions with distance functions in physics-informed deep neural
-    networks*, CMAME 2022, in its simplest transfinite form; at corners, where two sides meet,
-    ``G`` is 0). An output no hard condition names is ``N`` itself.
+    ``cos``/``sin`` of its phase instead). With hard conditions (initial or Dirichlet values
+    ``g`` on some sides), ``D`` is the product over the constrained coordinates of a factor that
+    vanishes on their hard sides (``|z − p|/L`` for one side, ``4(z − p₀)(p₁ − z)/L²`` for
+    both), and ``G`` is the transfinite interpolation of the side values (Gordon & Hall 1973;
+    Lagaris, Likas & Fotiadis, *Artificial neural networks for solving ordinary and partial
+    differential equations*, IEEE TNN 1998, for the idea of the ansatz): ``G = g`` on every hard
+    side, smooth inside, provided the values agree where sides meet (an initial condition that
+    meets the boundary values at t0). An output no hard condition names is ``N`` itself.
 
     Args:
         domain: the domain the hard conditions' distances are measured in.
@@ -260,17 +263,17 @@ class PINNModel(nn.Module):
     def _constrain(self, points: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         columns = []
         for j in range(self.outputs):
-            faces = [face for face in self.hard if j in face.outputs]
+            faces: dict[int, list[HardFace]] = {}
+            for face in self.hard:
+                if j in face.outputs:
+                    faces.setdefault(face.column, []).append(face)
             if not faces:
                 columns.append(raw[:, j])
                 continue
-            distances, values = [], []
-            for face in faces:
-                distances.append((points[:, face.column] - face.position).abs() / face.length)
-                projected = points.clone()
-                projected[:, face.column] = face.position
-                values.append(face.value(projected)[:, face.outputs.index(j)])
-            columns.append(_blend(distances, values) + _product(distances) * raw[:, j])
+            for sides in faces.values():
+                sides.sort(key=lambda face: face.position)
+            vanishing = _product([_vanishing(points[:, c], sides) for c, sides in faces.items()])
+            columns.append(_transfinite(points, faces, j) + vanishing * raw[:, j])
         return torch.stack(columns, dim=-1)
 
 
@@ -281,12 +284,54 @@ def _product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     return result
 
 
-def _blend(distances: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``Σ g_i Π_{j≠i} d_j / Σ Π_{j≠i} d_j``: ``g_i`` on side ``i``."""
-    if len(values) == 1:
-        return values[0]
-    weights = [
-        _product([d for j, d in enumerate(distances) if j != i]) for i in range(len(distances))
-    ]
-    total = sum(weights).clamp_min(torch.finfo(weights[0].dtype).tiny)
-    return sum(w * g for w, g in zip(weights, values)) / total
+def _vanishing(z: torch.Tensor, sides: Sequence[HardFace]) -> torch.Tensor:
+    """A factor that is 0 on the given sides of one coordinate and at most 1 inside:
+    ``|z − p| / L`` for one side, ``4 (z − p₀)(p₁ − z) / (p₁ − p₀)²`` for both."""
+    if len(sides) == 1:
+        return (z - sides[0].position).abs() / sides[0].length
+    low, high = sides[0].position, sides[1].position
+    return 4 * (z - low) * (high - z) / (high - low) ** 2
+
+
+def _weights(z: torch.Tensor, sides: Sequence[HardFace]) -> list[torch.Tensor]:
+    """The univariate interpolation weights of each side's value: 1 for a single side, linear
+    between two."""
+    if len(sides) == 1:
+        return [torch.ones_like(z)]
+    low, high = sides[0].position, sides[1].position
+    return [(high - z) / (high - low), (z - low) / (high - low)]
+
+
+def _transfinite(points: torch.Tensor, faces: dict[int, list[HardFace]], j: int) -> torch.Tensor:
+    """The transfinite (Boolean-sum) interpolation of the hard sides' values (Gordon & Hall,
+    *Construction of curvilinear co-ordinate systems and applications to mesh generation*, 1973):
+    ``G = Σ_{S ≠ ∅} (−1)^{|S|+1} Π_{c ∈ S} P_c g``, ``P_c`` the interpolation between the sides
+    of coordinate ``c`` (a constant extension for one side). It equals each side's value on that
+    side wherever the values agree at the corners, and is as smooth as the values are."""
+    coordinates = sorted(faces)
+    total = torch.zeros_like(points[:, 0])
+    for size in range(1, len(coordinates) + 1):
+        sign = 1.0 if size % 2 else -1.0
+        for subset in itertools.combinations(coordinates, size):
+            total = total + sign * _projected(points, [faces[c] for c in subset], j)
+    return total
+
+
+def _projected(points: torch.Tensor, groups: Sequence[Sequence[HardFace]], j: int) -> torch.Tensor:
+    """``Π_{c} P_c g`` for the coordinates of ``groups``: every choice of one side per
+    coordinate, weighted, with the value of the first chosen side at the projected point."""
+    total = torch.zeros_like(points[:, 0])
+    for choice in itertools.product(*[range(len(sides)) for sides in groups]):
+        chosen = [sides[k] for sides, k in zip(groups, choice)]
+        weight = _product(
+            [
+                _weights(points[:, face.column], sides)[k]
+                for face, sides, k in zip(chosen, groups, choice)
+            ]
+        )
+        projected = points.clone()
+        for face in chosen:
+            projected[:, face.column] = face.position
+        value = chosen[0].value(projected)[:, chosen[0].outputs.index(j)]
+        total = total + weight * value
+    return total
