@@ -24,6 +24,7 @@ CASES = {
     "B7": "benchmarks.b7_hybrid",
     "B8": "benchmarks.b8_cnf",
     "B9": "benchmarks.b9_odenet",
+    "B10": "benchmarks.b10_recurrent",
     "MEM": "benchmarks.memory",
     "PINN": "benchmarks.pinn_deepxde",
 }
