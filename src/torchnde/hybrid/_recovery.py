@@ -16,7 +16,7 @@ from ._model import HybridModel
 from ._result import Recovery
 from ._spec import DiscoverySpec, Observations
 
-__all__ = ["describe", "read_back", "recovered_model", "regress_networks"]
+__all__ = ["describe", "prune", "read_back", "recovered_model", "regress_networks"]
 
 
 @dataclass
@@ -263,3 +263,71 @@ def read_back(model: HybridModel, recoveries: dict[str, Recovery], coefficients)
         rec.absorbed = {k: values[k] for k in rec.absorbed}
         if rec.truth is not None:
             rec.max_relative_error = compare_terms(rec.expression, rec.truth).max_relative_error
+
+
+def prune(
+    recoveries: dict[str, Recovery],
+    model: HybridModel,
+    ts: torch.Tensor,
+    states: torch.Tensor,
+    inside: dict[str, torch.Tensor],
+    spec: DiscoverySpec,
+    threshold: float,
+) -> dict[str, list[str]]:
+    """Drop the terms whose *refitted* coefficients fall below ``threshold`` (read as
+    ``spec.threshold_mode`` says, on the same samples as the regression): the last step of
+    sequential thresholding, done on the fit to the data instead of on the networks. A term the
+    networks' error asked for shrinks when the law is fitted to the data; a real one does not.
+    The absorbed parameters stay. Returns, per call, the terms dropped (the recoveries lose them).
+    """
+    from ..discovery import SparseExpression
+
+    env = {model.parsed.spec.time: ts, **dict(zip(model.states, states.unbind(-1)))}
+    dropped = {}
+    for call, rec in recoveries.items():
+        keep = inside.get(call)
+        keep = torch.ones(ts.shape, dtype=torch.bool) if keep is None else keep
+        sub = {v: env[v][keep] for v in rec.expression.variables}
+        factor = rec.factor if rec.factor else 1.0
+        parts = {
+            term: factor * value * SparseExpression({term: 1.0}, rec.expression.variables)(sub)
+            for term, value in rec.expression.terms.items()
+        }
+        absorbed = [
+            number
+            * rec.absorbed[name]
+            * SparseExpression({monomial: 1.0}, rec.expression.variables)(sub)
+            for name, (number, monomial) in rec.absorbed_terms.items()
+            if name in rec.absorbed
+        ]
+        total = sum([*parts.values(), *absorbed], torch.zeros(int(keep.sum())))
+        size = {term: float(abs(factor * value)) for term, value in rec.expression.terms.items()}
+        largest = max(
+            [
+                *size.values(),
+                *(
+                    abs(n * rec.absorbed[k])
+                    for k, (n, _) in rec.absorbed_terms.items()
+                    if k in rec.absorbed
+                ),
+            ],
+            default=0.0,
+        )
+        rms = float(total.pow(2).mean().sqrt()) or 1.0
+        small = []
+        for term, part in parts.items():
+            share = float(torch.as_tensor(part).pow(2).mean().sqrt()) / rms
+            measure = {
+                "share": share,
+                "absolute": size[term],
+                "largest": size[term] / (largest or 1.0),
+            }
+            if measure[spec.threshold_mode] < threshold:
+                small.append(term)
+        if small:
+            dropped[call] = small
+            rec.expression = SparseExpression(
+                {t: v for t, v in rec.expression.terms.items() if t not in small},
+                variables=rec.expression.variables,
+            )
+    return dropped

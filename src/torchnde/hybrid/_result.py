@@ -182,6 +182,8 @@ class LawSelection:
         baseline_loss: the hybrid model's loss on the windows.
         refit_loss: the winner's loss on the windows after its refit.
         found: whether the winner explains the data.
+        pruned: per network call, the terms of the winner that fell below the threshold once its
+            coefficients were refitted on the data, and were dropped (it was refitted again).
     """
 
     candidates: list[LawCandidate]
@@ -193,6 +195,7 @@ class LawSelection:
     baseline_loss: float = math.nan
     refit_loss: float = math.nan
     found: bool = False
+    pruned: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -36,7 +36,7 @@ from ..training import (
     seed_everything,
 )
 from ._model import MLP, HybridModel
-from ._recovery import describe, read_back, recovered_model, regress_networks, size
+from ._recovery import describe, prune, read_back, recovered_model, regress_networks, size
 from ._result import (
     NO_LAW,
     DiscoveryResult,
@@ -288,6 +288,12 @@ def _check(ctx: _Context, selection: LawSelection, loss: float, baseline: float)
     ratio = loss / baseline if baseline > 0 else math.inf
     selection.baseline_loss, selection.refit_loss = baseline, loss
     selection.found = bool(ratio <= selection.max_loss_ratio)
+    if selection.pruned:
+        shown = "; ".join(f"{call}: {', '.join(terms)}" for call, terms in selection.pruned.items())
+        selection.reason += (
+            f"; refitted on the data, its terms {shown} fell below the threshold and were "
+            "dropped, and the rest refitted again"
+        )
     if selection.found:
         selection.reason += (
             f"; refitted, it reproduces the windows with {ratio:.3g}x the hybrid model's loss "
@@ -441,7 +447,9 @@ def discover(
     starts["hybrid"] = hybrid_starts[0]  # the first window starts at the first observation
     sampling = _sample(ctx, hybrid, obs, hybrid_starts)
     found, selection = _select(ctx, hybrid, sampling, obs, hybrid_starts)
-    recovered, first, loss = _refit(ctx, obs, hybrid, found, autonomous, hybrid_starts)
+    recovered, first, loss = _refit(
+        ctx, obs, hybrid, found, autonomous, hybrid_starts, sampling, selection
+    )
     _check(ctx, selection, loss, _windows_loss(hybrid, windows, hybrid_starts))
     log(selection.reason)
     recoveries, true_params = {}, {}
@@ -495,12 +503,15 @@ def _refit(
     found,
     autonomous: bool,
     hybrid_starts: torch.Tensor,
+    sampling: Sampling,
+    selection: LawSelection,
 ) -> tuple[ModelFit, torch.Tensor | None, float]:
-    """Refit the chosen law's coefficients: on the windows with multiple shooting (so noisy
-    observations do not bias them), then, with the initial state, on the whole observed
+    """Refit the chosen law's coefficients on the windows with multiple shooting (so noisy
+    observations do not bias them); drop the terms whose refitted coefficients fall below the
+    threshold and refit again without them; then fit, with the initial state, the whole observed
     trajectory at once (the maximum-likelihood fit a forecast needs). Returns the fit, its
     estimate of the first state (None: the hybrid model's) and its loss on the windows after the
-    first refit (what :func:`_check` compares with the hybrid model's)."""
+    window refits (what :func:`_check` compares with the hybrid model's)."""
     spec = ctx.spec
     recoveries, implied, _ = found
     recovered, coefficients = recovered_model(hybrid, recoveries, implied)
@@ -511,16 +522,33 @@ def _refit(
         )
     )
     losses, seconds, first, starts = [], 0.0, None, hybrid_starts
-    if spec.discovery.refit_steps:
+    for phase in ("recovered", "recovered-pruned"):
+        if not spec.discovery.refit_steps:
+            break
         fit, starts = _train(
             ctx,
-            "recovered",
+            phase,
             recovered,
             [Stage("lbfgs", steps=spec.discovery.refit_steps, lr=1.0)],
             shooting=True,
-            starts=hybrid_starts,
+            starts=starts,
         )
-        losses, seconds = fit.losses, fit.seconds
+        losses, seconds = losses + fit.losses, seconds + fit.seconds
+        read_back(recovered, recoveries, coefficients)
+        if phase == "recovered-pruned":
+            break
+        threshold = next(c.threshold for c in selection.candidates if c.chosen)
+        dropped = prune(
+            recoveries, hybrid, sampling.ts, sampling.states, sampling.inside,
+            spec.discovery, threshold,
+        )  # fmt: skip
+        if not dropped:
+            break
+        selection.pruned = dropped
+        shown = "; ".join(f"{call}: {', '.join(terms)}" for call, terms in dropped.items())
+        ctx.log(f"  refitted on the data, these terms fell below the threshold: {shown}")
+        declared = {k: v for k, v in recovered.parameter_values().items() if k in hybrid.params}
+        recovered, coefficients = recovered_model(hybrid, recoveries, declared)
     window_loss = _windows_loss(recovered, ctx.windows, starts)
     if spec.discovery.trajectory_steps:
         whole = _windows(obs, spec.training, autonomous, width=obs.ts.shape[0])
@@ -535,5 +563,5 @@ def _refit(
         )
         losses, seconds = losses + fit.losses, seconds + fit.seconds
         first = whole_starts[0]
-    read_back(recovered, recoveries, coefficients)
+        read_back(recovered, recoveries, coefficients)
     return ModelFit("recovered", recovered, losses, seconds), first, window_loss
