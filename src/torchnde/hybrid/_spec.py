@@ -237,7 +237,9 @@ class DiscoverySpec:
         samples: states sampled along the windows' fitted solutions, where the networks are
             evaluated for the regression.
         refit_steps: L-BFGS steps refitting the recovered equations' coefficients on the training
-            windows (with each window's initial state learnt too).
+            windows (with each window's initial state learnt too); terms whose refitted
+            coefficients fall below the threshold are then dropped and the rest refitted again
+            (as many steps).
         trajectory_steps: L-BFGS steps then fitting them, with the initial state, to the whole
             observed trajectory at once (0 to skip).
         select: regress at ``threshold`` × 1, 2, 3 and 5, refit each candidate's coefficients on
