@@ -535,3 +535,19 @@ def test_the_hard_transform_is_smooth_where_sides_meet():
         u = model(points)[:, 0]
         d = pinn.Derivatives(points, ("x", "t"))
         assert d(u, "t", "t").abs().max() < 50 and d(u, "x", "x").abs().max() < 50
+
+
+def test_normal_derivatives_on_a_hard_side_are_the_networks_own():
+    """u = h(x) + (t - t0)/L N: on the side itself u_t = N / L (a |t - t0| factor would make every
+    normal derivative there vanish, and a Neumann condition on that side toothless)."""
+    domain = _domain()
+    hard = pinn.InitialCondition(lambda x: torch.cos(x), hard=True).hard_faces(domain, ("u",))
+    torch.manual_seed(4)
+    model = pinn.PINNModel(domain, 1, hard=hard, dtype=F64)
+    x = torch.linspace(0.1, 1.9, 5, dtype=F64)
+    points = torch.stack([x, torch.zeros_like(x)], 1).requires_grad_(True)
+    u_t = pinn.partial(model(points)[:, 0], points, 1)
+    with torch.no_grad():
+        raw = model.net(model.features(points))[:, 0]
+    torch.testing.assert_close(u_t.detach(), raw / 1.0, atol=1e-12, rtol=0)
+    assert u_t.abs().min() > 0

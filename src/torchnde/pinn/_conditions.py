@@ -110,13 +110,15 @@ class PreparedCondition(abc.ABC):
 @dataclass(frozen=True)
 class HardFace:
     """One side of the domain where a condition is built into the network: the value there,
-    as a function of the points projected onto the side, ``(n, d) -> (n, len(outputs))``."""
+    as a function of the points projected onto the side, ``(n, d) -> (n, len(outputs))``, and
+    which side (``"low"`` or ``"high"``) of its coordinate it is."""
 
     column: int
     position: float
     length: float
     outputs: tuple[int, ...]
     value: Callable[[torch.Tensor], torch.Tensor]
+    side: str = "low"
 
 
 class AbstractCondition(abc.ABC):
@@ -269,7 +271,11 @@ class InitialCondition(AbstractCondition):
             return evaluate_value(self.value, space, len(columns), label)
 
         interval = domain[domain.time]
-        return [HardFace(domain.index(domain.time), interval.low, interval.length, columns, value)]
+        return [
+            HardFace(
+                domain.index(domain.time), interval.low, interval.length, columns, value, "low"
+            )
+        ]
 
 
 def _sides(side: str) -> tuple[str, ...]:
@@ -347,6 +353,7 @@ class Dirichlet(AbstractCondition):
                 interval.length,
                 columns,
                 value,
+                side,
             )
             for side in _sides(self.side)
         ]

@@ -164,8 +164,8 @@ class PINNModel(nn.Module):
     ``φ`` maps each coordinate to ``[-1, 1]`` over ``scaling`` (a hard-periodic coordinate to
     ``cos``/``sin`` of its phase instead). With hard conditions (initial or Dirichlet values
     ``g`` on some sides), ``D`` is the product over the constrained coordinates of a factor that
-    vanishes on their hard sides (``|z − p|/L`` for one side, ``4(z − p₀)(p₁ − z)/L²`` for
-    both), and ``G`` is the transfinite interpolation of the side values (Gordon & Hall 1973;
+    vanishes on their hard sides (``(z − p)/L`` for one low side, ``(p − z)/L`` for a high one,
+    ``4(z − p₀)(p₁ − z)/L²`` for both), and ``G`` is the transfinite interpolation of the side values (Gordon & Hall 1973;
     Lagaris, Likas & Fotiadis, *Artificial neural networks for solving ordinary and partial
     differential equations*, IEEE TNN 1998, for the idea of the ansatz): ``G = g`` on every hard
     side, smooth inside, provided the values agree where sides meet (an initial condition that
@@ -285,10 +285,14 @@ def _product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _vanishing(z: torch.Tensor, sides: Sequence[HardFace]) -> torch.Tensor:
-    """A factor that is 0 on the given sides of one coordinate and at most 1 inside:
-    ``|z − p| / L`` for one side, ``4 (z − p₀)(p₁ − z) / (p₁ − p₀)²`` for both."""
+    """A factor that is 0 on the given sides of one coordinate, positive inside and at most 1:
+    ``(z − p) / L`` for a low side, ``(p − z) / L`` for a high one (smooth: ``|z − p|`` would
+    have a zero derivative on the side itself, and so would every normal derivative of ``u``
+    there), ``4 (z − p₀)(p₁ − z) / (p₁ − p₀)²`` for both."""
     if len(sides) == 1:
-        return (z - sides[0].position).abs() / sides[0].length
+        face = sides[0]
+        sign = 1.0 if face.side == "low" else -1.0
+        return sign * (z - face.position) / face.length
     low, high = sides[0].position, sides[1].position
     return 4 * (z - low) * (high - z) / (high - low) ** 2
 
