@@ -78,10 +78,10 @@ def _cases(quick: bool) -> list[Case]:
         pinn.burgers(),
         pinn.Network(width=20, depth=8),
         pinn.Points(
-            collocation=1000 if quick else 5000, initial=100, boundary=50, sampler="latin_hypercube"
+            collocation=1000 if quick else 2500, initial=100, boundary=50, sampler="latin_hypercube"
         ),
-        adam=50 if quick else 1000,
-        lbfgs=50 if quick else 3000,
+        adam=50 if quick else 500,
+        lbfgs=50 if quick else 1500,
     )
     convection = Case(
         "convection",
