@@ -39,6 +39,7 @@ class Method:
     error_order: int | None
     fsal: bool
     dense_order: int
+    implicit: bool = False
 
     @property
     def name(self) -> str:
@@ -47,6 +48,14 @@ class Method:
     @property
     def adaptive(self) -> bool:
         return self.error_order is not None
+
+    def make(self):
+        """An instance for tests of the discretisation: an implicit method solves its stages to
+        near rounding (a tight Newton tolerance), so its order shows down to the float64 floor
+        rather than at the default iteration tolerance."""
+        if self.implicit:
+            return self.cls(nonlinear=torchnde.Chord(rtol=1e-13, atol=1e-15, max_iters=30))
+        return self.cls()
 
     @property
     def local_dense_order(self) -> int:
@@ -87,11 +96,22 @@ _ROWS: list[tuple[str, int, int | None, bool, int]] = [
     ("Dopri8", 8, 6, False, 6),
 ]
 
+#: diagonally implicit methods (stiffly accurate ESDIRK, cubic Hermite dense output)
+_IMPLICIT_ROWS: list[tuple[str, int, int | None, bool, int]] = [
+    ("ImplicitEuler", 1, 2, True, 3),
+    ("Kvaerno3", 3, 3, True, 3),
+    ("Kvaerno4", 4, 4, True, 3),
+    ("Kvaerno5", 5, 5, True, 3),
+]
+
 METHODS: list[Method] = [
-    Method(cls, order, error_order, fsal, dense)
-    for name, order, error_order, fsal, dense in _ROWS
+    Method(cls, order, error_order, fsal, dense, implicit)
+    for rows, implicit in ((_ROWS, False), (_IMPLICIT_ROWS, True))
+    for name, order, error_order, fsal, dense in rows
     if (cls := _optional(name)) is not None
 ]
+EXPLICIT: list[Method] = [m for m in METHODS if not m.implicit]
+IMPLICIT: list[Method] = [m for m in METHODS if m.implicit]
 
 ADAPTIVE: list[Method] = [m for m in METHODS if m.adaptive]
 

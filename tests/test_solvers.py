@@ -20,6 +20,7 @@ import pytest
 import torch
 from solver_db import (
     ADAPTIVE,
+    EXPLICIT,
     LOGISTIC,
     METHODS,
     ORDER_PROBLEMS,
@@ -98,7 +99,8 @@ def _gamma(tree: tuple) -> int:
 
 def _residuals(weights, a, order: int) -> list[float]:
     """``Σ b_i Φ_i(τ) - 1/γ(τ)`` for the trees of one order, where ``Φ_i`` of the single node is 1
-    and otherwise the product over subtrees σ of ``(A Φ(σ))_i``. Exact for rational tableaux."""
+    and otherwise the product over subtrees σ of ``(A Φ(σ))_i``, ``A`` lower triangular (row ``i``
+    holds ``a_i0 ... a_ii``: its diagonal too for implicit methods). Exact for rational tableaux."""
     exact = all(isinstance(x, Fraction) for x in (*weights, *(x for row in a for x in row)))
     one = Fraction(1) if exact else 1.0
     rows = [[x if exact else float(x) for x in row] for row in a]
@@ -111,7 +113,10 @@ def _residuals(weights, a, order: int) -> list[float]:
             out = [one] * s
             for child in tree:
                 pc = phi(child)
-                a_pc = [sum((rows[i][j] * pc[j] for j in range(i)), 0 * one) for i in range(s)]
+                a_pc = [
+                    sum((rows[i][j] * pc[j] for j in range(len(rows[i]))), 0 * one)
+                    for i in range(s)
+                ]
                 out = [x * y for x, y in zip(out, a_pc)]
             cache[tree] = out
         return cache[tree]
@@ -130,15 +135,16 @@ def test_rooted_tree_counts():
 @pytest.mark.parametrize("method", METHODS, ids=ids(METHODS))
 def test_order_conditions(method: Method):
     tab = method.cls.tableau
+    a = [row + ((d,) if d != 0 else ()) for row, d in zip(tab.a, tab.diagonal)]
     tol = 1e-11  # exact (0) for rational tableaux
     for q in range(1, method.order + 1):
-        worst = max(abs(r) for r in _residuals(tab.b, tab.a, q))
+        worst = max(abs(r) for r in _residuals(tab.b, a, q))
         assert worst <= tol, f"order condition of order {q} fails by {worst:g}"
     # the order is exactly `order`: some condition of the next order fails
-    assert max(abs(r) for r in _residuals(tab.b, tab.a, method.order + 1)) > 1e-8
+    assert max(abs(r) for r in _residuals(tab.b, a, method.order + 1)) > 1e-8
     if method.error_order is not None:
         for q in range(1, method.error_order):
-            worst = max(abs(r) for r in _residuals(tab.b_hat, tab.a, q))
+            worst = max(abs(r) for r in _residuals(tab.b_hat, a, q))
             assert worst <= tol, f"embedded order condition of order {q} fails by {worst:g}"
 
 
@@ -161,7 +167,7 @@ def _global_slope(method: Method, problem: OrderProblem) -> tuple[float, list]:
     y0 = torch.tensor(problem.y0, dtype=F64).expand(len(ns), 2).clone()
     sol = torchnde.solve(
         torchnde.ODETerm(problem.vf),
-        method.cls(),
+        method.make(),
         0.0,
         problem.t1,
         y0,
@@ -195,7 +201,7 @@ def _dense_slope(method: Method, problem: OrderProblem) -> tuple[float, list]:
     ts = t0[:, None] + THETAS * H_LOCAL[:, None]
     sol = torchnde.solve(
         torchnde.ODETerm(problem.vf),
-        method.cls(),
+        method.make(),
         t0,
         t1,
         problem.exact(t0),
@@ -222,9 +228,9 @@ def _estimate_slope(method: Method, problem: OrderProblem) -> tuple[float, list]
     y0 = problem.exact(t0)
     term = torchnde.ODETerm(problem.vf)
     internal = Problem(term, StateSpec.from_tree(y0, True), None, None)
-    solver = method.cls()
-    state, _ = solver.init(internal, t0, y0)
-    result = solver.step(internal, t0, t0 + H_LOCAL, y0, state)
+    solver = method.make()
+    vf0, _ = solver.init(internal, t0, y0)
+    result = solver.step(internal, t0, t0 + H_LOCAL, y0, solver.carry(y0, vf0))
     errs = result.y_error.abs().amax(dim=-1)
     return observed_order(H_LOCAL.tolist(), errs.tolist(), floor=1e-14, ceiling=1e-3)
 
@@ -236,7 +242,7 @@ def test_error_estimate_order(method: Method):
     _check_slopes(slopes, method.error_order)
 
 
-@pytest.mark.parametrize("method", METHODS, ids=ids(METHODS))
+@pytest.mark.parametrize("method", EXPLICIT, ids=ids(EXPLICIT))
 def test_vector_field_evaluations_per_step(method: Method):
     """First-same-as-last reuse: after the first evaluation at t0, a step costs ``stages - 1``
     evaluations plus f(t1, y1), which an FSAL tableau already has as its last stage."""
@@ -266,7 +272,7 @@ def test_vector_field_evaluations_per_step(method: Method):
 
 def _adaptive_rtols(method: Method) -> tuple[float, float]:
     """A tolerance pair that keeps the step count of a low-order pair in the hundreds."""
-    loose = {2: 1e-3, 3: 1e-5}.get(method.order, 1e-7)
+    loose = {1: 1e-3, 2: 1e-3, 3: 1e-5}.get(method.order, 1e-7)
     return loose, loose / 100
 
 
@@ -274,7 +280,9 @@ def _adaptive_rtols(method: Method) -> tuple[float, float]:
 # first-order formula, whose error constant is tiny (~1/512), while it propagates the second-order
 # solution: at practical tolerances the estimate understates the propagated error ~40-80x. That is
 # the published pair, not a defect; every other pair stays within a few rtol here.
-_ERROR_OVER_RTOL = {"Fehlberg2": 200.0}
+# ImplicitEuler is of order 1: with the local error held to rtol the step is ~sqrt(rtol) and the
+# global error ~sqrt(rtol) too (5.5 rtol at 1e-3, 57 rtol at 1e-5 on this problem).
+_ERROR_OVER_RTOL = {"Fehlberg2": 200.0, "ImplicitEuler": 100.0}
 
 
 @pytest.mark.parametrize("method", ADAPTIVE, ids=ids(ADAPTIVE))
@@ -296,8 +304,9 @@ def test_adaptive_error_meets_and_follows_tolerance(method: Method):
         assert err <= bound, f"error {err:g} at rtol={rtol:g}"
         errors.append(err)
     # tolerance proportionality: global error ~ rtol^(p/(p+1)) or better; 100x tighter rtol must
-    # buy well over 10x
-    assert errors[1] < errors[0] / 10, errors
+    # buy well over 10x (at order 1 theory gives exactly 10x: ask for 8x)
+    needed = min(10.0, 0.8 * 100 ** (method.order / (method.order + 1)))
+    assert errors[1] < errors[0] / needed, errors
 
 
 # ------------------------------------------------------------------------------------------------

@@ -263,7 +263,11 @@ def _commit(
         t=t,
         y=ops.select_rows(acc, result.y1, st.y),
         t_next=t_next,
-        solver_state=ops.select_tree(acc, result.state, st.solver_state),
+        solver_state=ops.select_tree(
+            acc,
+            result.state,
+            st.solver_state if result.rejected_state is None else result.rejected_state,
+        ),
         ctrl_state=ctrl_state,  # what a finished sample's controller does no longer matters
         running=going > failed,
         status=ops.where(failed, code, st.status),

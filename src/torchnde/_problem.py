@@ -55,6 +55,9 @@ class Problem:
         self.ode = term.ode
         self._times: dict[float, torch.Tensor] = {}
         self._memo: dict[Any, Any] = {}
+        #: ``(rtol, atol)`` of the step-size controller, if it has them: the tolerances an
+        #: implicit method's Newton iteration is held to by default
+        self.tolerances: tuple[float, float] | None = None
 
     def user_time(self, tau: torch.Tensor | float) -> torch.Tensor:
         """Internal ``(batch,)`` time → the user's time (0-dim without a batch axis)."""

@@ -106,6 +106,9 @@ def build(
     batch = problem.spec.batch
     eps = torch.finfo(tdtype).eps
     stops = controller.stops(problem, tdtype, device)
+    rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
+    if rtol is not None and atol is not None:
+        problem.tolerances = (float(rtol), float(atol))
     solver_state, nfe0 = solver.init(problem, tau0, y0)
     ctx = Context(
         problem=problem,

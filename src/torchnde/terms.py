@@ -229,14 +229,28 @@ class ODETerm(AbstractTerm):
     Args:
         f: the vector field; returns a tree shaped exactly like ``y`` (same structure, shapes,
             dtype). Often an ``nn.Module`` whose ``forward(t, y, args)`` is the network.
+        jac: optionally, ``∂f/∂y`` for implicit solvers, ``jac(t, y, args)``: for a state of one
+            tensor of ``n`` numbers an ``(n, n)`` tensor, ``(batch, n, n)`` under
+            ``batch_axis=0`` (``[..., i, j] = ∂f_i/∂y_j`` of the flattened state). Without it,
+            implicit solvers differentiate ``f`` automatically.
     """
 
     ode = True
 
-    def __init__(self, f: Callable[[torch.Tensor, Any, Any], Any]):
+    def __init__(
+        self,
+        f: Callable[[torch.Tensor, Any, Any], Any],
+        jac: Callable[[torch.Tensor, Any, Any], torch.Tensor] | None = None,
+    ):
         if not callable(f):
             raise TypeError(f"`ODETerm(f)` needs a callable f(t, y, args), got {type(f).__name__}")
+        if jac is not None and not callable(jac):
+            raise TypeError(
+                f"`ODETerm(f, jac=...)` needs a callable jac(t, y, args) or None, got "
+                f"{type(jac).__name__}"
+            )
         self.f = f
+        self.jac = jac
 
     def vf(self, t, y, args):
         out = call_checked("vector field", self.f, t, y, args)
@@ -254,7 +268,7 @@ class ODETerm(AbstractTerm):
         _check_like_state(_name(self.f), vf, y)
 
     def callables(self):
-        return [self.f]
+        return [self.f] if self.jac is None else [self.f, self.jac]
 
     def __repr__(self) -> str:
         return f"ODETerm({_name(self.f)})"

@@ -1,7 +1,7 @@
 """Solvers: how one step is taken. Explicit Runge–Kutta methods are Butcher tableaux run by one
 generic stepper."""
 
-from ._base import AbstractSolver, StepResult
+from ._base import AbstractReversibleSolver, AbstractSolver, StepResult
 from ._dopri5 import Dopri5
 from ._dopri8 import Dopri8
 from ._explicit import (
@@ -16,8 +16,11 @@ from ._explicit import (
     Midpoint,
     Ralston,
 )
+from ._implicit import AbstractDIRK
+from ._kvaerno import ImplicitEuler, Kvaerno3, Kvaerno4, Kvaerno5
+from ._nonlinear import AbstractNonlinearSolver, Chord, Newton, NewtonKrylov
 from ._reversible import ReversibleHeun
-from ._runge_kutta import AbstractExplicitRungeKutta
+from ._runge_kutta import AbstractExplicitRungeKutta, AbstractRungeKutta
 from ._sde import SRA1, AbstractSDESolver, EulerHeun, EulerMaruyama, Milstein
 from ._tableau import ButcherTableau, Interpolant
 from ._tsit5 import Tsit5
@@ -26,11 +29,16 @@ __all__ = [
     "RK4",
     "RK38",
     "SRA1",
+    "AbstractDIRK",
     "AbstractExplicitRungeKutta",
+    "AbstractNonlinearSolver",
+    "AbstractReversibleSolver",
+    "AbstractRungeKutta",
     "AbstractSDESolver",
     "AbstractSolver",
     "Bosh3",
     "ButcherTableau",
+    "Chord",
     "Dopri5",
     "Dopri8",
     "Euler",
@@ -40,9 +48,15 @@ __all__ = [
     "Heun",
     "Heun3",
     "HeunEuler",
+    "ImplicitEuler",
     "Interpolant",
+    "Kvaerno3",
+    "Kvaerno4",
+    "Kvaerno5",
     "Midpoint",
     "Milstein",
+    "Newton",
+    "NewtonKrylov",
     "Ralston",
     "ReversibleHeun",
     "StepResult",

@@ -34,6 +34,9 @@ class StepResult:
         counts: the solver's own statistics for this step (names from
             :attr:`AbstractSolver.statistics`: numbers, or ``(batch,)`` tensors), added to
             ``Solution.stats``.
+        rejected_state: the state to carry when the step is rejected (the next attempt starts
+            from the same point); ``None`` keeps the state from before the step. An implicit
+            method keeps a Jacobian it evaluated there.
     """
 
     y1: torch.Tensor
@@ -43,6 +46,7 @@ class StepResult:
     nfe: int
     failed: Any = None
     counts: dict[str, Any] | None = None
+    rejected_state: Any = None
 
 
 class AbstractSolver(abc.ABC):

@@ -50,13 +50,12 @@ class ButcherTableau:
         b_hat: weights of the embedded solution, if the method has one.
         embedded_order: the order of the embedded solution.
         a_predictor: for a diagonally implicit method, optional rows (``i`` entries for stage
-            ``i``) predicting the value of implicit stage ``i`` from the previous stages,
-            ``y0 + Σ_{j<i} p_ij k_j`` — the first guess of its nonlinear solve (each row sums to
-            ``c_i``, so the guess is consistent); without them the guess is the stage's explicit
-            part ``y0 + Σ_{j<i} a_ij k_j``.
+            ``i``) predicting implicit stage ``i``'s ``k_i`` from the previous stages' as
+            ``Σ_{j<i} p_ij k_j`` — the first guess of its nonlinear solve; each row sums to 1 (an
+            affine combination). Without them the guess is the previous stage's ``k``.
 
     Checked when built: each row of ``a`` (with its diagonal) sums to its ``c``, ``b`` sums to 1,
-    the error weights ``b - b_hat`` sum to 0, predictor rows sum to ``c``. Derived, not declared:
+    the error weights ``b - b_hat`` sum to 0, predictor rows sum to 1. Derived, not declared:
     whether the method is FSAL (first same as last: the last stage is ``f(t1, y1)`` and the first
     stage is explicit, so it serves the next step) and stiffly accurate (``y1`` is the last stage,
     the last row of ``a`` equals ``b``). Rational coefficients are exact fractions, so these checks
@@ -117,10 +116,10 @@ class ButcherTableau:
             for i, row in enumerate(predictor):
                 if len(row) != i:
                     raise ValueError(f"tableau: row {i} of a_predictor must have {i} entries")
-                if i and not _close(sum(row), c[i], sum(abs(float(x)) for x in row)):
+                if i and not _close(sum(row), 1, sum(abs(float(x)) for x in row)):
                     raise ValueError(
-                        f"tableau: row {i} of a_predictor sums to {float(sum(row))}, not "
-                        f"c[{i}]={c[i]}"
+                        f"tableau: row {i} of a_predictor sums to {float(sum(row))}, not 1 (it "
+                        "predicts a stage's k as an affine combination of the previous ones)"
                     )
         object.__setattr__(self, "c", c)
         object.__setattr__(self, "a", tuple(lower))
