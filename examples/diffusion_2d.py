@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    iterations, n = (400, 500) if args.quick else (5000, 2000)
+    iterations, n = (250, 400) if args.quick else (5000, 2000)
     gen = torch.Generator().manual_seed(args.seed)
 
     model = ScoreModel(VPSDE(0.1, 20.0), ScoreNetwork(2, hidden=128, layers=3, time_scale=4.0))
@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     held = moons(2 * n, torch.Generator().manual_seed(999))
     a, b = held[:n], held[n:]
     with torch.no_grad():
-        by_sde = model.sample_sde(n, (2,), steps=500, seed=args.seed, generator=gen)
+        by_sde = model.sample_sde(
+            n, (2,), steps=200 if args.quick else 1000, seed=args.seed, generator=gen
+        )
         by_ode = model.sample_ode(n, (2,), rtol=1e-4, atol=1e-4, generator=gen)
-        nll = -model.log_prob(a[:300], rtol=1e-4, atol=1e-4).log_prob.mean().item()
+        nll = -model.log_prob(a[:200], rtol=1e-4, atol=1e-4).log_prob.mean().item()
 
     def sw(x, y):
         return sliced_wasserstein(x, y, projections=512, generator=torch.Generator().manual_seed(1))

@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # small cells: one thread is fastest (and fair to a shared machine)
-    length, iterations = (20, 300) if args.quick else (100, 1500)
+    length, iterations = (20, 120) if args.quick else (100, 1500)
 
     cell = CoRNN(2, 64, dt=0.1, gamma=1.0, epsilon=1.0)
     model = Recurrent(cell, 1)
-    x_test, y_test = adding_problem(500, length, seed=1000 + args.seed)
+    x_test, y_test = adding_problem(200 if args.quick else 1000, length, seed=1000 + args.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
 
     def test_mse(outputs: torch.Tensor) -> float:

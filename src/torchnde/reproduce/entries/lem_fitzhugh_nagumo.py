@@ -16,7 +16,7 @@ from . import _rnn_tasks as tasks
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return dict(train=16, test=8, steps=40, hidden=16, iterations=30, batch=8)
+        return dict(train=8, test=4, steps=20, hidden=8, iterations=10, batch=4)
     return dict(train=256, test=64, steps=120, hidden=32, iterations=1500, batch=32)
 
 
