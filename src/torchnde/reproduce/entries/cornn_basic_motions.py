@@ -13,7 +13,7 @@ from ._classify import accuracy, train_classifier
 def _settings(quick: bool) -> dict:
     if quick:
         return dict(hidden=16, epochs=2, batch=8)
-    return dict(hidden=64, epochs=150, batch=8)
+    return dict(hidden=64, epochs=100, batch=8)
 
 
 def run(ctx: RunContext, seed: int) -> dict[str, float]:

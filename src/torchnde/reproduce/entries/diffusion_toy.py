@@ -24,8 +24,8 @@ def _settings(quick: bool) -> dict:
             batch=128, held=200, sde_steps=50, nll_points=50, tol=1e-3,
         )  # fmt: skip
     return dict(
-        iterations={"swissroll": 6000, "moons": 6000, "digits": 8000, "8gaussians": 6000},
-        batch=512, held=1000, sde_steps=1000, nll_points=1000, tol=1e-5,
+        iterations={"swissroll": 3000, "moons": 3000, "digits": 4000, "8gaussians": 3000},
+        batch=256, held=1000, sde_steps=500, nll_points=500, tol=1e-5,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from . import _rnn_tasks as tasks
 def _settings(quick: bool) -> dict:
     if quick:
         return dict(train=8, test=4, steps=20, hidden=8, iterations=10, batch=4)
-    return dict(train=256, test=64, steps=120, hidden=32, iterations=1500, batch=32)
+    return dict(train=128, test=64, steps=100, hidden=32, iterations=800, batch=32)
 
 
 class OneStep(nn.Module):

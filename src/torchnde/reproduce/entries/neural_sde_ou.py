@@ -28,9 +28,7 @@ def sigma(t):
 def _settings(quick: bool) -> dict:
     if quick:
         return dict(train=32, samples=256, latent_iters=4, gan_iters=2, batch=16, gan_batch=8)
-    return dict(
-        train=1024, samples=4096, latent_iters=1000, gan_iters=800, batch=128, gan_batch=128
-    )
+    return dict(train=1024, samples=4096, latent_iters=600, gan_iters=400, batch=64, gan_batch=64)
 
 
 def truth(ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ def _settings(quick: bool) -> dict:
 def _models(hidden: int):
     from torchnde.nn import LipschitzRNN, NoisyRNN, Recurrent
 
-    common = dict(dt=0.1, beta=0.75, gamma=0.001)
+    common = dict(dt=0.5, beta=0.75, gamma=0.001)
     noisy = NoisyRNN(1, hidden, epsilon=1.0, sigma_additive=0.5, sigma_multiplicative=0.5, **common)
     return {
         "deterministic": Recurrent(LipschitzRNN(1, hidden, **common), 10),
@@ -60,7 +60,7 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
         ctx.progress.reset(total=cfg["epochs"] * -(-len(y) // 64))
         ctx.progress.set_description(name)
         metrics[f"seconds_{name}"] = train_classifier(
-            model, x, y, epochs=cfg["epochs"], progress=ctx.progress
+            model, x, y, epochs=cfg["epochs"], progress=ctx.progress, lr=1e-2
         )
         model.eval()
         curve = []
