@@ -372,6 +372,9 @@ class NoisyRNN(AbstractRecurrentCell):
         sigma_additive: σ₁.
         sigma_multiplicative: σ₂.
         noise_in_eval: keep the noise on in evaluation mode.
+
+    Set ``cell.generator`` to a ``torch.Generator`` to draw the increments from it (default: the
+    global generator); :meth:`step_with_increment` takes given increments instead.
     """
 
     def __init__(

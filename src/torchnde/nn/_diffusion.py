@@ -60,12 +60,14 @@ class GaussianPrior:
     std: float = 1.0
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log N(z; 0, std² I)`` per sample: ``(batch, *event) -> (batch,)``."""
         dim = z[0].numel()
         return -0.5 * per_sample(z.pow(2)) / self.std**2 - dim * (
             0.5 * math.log(2 * math.pi) + math.log(self.std)
         )
 
     def sample(self, shape, like, generator=None) -> torch.Tensor:
+        """Draws shaped ``shape`` in ``like``'s dtype and device."""
         noise = torch.randn(tuple(shape), dtype=like.dtype, device=like.device, generator=generator)
         return self.std * noise
 
