@@ -30,8 +30,11 @@ DOCS_ENV := DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1
 docs: $(STAMP)
 	$(DOCS_ENV) $(BIN)/mkdocs build
 
+# the site with warnings as errors (a broken reference or link fails), then the tests, which
+# check the site's inventory (tests/test_docs.py)
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(DOCS_ENV) $(BIN)/mkdocs build --strict
+	TORCHNDE_DOCS_SITE=site $(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
