@@ -149,7 +149,7 @@ def _rings(dim: int, cfg, ctx, gen) -> dict[str, float]:
     for label, augment in (("node", 0), ("anode", 1)):
         model = _model(dim, augment, nn.Linear(dim + augment, 1))
         start = time.process_time()
-        nfes = _fit(model, x, y, cfg["annuli_iterations"][dim], 3e-3, ctx, f"{key} {label}")
+        nfes = _fit(model, x, y, cfg["annuli_iterations"][dim], 1e-2, ctx, f"{key} {label}")
         out[f"{key}_cpu_seconds_{label}"] = time.process_time() - start
         with torch.no_grad():
             out[f"{key}_mse_{label}"] = (model(x_test) - y_test).pow(2).mean().item()
