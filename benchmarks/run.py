@@ -27,6 +27,7 @@ CASES = {
     "B10": "benchmarks.b10_recurrent",
     "MEM": "benchmarks.memory",
     "PINN": "benchmarks.pinn_deepxde",
+    "STIFF": "benchmarks.stiff_bench",
 }
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for name in args.case:
         module = importlib.import_module(CASES[name])
-        if name in ("MEM", "PINN"):  # their own tables
+        if name in ("MEM", "PINN", "STIFF"):  # their own tables
             module.main(opts)
             continue
         case = module.build(opts)
