@@ -551,3 +551,26 @@ def test_normal_derivatives_on_a_hard_side_are_the_networks_own():
         raw = model.net(model.features(points))[:, 0]
     torch.testing.assert_close(u_t.detach(), raw / 1.0, atol=1e-12, rtol=0)
     assert u_t.abs().min() > 0
+
+
+def test_time_marching_gives_each_block_only_its_observations():
+    base = pinn.heat()
+    points = torch.tensor([[0.5, 0.1], [0.5, 0.6], [0.2, 0.9]], dtype=F64)
+    problem = base.replace(
+        conditions=[*base.conditions, pinn.Observations(points, torch.zeros(3, dtype=F64))]
+    )
+    runner = _StubRunner(problem, lambda s, i: 1e-5)
+    original = runner.phase
+
+    def phase(*args, **kwargs):
+        result = original(*args, **kwargs)
+        runner.model = _Linear()
+        return result
+
+    runner.phase = phase
+    pinn.TimeMarching(blocks=4).run(runner)
+    seen = []
+    for _, block, _ in runner.calls:
+        data = [c for c in block.conditions if isinstance(c, pinn.Observations)]
+        seen.append([row[1].item() for c in data for row in c.matrix(block.domain)])
+    assert seen == [[0.1], [], [0.6], [0.9]]

@@ -152,7 +152,8 @@ class AbstractCondition(abc.ABC):
         """The sides this condition fixes when hard."""
         return []
 
-    def _columns(self, outputs: Sequence[str]) -> tuple[int, ...]:
+    def output_columns(self, outputs: Sequence[str]) -> tuple[int, ...]:
+        """The columns of the network's output this condition sets (its ``output``, or all)."""
         output = getattr(self, "output", None)
         if output is None:
             return tuple(range(len(outputs)))
@@ -249,13 +250,13 @@ class InitialCondition(AbstractCondition):
                 "an InitialCondition needs a time coordinate, but the domain has none; give "
                 "Domain(..., time='t'), or use Dirichlet on that coordinate's low side"
             )
-        self._columns(outputs)
+        self.output_columns(outputs)
 
     def prepare(self, domain, outputs, n, seed, dtype, device):
         points = _face_points(
             domain, {domain.time: domain[domain.time].low}, n, self.sampler, seed, dtype, device
         )
-        columns = self._columns(outputs)
+        columns = self.output_columns(outputs)
         space = {name: points[:, domain.index(name)] for name in domain.space}
         targets = evaluate_value(self.value, space, len(columns), f"InitialCondition {self.name!r}")
         return _PointTargets(self.name, points, targets.detach(), columns)
@@ -263,7 +264,7 @@ class InitialCondition(AbstractCondition):
     def hard_faces(self, domain, outputs):
         if not self.hard:
             return []
-        columns = self._columns(outputs)
+        columns = self.output_columns(outputs)
         label = f"InitialCondition {self.name!r}"
 
         def value(points: torch.Tensor) -> torch.Tensor:
@@ -318,14 +319,14 @@ class Dirichlet(AbstractCondition):
     def check(self, domain, outputs):
         for side in _sides(self.side):
             domain.check_side(self.coordinate, side, f"Dirichlet({self.coordinate!r}, {side!r})")
-        self._columns(outputs)
+        self.output_columns(outputs)
 
     def _position(self, domain: Domain, side: str) -> float:
         interval = domain[self.coordinate]
         return interval.low if side == "low" else interval.high
 
     def prepare(self, domain, outputs, n, seed, dtype, device):
-        columns = self._columns(outputs)
+        columns = self.output_columns(outputs)
         pieces = []
         for k, side in enumerate(_sides(self.side)):
             fixed = {self.coordinate: self._position(domain, side)}
@@ -339,7 +340,7 @@ class Dirichlet(AbstractCondition):
     def hard_faces(self, domain, outputs):
         if not self.hard:
             return []
-        columns = self._columns(outputs)
+        columns = self.output_columns(outputs)
         label = f"Dirichlet {self.term!r}"
 
         def value(points: torch.Tensor) -> torch.Tensor:
@@ -407,10 +408,10 @@ class Neumann(AbstractCondition):
     def check(self, domain, outputs):
         for side in _sides(self.side):
             domain.check_side(self.coordinate, side, f"Neumann({self.coordinate!r}, {side!r})")
-        self._columns(outputs)
+        self.output_columns(outputs)
 
     def prepare(self, domain, outputs, n, seed, dtype, device):
-        columns = self._columns(outputs)
+        columns = self.output_columns(outputs)
         interval = domain[self.coordinate]
         pieces, signs = [], []
         for k, side in enumerate(_sides(self.side)):
@@ -503,7 +504,7 @@ class Periodic(AbstractCondition):
                 f"a hard Periodic({self.coordinate!r}) applies to all outputs (it changes the "
                 "network's input); drop output= or use hard=False"
             )
-        self._columns(outputs)
+        self.output_columns(outputs)
 
     def prepare(self, domain, outputs, n, seed, dtype, device):
         interval = domain[self.coordinate]
@@ -518,7 +519,7 @@ class Periodic(AbstractCondition):
             high,
             domain.index(self.coordinate),
             self.derivatives,
-            self._columns(outputs),
+            self.output_columns(outputs),
         )
 
 
@@ -551,7 +552,8 @@ class Observations(AbstractCondition):
     def term(self) -> str:
         return self.name
 
-    def _matrix(self, domain: Domain) -> torch.Tensor:
+    def matrix(self, domain: Domain) -> torch.Tensor:
+        """The points as ``(n, dim)`` in the domain's column order."""
         points = self.points
         if isinstance(points, Mapping):
             missing = [name for name in domain.names if name not in points]
@@ -577,8 +579,8 @@ class Observations(AbstractCondition):
         return points
 
     def check(self, domain, outputs):
-        points = self._matrix(domain)
-        columns = self._columns(outputs)
+        points = self.matrix(domain)
+        columns = self.output_columns(outputs)
         n = points.shape[0]
         if self.values.shape not in ((n,), (n, len(columns))):
             raise ValueError(
@@ -595,8 +597,8 @@ class Observations(AbstractCondition):
             )
 
     def prepare(self, domain, outputs, n, seed, dtype, device):
-        columns = self._columns(outputs)
-        points = self._matrix(domain).to(dtype=dtype, device=device)
+        columns = self.output_columns(outputs)
+        points = self.matrix(domain).to(dtype=dtype, device=device)
         values = self.values.to(dtype=dtype, device=device).reshape(points.shape[0], len(columns))
         return _PointTargets(self.name, points, values, columns)
 

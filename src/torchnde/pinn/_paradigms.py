@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..training._checks import check_count, check_positive
-from ._conditions import InitialCondition
+from ._conditions import InitialCondition, Observations
 from ._loss import CausalWeights
 from ._problem import PDEProblem
 from ._result import PhaseStatus
@@ -271,7 +271,7 @@ class TimeMarching(AbstractParadigm):
             low, high = edges[k], edges[k + 1]
             block = problem.replace(
                 domain=domain.restrict(domain.time, low, high),
-                conditions=self._conditions(problem, runner.model if k else None, low),
+                conditions=self._conditions(problem, runner.model if k else None, low, high),
             )
 
             def so_far(model, k=k, high=high):
@@ -297,18 +297,32 @@ class TimeMarching(AbstractParadigm):
         runner.predictor = PiecewiseInTime(models, edges, column)
 
     @staticmethod
-    def _conditions(problem: PDEProblem, previous: nn.Module | None, t: float):
-        if previous is None:
-            return problem.conditions
+    def _conditions(problem: PDEProblem, previous: nn.Module | None, low: float, high: float):
+        """The block's conditions: the initial condition taken from the previous block's model
+        (after the first block), observations cut to the block's time span."""
         domain = problem.domain
         out = []
         for condition in problem.conditions:
-            if isinstance(condition, InitialCondition):
-                columns = condition._columns(problem.outputs)
-                value = _ModelAt(previous, domain.names, domain.time, t, columns)
+            if isinstance(condition, InitialCondition) and previous is not None:
+                columns = condition.output_columns(problem.outputs)
+                value = _ModelAt(previous, domain.names, domain.time, low, columns)
                 condition = dataclasses.replace(condition, value=value)
+            elif isinstance(condition, Observations):
+                condition = _within(condition, domain, low, high)
+                if condition is None:
+                    continue
             out.append(condition)
         return out
+
+
+def _within(data: Observations, domain, low: float, high: float) -> Observations | None:
+    """The observations whose time lies in ``[low, high]`` (None if there are none)."""
+    points = data.matrix(domain)
+    t = points[:, domain.index(domain.time)]
+    keep = ((t >= low - 1e-12) & (t <= high + 1e-12)).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        return None
+    return dataclasses.replace(data, points=points[keep], values=data.values[keep])
 
 
 @dataclass(frozen=True)
