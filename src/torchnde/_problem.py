@@ -58,6 +58,8 @@ class Problem:
         #: ``(rtol, atol)`` of the step-size controller, if it has them: the tolerances an
         #: implicit method's Newton iteration is held to by default
         self.tolerances: tuple[float, float] | None = None
+        #: whether the step-size controller adapts the steps (a failed step is retried shorter)
+        self.adaptive = True
 
     def user_time(self, tau: torch.Tensor | float) -> torch.Tensor:
         """Internal ``(batch,)`` time → the user's time (0-dim without a batch axis)."""

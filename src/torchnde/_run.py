@@ -109,6 +109,7 @@ def build(
     rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
     if rtol is not None and atol is not None:
         problem.tolerances = (float(rtol), float(atol))
+    problem.adaptive = controller.adaptive
     solver_state, nfe0 = solver.init(problem, tau0, y0)
     ctx = Context(
         problem=problem,

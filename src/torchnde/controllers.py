@@ -373,8 +373,11 @@ class PIDController(AbstractController):
             factor = factor * prev1 ** (-(self.pcoeff + 2 * self.dcoeff) / k)
         if self.dcoeff:
             factor = factor * prev2 ** (self.dcoeff / k)
-        # a non-finite candidate or error: shrink as much as allowed
+        # a non-finite candidate or error: shrink as much as allowed; a step the solver could not
+        # complete (Newton did not converge): halve it, as SciPy's implicit methods do
         factor = ops.where(ops.and_(finite, factor == factor), factor, self.factormin)
+        if result.failed is not None:
+            factor = ops.where(result.failed, max(0.5, self.factormin), factor)
         factor = ops.minimum(
             ops.maximum(factor, self.factormin), ops.where(accept, self.factormax, 1.0)
         )

@@ -65,7 +65,8 @@ def _forward_jacobian(problem: Problem, t, y) -> torch.Tensor:
     basis = torch.eye(n, dtype=y.dtype, device=y.device).unsqueeze(1).expand(n, batch, n)
     field_ = _flat_field(problem, t)
     columns = torch.func.vmap(lambda v: torch.func.jvp(field_, (y,), (v,))[1])(basis)
-    return columns.permute(1, 2, 0)  # (batch, i, j) = ∂f_i/∂y_j
+    # (batch, i, j) = ∂f_i/∂y_j; forward mode can promote a 0-dim operand's tangent to float64
+    return columns.permute(1, 2, 0).to(y.dtype)
 
 
 def _reverse_jacobian(problem: Problem, t, y) -> torch.Tensor:
@@ -233,7 +234,11 @@ class AbstractDIRK(AbstractRungeKutta):
         h = control.to(y0.dtype).reshape(-1).expand(y0.shape[0])
         rtol, atol = self.nonlinear.tolerances(problem.tolerances)
         nl = self.nonlinear
-        work = _Step(problem, h, atol + rtol * y0.abs(), nl.kappa, nl.max_iters, _Carry.of(state))
+        # the iteration cannot resolve z below the rounding of base + γ h f: floor the scale there
+        eps = torch.finfo(y0.dtype).eps
+        rounding = 16 * eps * (y0.abs() + (h[:, None] * carry.f).abs())
+        scale = torch.maximum(atol + rtol * y0.abs(), rounding)
+        work = _Step(problem, h, scale, nl.kappa, nl.max_iters, _Carry.of(state))
         work.counts = {name: torch.zeros_like(h, dtype=torch.long) for name in STATISTICS}
         times = self._stage_times(t0, t1)
         ks, zs, failed = self._stages(work, times, y0, t0)
@@ -269,13 +274,15 @@ class AbstractDIRK(AbstractRungeKutta):
 
     def _recover(self, work: _Step, times, y0, t0, ks, zs, failed):
         """A chord iteration that failed with a Jacobian from an earlier step retries with one
-        evaluated at this step's start; one that failed with a current Jacobian (a long step on a
-        nonlinear stage) retries with Newton's iteration before the step is given up."""
+        evaluated at this step's start. One that failed with a current Jacobian (a long step on a
+        nonlinear stage) fails the step, which an adaptive controller retries shorter (cheaper, on
+        the stiff test set, than iterating on with fresh Jacobians); with constant steps, which
+        cannot shrink, it retries with Newton's iteration before the step is given up."""
         retry = failed & ~work.carry.current
         if bool(retry.any()):
             self._refresh_jacobian(work, t0, y0, retry)
             ks, zs, failed = self._redo(work, times, y0, t0, retry, ks, zs, failed)
-        if bool(failed.any()):
+        if bool(failed.any()) and not work.problem.adaptive:
             carry = work.carry
             kept = (carry.jac, carry.lu, carry.pivots, carry.lu_gh, carry.current)
             work.newton = True
@@ -319,8 +326,10 @@ class AbstractDIRK(AbstractRungeKutta):
                 ks.append(h * f)
                 zs.append(base)
                 continue
-            guess = self._guess(i, ks, work)
-            z, ok = self._solve_stage(work, times[i], base, gamma, base + gamma * guess, t0, y0)
+            # the first guess: the tableau's predictor; in the Newton fallback, the previous stage
+            # value (no extrapolation: the predictor's overshoot is what can make a stiff stage fail)
+            z0 = zs[-1] if work.newton else base + gamma * self._guess(i, ks, work)
+            z, ok = self._solve_stage(work, times[i], base, gamma, z0, t0, y0)
             failed = failed | ~ok
             ks.append((z - base) / gamma)
             zs.append(z)
@@ -349,6 +358,60 @@ class AbstractDIRK(AbstractRungeKutta):
         return z, converged
 
     def _iterate(self, work: _Step, t, base, gh, z):
+        """The stage iteration: per sample in tensors, or with the bookkeeping in Python numbers
+        for a single problem (one host synchronisation per iteration, no masking)."""
+        if z.shape[0] == 1:
+            return self._iterate_one(work, t, base, gh, z)
+        return self._iterate_batch(work, t, base, gh, z)
+
+    def _iterate_one(self, work: _Step, t, base, gh, z):
+        problem, nl = work.problem, self.nonlinear
+        newton = nl.fresh_jacobian or work.newton
+        everyone = torch.ones_like(work.carry.current)
+        step = float(gh[0])
+        inverse_scale = 1.0 / work.scale
+        previous, rate, converged, iters = math.inf, 0.0, False, 0
+        for k in range(nl.max_iters):
+            f = problem.flat(problem.vf(t, z))
+            work.nfe += 1
+            residual = (base - z).add_(f, alpha=step)  # -G(z)
+            if newton:  # the Jacobian at the iterate: quadratic convergence
+                self._refresh_jacobian(work, t, z, everyone)
+                self._factorise(work, gh, force=True)
+            dz = self._linear_solve(work, t, z, gh, residual, everyone)
+            z = z + dz
+            iters += 1
+            norm = float(torch.linalg.vector_norm(dz * inverse_scale)) / math.sqrt(z.shape[1])
+            # the remaining error is about θ/(1-θ)·‖Δz‖ once the rate θ is measured (from the
+            # second iterate on, as SciPy's Radau); a rate ≥ 1, or one too slow to reach the
+            # tolerance in the iterations left, fails the stage (Hairer & Wanner IV.8)
+            if norm == 0:
+                converged = True
+                break
+            if not math.isfinite(norm):
+                break
+            if k > 0:
+                rate = norm / previous
+                # converged: the estimated remaining error is small, or the correction itself is
+                # a tenth of it (near the rounding level of the iterate the measured rate is noise:
+                # the iterate stagnates, θ ≈ 1, with corrections far below the tolerance)
+                if (rate < 1 and rate / (1 - rate) * norm <= nl.kappa) or norm <= nl.kappa / 10:
+                    converged = True
+                    break
+                # diverging; or, for the chord's linear convergence, too slow to converge in the
+                # iterations left (Newton's quadratic convergence speeds up: no such test)
+                if rate >= 1 or (
+                    not newton and rate ** (nl.max_iters - k) / (1 - rate) * norm > nl.kappa
+                ):
+                    break
+            previous = norm
+        work.counts["num_newton_iterations"] += iters
+        if converged and iters > 2 and rate > 1e-3:
+            work.slow = everyone if work.slow is None else work.slow | everyone
+        done = everyone if converged else ~everyone
+        return z, done
+
+    def _iterate_batch(self, work: _Step, t, base, gh, z):
         problem, nl = work.problem, self.nonlinear
         newton = nl.fresh_jacobian or work.newton
         active = torch.ones_like(work.carry.current)
@@ -373,8 +436,14 @@ class AbstractDIRK(AbstractRungeKutta):
             # tolerance in the iterations left, fails the stage (Hairer & Wanner IV.8)
             if k > 0:
                 rate = torch.where(active, norm / previous, rate)
-                small = rate / (1 - rate) * norm <= nl.kappa
-                hopeless = (rate >= 1) | (rate ** (nl.max_iters - k) / (1 - rate) * norm > nl.kappa)
+                small = ((rate < 1) & (rate / (1 - rate) * norm <= nl.kappa)) | (
+                    norm <= nl.kappa / 10
+                )
+                hopeless = rate >= 1
+                if not newton:
+                    hopeless = hopeless | (
+                        rate ** (nl.max_iters - k) / (1 - rate) * norm > nl.kappa
+                    )
             else:
                 small = hopeless = torch.zeros_like(active)
             done = active & (small | (norm == 0))
