@@ -574,3 +574,27 @@ def test_time_marching_gives_each_block_only_its_observations():
         data = [c for c in block.conditions if isinstance(c, pinn.Observations)]
         seen.append([row[1].item() for c in data for row in c.matrix(block.domain)])
     assert seen == [[0.1], [], [0.6], [0.9]]
+
+
+def test_time_marching_retries_a_block_above_the_tolerance_then_stops():
+    problem = pinn.reaction(rho=5.0)
+
+    def losses(settings, index):  # block 2 never converges
+        return 1.0 if settings["t0"] == 0.25 else 1e-5
+
+    runner = _StubRunner(problem, losses)
+    original = runner.phase
+
+    def phase(*args, **kwargs):
+        result = original(*args, **kwargs)
+        runner.model = _Linear()
+        return result
+
+    runner.phase = phase
+    pinn.TimeMarching(blocks=4, tolerance=1e-3, retries=2).run(runner)
+    names = [c[0].split(":")[0] + (" retry" if "retry" in c[0] else "") for c in runner.calls]
+    assert names == ["block 1/4", "block 2/4", "block 2/4 retry", "block 2/4 retry"]
+    assert runner.stop_reason.startswith("block 2 ended not converged")
+    assert runner.predictor is None
+    with pytest.raises(ValueError, match="needs a `tolerance`"):
+        pinn.TimeMarching(blocks=2, retries=1)

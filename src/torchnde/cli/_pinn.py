@@ -373,7 +373,9 @@ def _paradigm(section: ParadigmConfig, problem: pinn.PDEProblem, error):
         elif kind == "time_marching":
             if section.blocks is None:
                 raise error(("paradigm", "blocks"), "time marching needs `blocks`; add it")
-            paradigm = pinn.TimeMarching(blocks=section.blocks, tolerance=section.tolerance)
+            paradigm = pinn.TimeMarching(
+                blocks=section.blocks, tolerance=section.tolerance, retries=section.retries
+            )
         else:
             epsilons = section.epsilons or pinn.Causal().epsilons
             paradigm = pinn.Causal(epsilons, section.bins)

@@ -221,13 +221,17 @@ class TimeMarching(AbstractParadigm):
     Args:
         blocks: the number of equal blocks; or
         block: the length of each block (the span must be a whole number of them).
-        tolerance: a block whose final loss is above it stops the march (None: no guard).
+        tolerance: a block has converged when its final loss is at most this; one that has
+            not is trained again (``retries`` times, from where it stopped), then stops the
+            march (None: no guard).
+        retries: extra budgets a block above the tolerance gets.
     """
 
     name: ClassVar[str] = "time_marching"
     blocks: int | None = None
     block: float | None = None
     tolerance: float | None = None
+    retries: int = 0
 
     def __post_init__(self) -> None:
         if (self.blocks is None) == (self.block is None):
@@ -238,6 +242,9 @@ class TimeMarching(AbstractParadigm):
             check_positive(self.block, "block")
         if self.tolerance is not None:
             check_positive(self.tolerance, "tolerance")
+        check_count(self.retries, "retries", minimum=0)
+        if self.retries and self.tolerance is None:
+            raise ValueError("`retries` needs a `tolerance` (the loss a block must reach)")
 
     def edges(self, problem: PDEProblem) -> list[float]:
         """The block boundaries over the problem's time span."""
@@ -278,16 +285,20 @@ class TimeMarching(AbstractParadigm):
                 predictor = PiecewiseInTime([*models, model], edges[: k + 2], column)
                 return runner.error(predictor, problem, (edges[0], high))
 
-            result = runner.phase(
-                f"block {k + 1}/{len(edges) - 1}: t∈[{low:.3g}, {high:.3g}]",
-                "block",
-                {"t0": low, "t1": high},
-                block,
-                scaling=domain,
-                sample_key=k,
-                tolerance=self.tolerance,
-                so_far=so_far,
-            )
+            name = f"block {k + 1}/{len(edges) - 1}: t∈[{low:.3g}, {high:.3g}]"
+            for attempt in range(self.retries + 1):
+                result = runner.phase(
+                    name + (f" (retry {attempt})" if attempt else ""),
+                    "block",
+                    {"t0": low, "t1": high},
+                    block,
+                    scaling=domain,
+                    sample_key=k,
+                    tolerance=self.tolerance,
+                    so_far=so_far,
+                )
+                if result.ok or result.status is PhaseStatus.NONFINITE:
+                    break
             models.append(runner.model)
             for p in runner.model.parameters():
                 p.requires_grad_(False)
