@@ -52,6 +52,9 @@ from ._spec import DiscoverySpec, Observations, RunSpec, TrainingSpec
 
 __all__ = ["discover", "solver_by_name"]
 
+#: how many times the chosen law may lose terms to the threshold and be refitted again
+PRUNE_ROUNDS = 3
+
 _SOLVERS = {
     "euler": _solvers.Euler,
     "midpoint": _solvers.Midpoint,
@@ -508,8 +511,9 @@ def _refit(
 ) -> tuple[ModelFit, torch.Tensor | None, float]:
     """Refit the chosen law's coefficients on the windows with multiple shooting (so noisy
     observations do not bias them); drop the terms whose refitted coefficients fall below the
-    threshold and refit again without them; then fit, with the initial state, the whole observed
-    trajectory at once (the maximum-likelihood fit a forecast needs). Returns the fit, its
+    threshold and refit again without them, until none does (at most :data:`PRUNE_ROUNDS`
+    times); then fit, with the initial state, the whole observed trajectory at once (the
+    maximum-likelihood fit a forecast needs). Returns the fit, its
     estimate of the first state (None: the hybrid model's) and its loss on the windows after the
     window refits (what :func:`_check` compares with the hybrid model's)."""
     spec = ctx.spec
@@ -522,12 +526,11 @@ def _refit(
         )
     )
     losses, seconds, first, starts = [], 0.0, None, hybrid_starts
-    for phase in ("recovered", "recovered-pruned"):
-        if not spec.discovery.refit_steps:
-            break
+    threshold = next(c.threshold for c in selection.candidates if c.chosen)
+    for attempt in range(PRUNE_ROUNDS + 1) if spec.discovery.refit_steps else ():
         fit, starts = _train(
             ctx,
-            phase,
+            "recovered" if attempt == 0 else f"recovered-pruned-{attempt}",
             recovered,
             [Stage("lbfgs", steps=spec.discovery.refit_steps, lr=1.0)],
             shooting=True,
@@ -535,16 +538,16 @@ def _refit(
         )
         losses, seconds = losses + fit.losses, seconds + fit.seconds
         read_back(recovered, recoveries, coefficients)
-        if phase == "recovered-pruned":
+        if attempt == PRUNE_ROUNDS:
             break
-        threshold = next(c.threshold for c in selection.candidates if c.chosen)
         dropped = prune(
             recoveries, hybrid, sampling.ts, sampling.states, sampling.inside,
             spec.discovery, threshold,
         )  # fmt: skip
         if not dropped:
             break
-        selection.pruned = dropped
+        for call, terms in dropped.items():
+            selection.pruned.setdefault(call, []).extend(terms)
         shown = "; ".join(f"{call}: {', '.join(terms)}" for call, terms in dropped.items())
         ctx.log(f"  refitted on the data, these terms fell below the threshold: {shown}")
         declared = {k: v for k, v in recovered.parameter_values().items() if k in hybrid.params}
