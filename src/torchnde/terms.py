@@ -233,6 +233,11 @@ class ODETerm(AbstractTerm):
             tensor of ``n`` numbers an ``(n, n)`` tensor, ``(batch, n, n)`` under
             ``batch_axis=0`` (``[..., i, j] = ∂f_i/∂y_j`` of the flattened state). Without it,
             implicit solvers differentiate ``f`` automatically.
+        quadratures: how many trailing entries of the flattened state are integrals — entries
+            whose rate does not depend on them, such as an accumulated loss, a log-density or
+            the parameter gradients of an adjoint system. Implicit solvers then solve only the
+            other entries by Newton's method (a ``jac`` covers those alone) and integrate these
+            from their stage values.
     """
 
     ode = True
@@ -241,6 +246,7 @@ class ODETerm(AbstractTerm):
         self,
         f: Callable[[torch.Tensor, Any, Any], Any],
         jac: Callable[[torch.Tensor, Any, Any], torch.Tensor] | None = None,
+        quadratures: int = 0,
     ):
         if not callable(f):
             raise TypeError(f"`ODETerm(f)` needs a callable f(t, y, args), got {type(f).__name__}")
@@ -249,8 +255,11 @@ class ODETerm(AbstractTerm):
                 f"`ODETerm(f, jac=...)` needs a callable jac(t, y, args) or None, got "
                 f"{type(jac).__name__}"
             )
+        if isinstance(quadratures, bool) or not isinstance(quadratures, int) or quadratures < 0:
+            raise ValueError(f"`ODETerm(quadratures=...)` must be an int ≥ 0, got {quadratures!r}")
         self.f = f
         self.jac = jac
+        self.quadratures = quadratures
 
     def vf(self, t, y, args):
         out = call_checked("vector field", self.f, t, y, args)

@@ -40,6 +40,8 @@ class Run:
     snapshots: list[tuple[int, LoopState]] = field(default_factory=list)
     iterations: int = 0
     nfe_backward: torch.Tensor | None = None
+    #: BacksolveAdjoint: whether the backward pass interpolates y from the forward dense output
+    interpolate: bool = False
 
     @property
     def ctx(self) -> Context:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._dense import DenseOutput
 from .._errors import SolveError, friendly_keywords
 from .._pytree import tree_map
 from .._run import drive, flat_problem, integrate
@@ -81,6 +82,13 @@ class BacksolveAdjoint(AbstractAdjoint):
             times; ``None`` finds them (module parameters and every other tensor requiring grad
             the vector field touches). Explicit ``params`` that miss a used tensor are an error.
         max_steps: step bound of each backward solve (default: the forward's).
+        interpolate: take ``y(t)`` in the backward pass from the forward solve's dense output
+            (its values, no graph: memory grows with the number of steps) instead of solving
+            ``dy/dt = f`` backwards. Solving it backwards is unstable for stiff, dissipative
+            problems — their decaying modes grow backwards — while the adjoint equation itself is
+            stable backwards; interpolating is SciML's "interpolating adjoint". ``None``
+            (default): interpolate when the backward solver is implicit (a stiff problem). ODEs
+            only.
 
     Needs saved values at ``t0``/``ts``/``t1``; with ``batch_axis=0`` every sample must share ``t0``,
     ``t1`` and ``ts`` (the backward pass solves the whole batch as one system, since the parameter
@@ -93,6 +101,7 @@ class BacksolveAdjoint(AbstractAdjoint):
     solver: AbstractSolver | None = None
     params: Sequence[torch.Tensor] | None = None
     max_steps: int | None = None
+    interpolate: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
@@ -109,9 +118,20 @@ class BacksolveAdjoint(AbstractAdjoint):
                 f"got {self.solver!r}"
             )
 
+    def interpolates(self, ctx) -> bool:
+        """Whether the backward pass takes ``y`` from the forward dense output."""
+        if self.interpolate is not None:
+            return self.interpolate
+        return ctx.problem.ode and (self.solver or ctx.solver).uses_jacobian
+
     def check(self, prep) -> None:
         ctx, plan = prep.ctx, prep.plan
         solver = self.solver or ctx.solver
+        if self.interpolate and not ctx.problem.ode:
+            raise ValueError(
+                "`BacksolveAdjoint(interpolate=True)` takes y from the forward dense output of an "
+                "ODE; for a CDE/SDE leave it out (y is solved backwards over the same path)"
+            )
         if not ctx.problem.ode:
             _check_control(ctx, self.solver)
         elif solver.error_order is None:
@@ -172,6 +192,11 @@ class _BacksolveFunction(torch.autograd.Function):
     @staticmethod
     def forward(fctx, run: Run, adjoint: BacksolveAdjoint, y0, t0, t1, ts, *params):
         steps = None if run.ctx.problem.ode else _StepTimes(run.ctx)
+        run.interpolate = adjoint.interpolates(run.ctx)
+        if run.interpolate:  # record the dense output (values only) for the backward pass
+            run.prep = dataclasses.replace(
+                run.prep, plan=dataclasses.replace(run.prep.plan, dense=True)
+            )
         forward_loop(run, on_step=steps)
         run.step_times = steps
         fctx.run, fctx.adjoint = run, adjoint
@@ -199,7 +224,7 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
     params = run.params
     batch, n = run.y0.shape
     # the augmented state (y, a, g) is one flat tensor; the field views it in place
-    layout = _Layout(batch, n, params)
+    layout = _Layout(batch, n, params, with_y=not run.interpolate)
     if ctx.problem.ode:
         backwards = _ode_backwards(run, adjoint, layout)
     else:
@@ -210,11 +235,13 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
     for j in range(columns - 1, skip_t0 - 1, -1):
         t_j = times[j]
         if t_now is None:
-            layout.y(state).copy_(torch.nan_to_num(ys[:, j]))
+            if layout.with_y:
+                layout.y(state).copy_(torch.nan_to_num(ys[:, j]))
         elif t_j < t_now:
             state = backwards(t_now, t_j, state)
             watch.check([layout.a(state), *layout.g(state)], t_now, t_j)
-            layout.y(state).copy_(torch.nan_to_num(ys[:, j]))  # re-anchor on the forward solution
+            if layout.with_y:  # re-anchor on the forward solution
+                layout.y(state).copy_(torch.nan_to_num(ys[:, j]))
         layout.a(state).add_(grads.all[:, j])
         t_now = t_j
     t_start = ctx.t0[0].detach()
@@ -228,9 +255,9 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
 def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     """``backwards(t_from, t_to, state)`` for an ODE: an adaptive solve of the augmented ODE."""
     ctx = run.ctx
-    aug_f = _AugmentedField(ctx, run.params)
-    aug_f.layout = layout
-    size = 2 * layout.batch * layout.n
+    solution = None if layout.with_y else _dense_solution(run)
+    aug_f = _AugmentedField(ctx, run.params, layout, solution)
+    size = layout.start + layout.batch * layout.n  # y and a: the seminorm's part
 
     def seminorm(x: torch.Tensor) -> torch.Tensor:
         part = x[:, :size]
@@ -247,7 +274,10 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     def backwards(t_from, t_to, state):
         nonlocal dt_next, problem
         if problem is None:
-            problem = flat_problem(ODETerm(aug_f), state, ctx.problem.time_dtype)
+            term = ODETerm(aug_f)
+            if solver.uses_jacobian:  # a stiff problem's adjoint is stiff: solve it implicitly
+                term = ODETerm(aug_f, jac=_AugmentedJacobian(aug_f), quadratures=layout.quadratures)
+            problem = flat_problem(term, state, ctx.problem.time_dtype)
         span = float(t_from - t_to)
         out = integrate(
             problem,
@@ -319,34 +349,60 @@ def _check_backward(ctx, out, t_from, t_to, max_steps: int) -> None:
     )
 
 
-class _Layout:
-    """Where ``y: (batch, n)``, ``a: (batch, n)`` and each parameter gradient sit in the flat
-    augmented state."""
+class _AugmentedJacobian:
+    """For implicit backward solvers: the Jacobian of the augmented field's ``(y, a)`` part,
+    ``[[J, 0], [C, -Jᵀ]]`` with ``J = ∂(dy/dτ)/∂y`` per forward sample (block-diagonal over the
+    batch), dropping the second-derivative block ``C = -∂(aᵀJ)/∂y``: the chord iteration only needs
+    an approximate matrix, and with ``C`` strictly below the diagonal it still converges. The
+    parameter part ``g`` is a quadrature (its rate does not depend on ``g``)."""
 
-    def __init__(self, batch: int, n: int, params: list[torch.Tensor]):
-        self.batch, self.n = batch, n
-        self.sizes = [batch * n, batch * n, *(p.numel() for p in params)]
+    def __init__(self, ctx, layout: _Layout):
+        self.ctx, self.layout = ctx, layout
+        self.__name__ = "adjoint_jacobian"
+
+    def __call__(self, t, state, args) -> torch.Tensor:
+        from ..solvers._implicit import jacobian
+
+        layout, problem = self.layout, self.ctx.problem
+        y = layout.y(state)
+        jac = jacobian(problem, t.expand(layout.batch), y)  # of f; dy/dτ = direction · f
+        if problem.direction is not None:
+            jac = jac * problem.direction.reshape(-1, 1, 1)
+        block = torch.block_diag(*jac) if layout.batch > 1 else jac[0]
+        return torch.block_diag(block, -block.T)
+
+
+class _Layout:
+    """Where ``y: (batch, n)`` (unless the backward pass interpolates it), ``a: (batch, n)`` and
+    each parameter gradient sit in the flat augmented state."""
+
+    def __init__(self, batch: int, n: int, params: list[torch.Tensor], with_y: bool = True):
+        self.batch, self.n, self.with_y = batch, n, with_y
+        self.sizes = [batch * n] * (2 if with_y else 1) + [p.numel() for p in params]
         self.shapes = [p.shape for p in params]
+        self.start = batch * n if with_y else 0  # where a begins
+        #: the trailing entries (the parameter gradients) are integrals of (y, a)
+        self.quadratures = sum(p.numel() for p in params)
 
     def pack(self, y, a, gs, dtype) -> torch.Tensor:
-        parts = [y.reshape(-1), a.reshape(-1)]
+        parts = ([y.reshape(-1)] if self.with_y else []) + [a.reshape(-1)]
         for g, shape in zip(gs, self.shapes):
             parts.append(
-                torch.zeros(shape.numel(), dtype=dtype, device=y.device)
+                torch.zeros(shape.numel(), dtype=dtype, device=a.device)
                 if g is None
                 else g.reshape(-1)
             )
         return torch.cat([p.to(dtype) for p in parts])
 
     def y(self, state):
-        return state[: self.sizes[0]].view(self.batch, self.n)
+        return state[: self.batch * self.n].view(self.batch, self.n)
 
     def a(self, state):
-        return state[self.sizes[0] : 2 * self.sizes[0]].view(self.batch, self.n)
+        return state[self.start : self.start + self.batch * self.n].view(self.batch, self.n)
 
     def g(self, state) -> list[torch.Tensor]:
-        out, pos = [], 2 * self.sizes[0]
-        for size, shape in zip(self.sizes[2:], self.shapes):
+        out, pos = [], self.start + self.batch * self.n
+        for size, shape in zip(self.sizes[len(self.sizes) - len(self.shapes) :], self.shapes):
             out.append(state[pos : pos + size].view(shape))
             pos += size
         return out
@@ -360,27 +416,73 @@ def _cast_like(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 class _AugmentedField:
     """``(y, a, g) ↦ (f, -aᵀ∂f/∂y, -aᵀ∂f/∂θ)`` in the forward problem's internal time, on the
-    flat augmented state."""
+    flat augmented state — or ``(a, g) ↦ (-aᵀ∂f/∂y, -aᵀ∂f/∂θ)`` with ``y(τ)`` from ``solution``
+    (the forward pass's dense output) when the backward pass interpolates ``y``."""
 
-    def __init__(self, ctx, params):
-        self.ctx = ctx
-        self.params = params
+    def __init__(self, ctx, params, layout: _Layout, solution=None):
+        self.ctx, self.params, self.layout, self.solution = ctx, params, layout, solution
         self.__name__ = "adjoint_field"
+
+    def state_y(self, t, state) -> torch.Tensor:
+        return self.layout.y(state) if self.layout.with_y else self.solution(t)
 
     def __call__(self, t, state, args):
         layout = self.layout
-        y, a = layout.y(state), layout.a(state)
+        y, a = self.state_y(t, state), layout.a(state)
         tau = t.expand(y.shape[0])
         with torch.enable_grad():
             y_ = y.detach().requires_grad_(True)
             f = vector_field(self.ctx, tau, y_)
             inputs = [y_, *self.params]
             vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
-        parts = [f.detach().reshape(-1)]
+        parts = [f.detach().reshape(-1)] if layout.with_y else []
         for v, x in zip(vjps, inputs):
             v = torch.zeros_like(x) if v is None else v
             parts.append(v.reshape(-1) if v.dtype == state.dtype else v.reshape(-1).to(state.dtype))
         return torch.cat(parts)
+
+
+class _AugmentedJacobian:
+    """For implicit backward solvers: the Jacobian of the augmented field's ``(y, a)`` part,
+    ``[[J, 0], [C, -Jᵀ]]`` with ``J = ∂(dy/dτ)/∂y`` per forward sample (block-diagonal over the
+    batch), dropping the second-derivative block ``C = -∂(aᵀJ)/∂y``: the chord iteration only needs
+    an approximate matrix, and with ``C`` strictly below the diagonal it still converges; ``-Jᵀ``
+    alone when ``y`` is interpolated. The parameter part ``g`` is a quadrature (its rate does not
+    depend on ``g``)."""
+
+    def __init__(self, field: _AugmentedField):
+        self.field = field
+        self.__name__ = "adjoint_jacobian"
+
+    def __call__(self, t, state, args) -> torch.Tensor:
+        from ..solvers._implicit import jacobian
+
+        field = self.field
+        layout, problem = field.layout, field.ctx.problem
+        y = field.state_y(t, state).detach()
+        jac = jacobian(problem, t.expand(layout.batch), y)  # of f; dy/dτ = direction · f
+        if problem.direction is not None:
+            jac = jac * problem.direction.reshape(-1, 1, 1)
+        block = torch.block_diag(*jac) if layout.batch > 1 else jac[0]
+        return torch.block_diag(block, -block.T) if layout.with_y else -block.T
+
+
+def _dense_solution(run: Run):
+    """``τ ↦ y(τ)``, flat ``(batch, n)``, from the forward pass's dense output (internal times)."""
+    ctx = run.ctx
+    problem = ctx.problem
+    dense = DenseOutput(problem, ctx.dense_matrix, run.recorder.dense_records, ctx.t0, run.state.t)
+    sign = 1.0 if problem.direction is None else float(problem.direction.reshape(-1)[0])
+    lo, hi = float(ctx.t0[0]), float(run.state.t.min())
+
+    def solution(tau: torch.Tensor) -> torch.Tensor:
+        # stages of some implicit methods lie slightly past the ends (Kvaerno5: c up to 1.23):
+        # they see the end values
+        tau = tau.reshape(()).clamp(lo, hi)
+        with torch.no_grad():
+            return problem.spec.flatten(dense.evaluate(tau * sign))
+
+    return solution
 
 
 # ------------------------------------------------------------------------------------------------

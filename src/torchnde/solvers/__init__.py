@@ -20,6 +20,7 @@ from ._implicit import AbstractDIRK
 from ._kvaerno import ImplicitEuler, Kvaerno3, Kvaerno4, Kvaerno5
 from ._nonlinear import AbstractNonlinearSolver, Chord, Newton, NewtonKrylov
 from ._reversible import ReversibleHeun
+from ._rosenbrock import AbstractRosenbrock, Rodas5P, Rosenbrock23, RosenbrockTableau
 from ._runge_kutta import AbstractExplicitRungeKutta, AbstractRungeKutta
 from ._sde import SRA1, AbstractSDESolver, EulerHeun, EulerMaruyama, Milstein
 from ._tableau import ButcherTableau, Interpolant
@@ -33,6 +34,7 @@ __all__ = [
     "AbstractExplicitRungeKutta",
     "AbstractNonlinearSolver",
     "AbstractReversibleSolver",
+    "AbstractRosenbrock",
     "AbstractRungeKutta",
     "AbstractSDESolver",
     "AbstractSolver",
@@ -59,6 +61,9 @@ __all__ = [
     "NewtonKrylov",
     "Ralston",
     "ReversibleHeun",
+    "Rodas5P",
+    "Rosenbrock23",
+    "RosenbrockTableau",
     "StepResult",
     "Tsit5",
 ]

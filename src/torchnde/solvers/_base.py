@@ -81,6 +81,10 @@ class AbstractSolver(abc.ABC):
     #: what to tell the user when a step persistently fails (``Status.NONCONVERGENCE``)
     failure_hint: str = "the solver could not complete a step"
 
+    #: whether the method uses the Jacobian ``∂f/∂y`` (implicit methods): a term built for it
+    #: (such as the continuous adjoint's) then supplies ``jac`` and its ``quadratures``
+    uses_jacobian: bool = False
+
     #: whether the method uses a term only through ``vf``/``contr``/``prod`` — so it solves any
     #: term, including one built by an adjoint for its backward solve (Runge–Kutta methods,
     #: ``ReversibleHeun``); SDE-specific methods that read the drift and diffusion apart do not

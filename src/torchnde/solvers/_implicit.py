@@ -39,62 +39,65 @@ STATISTICS = ("num_jacobians", "num_factorisations", "num_newton_iterations")
 # Jacobians
 
 
-def jacobian(problem: Problem, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def jacobian(
+    problem: Problem, t: torch.Tensor, y: torch.Tensor, size: int | None = None
+) -> torch.Tensor:
     """``∂f/∂y`` of the problem's vector field at internal time ``t: (batch,)`` and the flat
-    ``y: (batch, n)``, per sample: ``(batch, n, n)``, in the state's dtype.
+    ``y: (batch, n)``, per sample: ``(batch, m, m)`` for the leading ``m = size`` components
+    (default: all), in the state's dtype.
 
-    The term's own ``jac`` when it has one (``ODETerm(f, jac=...)``); otherwise automatic
-    differentiation: ``n`` forward-mode Jacobian–vector products in one vectorised call (each
-    sample's block, as the samples of ``batch_axis=0`` are independent), or, when the field cannot
-    be vectorised, ``n`` reverse-mode products."""
+    The term's own ``jac`` when it has one (``ODETerm(f, jac=...)``, returning that block);
+    otherwise automatic differentiation: ``m`` forward-mode Jacobian–vector products in one
+    vectorised call (each sample's block, as the samples of ``batch_axis=0`` are independent),
+    or, when the field cannot be vectorised, ``m`` reverse-mode products."""
+    m = y.shape[1] if size is None else size
     user = getattr(problem.term, "jac", None)
     if user is not None:
-        return _user_jacobian(problem, user, t, y)
-    mode = problem.memo("jacobian mode", lambda: _probe_forward(problem, t, y))
+        return _user_jacobian(problem, user, t, y, m)
+    mode = problem.memo("jacobian mode", lambda: _probe_forward(problem, t, y, m))
     if mode == "forward":
-        return _forward_jacobian(problem, t, y)
-    return _reverse_jacobian(problem, t, y)
+        return _forward_jacobian(problem, t, y, m)
+    return _reverse_jacobian(problem, t, y, m)
 
 
 def _flat_field(problem: Problem, t: torch.Tensor):
     return lambda yy: problem.flat(problem.vf(t, yy))
 
 
-def _forward_jacobian(problem: Problem, t, y) -> torch.Tensor:
+def _forward_jacobian(problem: Problem, t, y, m: int) -> torch.Tensor:
     batch, n = y.shape
-    basis = torch.eye(n, dtype=y.dtype, device=y.device).unsqueeze(1).expand(n, batch, n)
+    basis = torch.eye(m, n, dtype=y.dtype, device=y.device).unsqueeze(1).expand(m, batch, n)
     field_ = _flat_field(problem, t)
-    columns = torch.func.vmap(lambda v: torch.func.jvp(field_, (y,), (v,))[1])(basis)
+    columns = torch.func.vmap(lambda v: torch.func.jvp(field_, (y,), (v,))[1][:, :m])(basis)
     # (batch, i, j) = ∂f_i/∂y_j; forward mode can promote a 0-dim operand's tangent to float64
     return columns.permute(1, 2, 0).to(y.dtype)
 
 
-def _reverse_jacobian(problem: Problem, t, y) -> torch.Tensor:
-    n = y.shape[1]
+def _reverse_jacobian(problem: Problem, t, y, m: int) -> torch.Tensor:
     with torch.enable_grad():
         yy = y.detach().requires_grad_(True)
         out = problem.flat(problem.vf(t, yy))
         rows = []
-        for i in range(n):
+        for i in range(m):
             cot = torch.zeros_like(out)
             cot[:, i] = 1.0
-            (g,) = torch.autograd.grad(out, yy, cot, retain_graph=i < n - 1, allow_unused=True)
+            (g,) = torch.autograd.grad(out, yy, cot, retain_graph=i < m - 1, allow_unused=True)
             rows.append(torch.zeros_like(y) if g is None else g)
-    return torch.stack(rows, dim=1)
+    return torch.stack(rows, dim=1)[:, :, :m]
 
 
-def _probe_forward(problem: Problem, t, y) -> str:
+def _probe_forward(problem: Problem, t, y, m: int) -> str:
     """Whether the field differentiates in forward mode under ``vmap`` (pure torch operations);
     asked once per solve."""
     try:
-        _forward_jacobian(problem, t, y)
-    except Exception:
+        _forward_jacobian(problem, t, y, m)
+    except Exception:  # any failure of functorch: fall back to reverse mode
         return "reverse"
     return "forward"
 
 
-def _user_jacobian(problem: Problem, jac, t, y) -> torch.Tensor:
-    batch, n = y.shape
+def _user_jacobian(problem: Problem, jac, t, y, m: int) -> torch.Tensor:
+    batch = y.shape[0]
     spec = problem.spec
     if not spec.single:
         raise TypeError(
@@ -102,14 +105,21 @@ def _user_jacobian(problem: Problem, jac, t, y) -> torch.Tensor:
             "`jac` out (the Jacobian then comes from automatic differentiation)"
         )
     value = jac(problem.user_time(t), spec.unflatten(y), problem.args)
-    want = (batch, n, n) if spec.batched else (n, n)
-    if not isinstance(value, torch.Tensor) or value.numel() != batch * n * n:
+    want = (batch, m, m) if spec.batched else (m, m)
+    if not isinstance(value, torch.Tensor) or value.numel() != batch * m * m:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(
             f"the Jacobian `{getattr(jac, '__name__', jac)}` returned {shape}, but the state needs "
             f"{want} (∂f_i/∂y_j for the flattened state); return a tensor of that shape"
         )
-    return value.reshape(batch, n, n).to(y.dtype)
+    return value.reshape(batch, m, m).to(y.dtype)
+
+
+def quadratures(problem: Problem) -> int:
+    """How many trailing components of the flat state are quadratures (``ODETerm(...,
+    quadratures=q)``): integrals whose rate does not depend on them, integrated explicitly from
+    the other components' stage values."""
+    return getattr(problem.term, "quadratures", 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,6 +162,7 @@ class _Step:
     counts: dict[str, torch.Tensor] = field(default_factory=dict)
     slow: torch.Tensor | None = None  # (batch,) a stage converged slowly
     nfe: int = 0
+    m: int = 0  # the components solved implicitly (the rest are quadratures)
     newton: bool = False  # iterate with the Jacobian at every iterate (the chord's fallback)
 
 
@@ -172,6 +183,7 @@ class AbstractDIRK(AbstractRungeKutta):
     """
 
     generic_terms = False
+    uses_jacobian = True
     statistics = STATISTICS
     failure_hint = (
         "its Newton iteration did not converge even at the smallest step size; the Jacobian may "
@@ -201,6 +213,12 @@ class AbstractDIRK(AbstractRungeKutta):
     # -- start ---------------------------------------------------------------------------------
 
     def init(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> tuple[Any, int]:
+        q = quadratures(problem)
+        if not (isinstance(q, int) and 0 <= q < y0.shape[1]):
+            raise ValueError(
+                f"`ODETerm(quadratures=...)` must be an int in [0, {y0.shape[1]}) (the number of "
+                f"trailing state components that are integrals), got {q!r}"
+            )
         if y0.is_complex():
             raise TypeError(
                 f"`{type(self).__name__}()` solves real states, got {y0.dtype}; split the state "
@@ -209,15 +227,15 @@ class AbstractDIRK(AbstractRungeKutta):
         return problem.flat(problem.vf(t0, y0)), 1
 
     def carry(self, y0: torch.Tensor, vf0: Any) -> tuple:
-        batch, n = y0.shape
-        m = 0 if self.nonlinear.matrix_free else n
-        zeros = y0.new_zeros(batch, m, m)
+        batch = y0.shape[0]
+        # the Jacobian's block is sized at its first evaluation (quadratures are left out)
+        zeros = y0.new_zeros(batch, 0, 0)
         flags = torch.zeros(batch, dtype=torch.bool, device=y0.device)
         return _Carry(
             f=vf0,
             jac=zeros,
             lu=zeros.clone(),
-            pivots=torch.zeros(batch, m, dtype=torch.int32, device=y0.device),
+            pivots=torch.zeros(batch, 0, dtype=torch.int32, device=y0.device),
             lu_gh=torch.full((batch,), math.nan, dtype=y0.dtype, device=y0.device),
             current=flags,
             stale=~flags,
@@ -239,6 +257,7 @@ class AbstractDIRK(AbstractRungeKutta):
         rounding = 16 * eps * (y0.abs() + (h[:, None] * carry.f).abs())
         scale = torch.maximum(atol + rtol * y0.abs(), rounding)
         work = _Step(problem, h, scale, nl.kappa, nl.max_iters, _Carry.of(state))
+        work.m = y0.shape[1] - quadratures(problem)
         work.counts = {name: torch.zeros_like(h, dtype=torch.long) for name in STATISTICS}
         times = self._stage_times(t0, t1)
         ks, zs, failed = self._stages(work, times, y0, t0)
@@ -381,7 +400,9 @@ class AbstractDIRK(AbstractRungeKutta):
             dz = self._linear_solve(work, t, z, gh, residual, everyone)
             z = z + dz
             iters += 1
-            norm = float(torch.linalg.vector_norm(dz * inverse_scale)) / math.sqrt(z.shape[1])
+            # quadratures follow the other components: the norm leaves them out
+            part = dz[:, : work.m] * inverse_scale[:, : work.m]
+            norm = float(torch.linalg.vector_norm(part)) / math.sqrt(max(work.m, 1))
             # the remaining error is about θ/(1-θ)·‖Δz‖ once the rate θ is measured (from the
             # second iterate on, as SciPy's Radau); a rate ≥ 1, or one too slow to reach the
             # tolerance in the iterations left, fails the stage (Hairer & Wanner IV.8)
@@ -430,7 +451,7 @@ class AbstractDIRK(AbstractRungeKutta):
             dz = torch.where(active[:, None], dz, torch.zeros_like(dz))
             z = z + dz
             iters = iters + active
-            norm = _rms(dz / work.scale)
+            norm = _rms(dz[:, : work.m] / work.scale[:, : work.m])
             # the remaining error is about θ/(1-θ)·‖Δz‖ once the rate θ is measured (from the
             # second iterate on, as SciPy's Radau); a rate ≥ 1, or one too slow to reach the
             # tolerance in the iterations left, fails the stage (Hairer & Wanner IV.8)
@@ -459,18 +480,25 @@ class AbstractDIRK(AbstractRungeKutta):
         return z, converged
 
     def _linear_solve(self, work: _Step, t, z, gh, rhs, active):
-        """``(I - γ h J) Δ = rhs`` per sample."""
+        """``(I - γ h J) Δ = rhs`` per sample; quadrature components take ``Δ = rhs`` (their
+        block of the iteration matrix is the identity: their rate does not depend on them)."""
         if self.nonlinear.matrix_free:
             return _gmres(work, t, z, gh, rhs, active, self.nonlinear)
-        return torch.linalg.lu_solve(work.carry.lu, work.carry.pivots, rhs[:, :, None])[:, :, 0]
+        m = work.m
+        head = torch.linalg.lu_solve(work.carry.lu, work.carry.pivots, rhs[:, :m, None])[:, :, 0]
+        return head if m == rhs.shape[1] else torch.cat([head, rhs[:, m:]], dim=1)
 
     def _refresh_jacobian(self, work: _Step, t, y, which: torch.Tensor):
         """Re-evaluate ``J`` at ``(t, y)`` for the samples in ``which``."""
         if self.nonlinear.matrix_free or not bool(which.any()):
             return
         with torch.no_grad():
-            fresh = jacobian(work.problem, t, y.detach())
+            fresh = jacobian(work.problem, t, y.detach(), work.m)
         carry = work.carry
+        if carry.jac.shape != fresh.shape:  # the first evaluation: every sample takes it
+            which = torch.ones_like(which)
+            carry.jac, carry.lu = fresh, torch.zeros_like(fresh)
+            carry.pivots = torch.zeros(fresh.shape[:2], dtype=torch.int32, device=fresh.device)
         carry.jac = torch.where(which[:, None, None], fresh, carry.jac)
         carry.current = carry.current | which
         carry.stale = carry.stale & ~which
