@@ -213,9 +213,9 @@ ENTRY = Entry(
         "infinite-dimensional GANs. ICML."
     ),
     paper_result=(
-        "both fit the distribution of sample paths of stochastic processes (Li et al.: geometric "
-        "Brownian motion and a stochastic Lorenz attractor; Kidger et al.: a time-dependent "
-        "Ornstein–Uhlenbeck process, marginals shown in their figure 2)"
+        "both fit the distribution of sample paths of stochastic processes (Li et al.: synthetic "
+        "data and motion capture; Kidger et al.: among others a time-dependent "
+        "Ornstein–Uhlenbeck process, whose marginals the SDE-GAN matches)"
     ),
     data=(
         "dY = 2(sin 2πt - Y) dt + (0.2 + 0.4t) dW on [0, 1], Y0 ~ N(0, 0.2²), observed at 21 "
