@@ -45,12 +45,15 @@ FULL = os.environ.get("TORCHNDE_STIFF_FULL") == "1"
 FULL_REASON = "the full stiff grid runs by hand: TORCHNDE_STIFF_FULL=1 pytest -m slow"
 
 #: implicit methods and the tolerances each is held to (an order-1 method at rtol 1e-8 would need
-#: about 1e8 steps on these intervals)
+#: about 1e8 steps on these intervals; Rosenbrock23 is meant for loose tolerances)
 METHODS: dict[str, tuple[float, ...]] = {
     "ImplicitEuler": (1e-3, 1e-4),
     "Kvaerno3": (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8),
     "Kvaerno4": (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8),
     "Kvaerno5": (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8),
+    "Rosenbrock23": (1e-3, 1e-4, 1e-5),
+    "Rodas5P": (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8),
+    "AutoSwitch": (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8),  # Tsit5 <-> Kvaerno5 by default
 }
 
 #: the gate's subset: (method, problem, rtol), about 10 s in all
