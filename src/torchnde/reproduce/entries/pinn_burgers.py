@@ -8,6 +8,8 @@ against the Cole–Hopf solution by Gauss–Hermite quadrature (which reproduces
 
 from __future__ import annotations
 
+import time
+
 from torchnde import pinn
 from torchnde.reproduce import Entry, Outcome, Row, RunContext, mean_spread
 from torchnde.training import Stage
@@ -41,6 +43,7 @@ def _settings(quick: bool) -> dict:
 def run(ctx: RunContext, seed: int) -> dict[str, float]:
     s = _settings(ctx.quick)
     ctx.progress.reset(total=1)
+    started = time.process_time()
     result = train(
         ctx,
         pinn.burgers(),
@@ -58,7 +61,12 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
     if seed == 0:
         figure = solution_figure([("Burgers", result)], s["evaluation"])
         ctx.save_figure(figure, "solution-seed0.png")
-    return {"error": result.error, "seconds": result.wall_time, "loss": result.final.loss}
+    return {
+        "error": result.error,
+        "seconds": result.wall_time,
+        "cpu_seconds": time.process_time() - started,
+        "loss": result.final.loss,
+    }
 
 
 def summarise(per_seed: list[dict[str, float]], ctx: RunContext) -> Outcome:

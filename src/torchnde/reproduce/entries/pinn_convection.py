@@ -18,6 +18,8 @@ seeds). The criterion therefore asks for the failure at β = 40 and the rescue a
 
 from __future__ import annotations
 
+import time
+
 from torchnde import pinn
 from torchnde.reproduce import Entry, Outcome, Row, RunContext, mean_spread
 from torchnde.training import Stage
@@ -60,6 +62,7 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
         seed=seed,
     )
     ctx.progress.reset(total=len(s["betas"]) + len(s["chain"]))
+    started = time.process_time()
     metrics: dict[str, float] = {}
     plain_results = {}
     for beta in s["betas"]:
@@ -82,11 +85,11 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
         if beta in s["betas"]:
             metrics[f"curriculum_{beta:g}"] = phase.error
     metrics["seconds"] = sum(r.wall_time for r in plain_results.values()) + curriculum.wall_time
+    metrics["cpu_seconds"] = time.process_time() - started
     if seed == 0:
-        shown = max(s["betas"]) if ctx.quick else 30.0
+        shown = max(s["betas"])  # the last curriculum stage: plain and curriculum at one β
         figure = solution_figure(
-            [(f"plain β={shown:g}", plain_results[shown])]
-            + ([(f"curriculum β={chain[-1]:g}", curriculum)] if chain[-1] == shown else []),
+            [(f"plain β={shown:g}", plain_results[shown]), (f"curriculum β={shown:g}", curriculum)],
             s["evaluation"],
         )
         ctx.save_figure(figure, "solutions-seed0.png")
@@ -113,7 +116,9 @@ def summarise(per_seed: list[dict[str, float]], ctx: RunContext) -> Outcome:
                 f"β = {beta:g}, curriculum",
                 scientific(PAPER_CURRICULUM[beta]),
                 mean_spread(curriculum),
-                note=f"{mean(plain) / mean(curriculum):.0f}× lower than plain",
+                note=f"{mean(plain) / mean(curriculum):.0f}× lower than plain"
+                if mean(plain) >= 0.5
+                else "plain training works here too",
             )
         )
         held &= mean(curriculum) <= 0.1
