@@ -40,6 +40,9 @@ class Method:
     fsal: bool
     dense_order: int
     implicit: bool = False
+    #: a Rosenbrock (linearly implicit) method: no tableau of Butcher's kind and no Newton
+    #: iteration; tested on its own terms in test_rosenbrock.py
+    rosenbrock: bool = False
 
     @property
     def name(self) -> str:
@@ -53,7 +56,7 @@ class Method:
         """An instance for tests of the discretisation: an implicit method solves its stages to
         near rounding (a tight Newton tolerance), so its order shows down to the float64 floor
         rather than at the default iteration tolerance."""
-        if self.implicit:
+        if self.implicit and not self.rosenbrock:
             return self.cls(nonlinear=torchnde.Chord(rtol=1e-13, atol=1e-15, max_iters=30))
         return self.cls()
 
@@ -104,10 +107,22 @@ _IMPLICIT_ROWS: list[tuple[str, int, int | None, bool, int]] = [
     ("Kvaerno5", 5, 5, True, 3),
 ]
 
+#: Rosenbrock methods (one linear solve per stage, no iteration); dense order: Rosenbrock23's own
+#: second-order interpolant (Shampine & Reichelt), Rodas5P's fourth-order one
+_ROSENBROCK_ROWS: list[tuple[str, int, int | None, bool, int]] = [
+    ("Rosenbrock23", 2, 3, True, 2),
+    ("Rodas5P", 5, 5, False, 4),
+]
+
 METHODS: list[Method] = [
     Method(cls, order, error_order, fsal, dense, implicit)
     for rows, implicit in ((_ROWS, False), (_IMPLICIT_ROWS, True))
     for name, order, error_order, fsal, dense in rows
+    if (cls := _optional(name)) is not None
+]
+ROSENBROCK: list[Method] = [
+    Method(cls, order, error_order, fsal, dense, implicit=True, rosenbrock=True)
+    for name, order, error_order, fsal, dense in _ROSENBROCK_ROWS
     if (cls := _optional(name)) is not None
 ]
 EXPLICIT: list[Method] = [m for m in METHODS if not m.implicit]
