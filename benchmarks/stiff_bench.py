@@ -661,11 +661,32 @@ def _header(missing: list[str]) -> None:
 
         versions += f" | jax {jax.__version__} | diffrax {diffrax.__version__}"
     print("\n== STIFF: implicit solvers on the stiff test set (float64, CPU time of the process)")
+    print(f"   torchnde {torchnde.__version__} at {_source_state()}")
     print(
         f"   {versions} | torch threads {torch.get_num_threads()} | XLA_FLAGS={os.environ.get('XLA_FLAGS')}"
     )
     for line in missing:
         print(f"   skipped: {line}")
+
+
+def _source_state() -> str:
+    """The commit the solvers came from, and whether ``src/torchnde`` had uncommitted changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src/torchnde"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "an unknown commit"
+    return f"commit {head or '?'}" + (" + uncommitted changes in src/torchnde" if dirty else "")
 
 
 def run(
