@@ -487,3 +487,77 @@ def test_backsolve_refuses_interpolation_for_a_cde():
         tn.solve(
             term, tn.Heun(), 0.0, 1.0, y0, dt0=0.25, adjoint=tn.BacksolveAdjoint(interpolate=True)
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# automatic switching
+
+
+def test_autoswitch_on_a_non_stiff_problem_is_its_explicit_method():
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    controller = PIDController(rtol=1e-6, atol=1e-8)
+    auto = tn.solve(
+        ODETerm(_van_der_pol), tn.AutoSwitch(), 0.0, 10.0, y0, args=1.0, controller=controller
+    )
+    tsit = tn.solve(
+        ODETerm(_van_der_pol), tn.Tsit5(), 0.0, 10.0, y0, args=1.0, controller=controller
+    )
+    assert int(auto.stats["num_implicit_steps"]) == 0 and int(auto.stats["num_jacobians"]) == 0
+    assert int(auto.stats["num_steps"]) == int(tsit.stats["num_steps"])
+    torch.testing.assert_close(auto.ys, tsit.ys, rtol=1e-10, atol=1e-12)  # the same steps
+
+
+def test_autoswitch_moves_each_sample_to_the_implicit_method_while_it_is_stiff_and_back():
+    """``y' = -λ(t)(y - cos t) - sin t`` with ``λ = 10⁴`` before t = 1 and 1 after (per sample the
+    switch time differs): stiff, then not."""
+
+    def field(t, y, args):
+        lam = torch.where(t < args, 1e4, 1.0)[:, None]
+        return -lam * (y - torch.cos(t)[:, None]) - torch.sin(t)[:, None]
+
+    y0 = torch.ones(3, 1, dtype=F64)
+    until = torch.tensor([0.0, 1.0, 2.0], dtype=F64)  # sample 0 is never stiff
+    sol = tn.solve(
+        ODETerm(field),
+        tn.AutoSwitch(),
+        0.0,
+        8.0,
+        y0,
+        args=until,
+        controller=PIDController(rtol=1e-6, atol=1e-8, jump_ts=[1.0, 2.0]),
+        batch_axis=0,
+        saveat=SaveAt(ts=torch.tensor([8.0], dtype=F64)),
+    )
+    assert sol.ok
+    torch.testing.assert_close(
+        sol.ys[:, 0, 0], torch.cos(torch.full((3,), 8.0, dtype=F64)), rtol=1e-4, atol=1e-5
+    )
+    implicit = sol.stats["num_implicit_steps"]
+    assert int(implicit[0]) == 0
+    assert 0 < int(implicit[1]) < int(implicit[2])  # stiff twice as long: more implicit steps
+    # it came back: the non-stiff tail (length 6-7) took explicit steps
+    assert bool((sol.stats["num_steps"][1:] - implicit[1:] > 10).all())
+
+
+def test_autoswitch_solves_a_stiff_oscillator_like_its_implicit_method():
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    controller = PIDController(rtol=1e-6, atol=1e-6)
+    auto = tn.solve(
+        ODETerm(_van_der_pol), tn.AutoSwitch(), 0.0, 300.0, y0, args=1000.0, controller=controller
+    )
+    kv = tn.solve(
+        ODETerm(_van_der_pol), tn.Kvaerno5(), 0.0, 300.0, y0, args=1000.0, controller=controller
+    )
+    # a few explicit steps show the stiffness, then it stays implicit (Tsit5 alone: ~10^5 steps)
+    assert int(auto.stats["num_implicit_steps"]) >= int(kv.stats["num_steps"]) / 2
+    assert int(auto.stats["num_steps"]) <= 3 * int(kv.stats["num_steps"])
+    torch.testing.assert_close(auto.ys, kv.ys, rtol=1e-4, atol=1e-6)
+
+
+def test_autoswitch_checks_its_methods():
+    with pytest.raises(ValueError, match="error estimates have the same order"):
+        tn.AutoSwitch(explicit=tn.Bosh3(), implicit=tn.Kvaerno5())
+    with pytest.raises(TypeError, match="first-same-as-last"):
+        tn.AutoSwitch(explicit=tn.RK4())
+    with pytest.raises(TypeError, match="diagonally implicit"):
+        tn.AutoSwitch(implicit=tn.Dopri5())

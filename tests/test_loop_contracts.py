@@ -451,8 +451,20 @@ def test_stiff_van_der_pol_ends_quickly_and_says_stiff():
     assert sol.statuses == [Status.MAX_STEPS]
     assert int(sol.stats["num_steps"]) == torchnde.DEFAULT_MAX_STEPS
     message = str(info.value)
-    assert "stiff" in message and "implicit" in message
+    assert "stiff" in message and "implicit" in message and "Kvaerno5()" in message
     assert _failure_time(message.replace("reached t=", "at t=")) < 100  # far from t1 = 3000
+    # the fix the message names works
+    sol = torchnde.solve(
+        torchnde.ODETerm(vdp),
+        torchnde.Kvaerno5(),
+        0.0,
+        3000.0,
+        torch.tensor([2.0, 0.0], dtype=F64),
+        args=1000.0,
+        controller=torchnde.PIDController(),
+    )
+    assert sol.ok and int(sol.stats["num_steps"]) < 2000
+    assert abs(float(sol.ys[-1, 0]) + 1.5106) < 1e-2  # SciPy Radau at rtol 1e-12: -1.51061
 
 
 # ------------------------------------------------------------------------------------------------

@@ -487,24 +487,36 @@ def _message(ctx, st, b, code, user) -> str:
     # tiny steps: at the last step size the rest would take over ten times the steps already spent
     # (a solve that merely needs a few more steps than max_steps is not called stiff)
     stiff = ctx.controller.adaptive and dt > 0 and remaining / dt > 10 * steps
-    hint = (
-        f" The steps stayed tiny (last dt={dt:.3g} on an interval of {span:g}): the problem may be "
-        "stiff; explicit solvers need tiny steps on stiff problems, so loosen rtol/atol or use "
-        "an implicit (stiff) solver."
-        if stiff
-        else " Raise `max_steps`, or loosen rtol/atol."
-    )
+    if stiff and ctx.solver.uses_jacobian:
+        hint = (
+            f" The steps stayed tiny (last dt={dt:.3g} on an interval of {span:g}) even for an "
+            "implicit solver: the solution may vary quickly throughout (raise `max_steps`), or "
+            "the tolerances may be too tight for the dtype (loosen rtol/atol)."
+        )
+    elif stiff:
+        hint = (
+            f" The steps stayed tiny (last dt={dt:.3g} on an interval of {span:g}): the problem "
+            f"may be stiff; explicit solvers need tiny steps on stiff problems: {_STIFF_FIX}."
+        )
+    else:
+        hint = " Raise `max_steps`, or loosen rtol/atol."
     return (
         f"max_steps={ctx.max_steps} steps were not enough: reached t={t_reached:.6g} of "
         f"[{t0:g}, {t1:g}].{hint}"
     )
 
 
+_STIFF_FIX = (
+    "use an implicit solver, `solver=Kvaerno5()` (or `AutoSwitch()` to switch per sample where "
+    "it turns stiff)"
+)
+
+
 def _dtmin_message(ctx, t_fail: float, t0: float, t1: float) -> str:
     where = f"at t={t_fail:.6g} (solving from {t0:g} to {t1:g})"
     stiff = (
-        "the problem is stiff there (explicit solvers need tiny steps on stiff problems: use an "
-        "implicit solver) or the solution is singular there (it blows up, or the field is not "
+        f"the problem is stiff there (explicit solvers need tiny steps on stiff problems: "
+        f"{_STIFF_FIX}) or the solution is singular there (it blows up, or the field is not "
         "smooth)"
     )
     dtmin = getattr(ctx.controller, "dtmin", None)

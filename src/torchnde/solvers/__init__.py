@@ -23,6 +23,7 @@ from ._reversible import ReversibleHeun
 from ._rosenbrock import AbstractRosenbrock, Rodas5P, Rosenbrock23, RosenbrockTableau
 from ._runge_kutta import AbstractExplicitRungeKutta, AbstractRungeKutta
 from ._sde import SRA1, AbstractSDESolver, EulerHeun, EulerMaruyama, Milstein
+from ._switch import AutoSwitch, stability_boundary
 from ._tableau import ButcherTableau, Interpolant
 from ._tsit5 import Tsit5
 
@@ -38,6 +39,7 @@ __all__ = [
     "AbstractRungeKutta",
     "AbstractSDESolver",
     "AbstractSolver",
+    "AutoSwitch",
     "Bosh3",
     "ButcherTableau",
     "Chord",
@@ -66,4 +68,5 @@ __all__ = [
     "RosenbrockTableau",
     "StepResult",
     "Tsit5",
+    "stability_boundary",
 ]
