@@ -52,6 +52,8 @@ def test_database_covers_every_exported_solver():
         and not issubclass(obj, torchnde.AbstractSDESolver)
         # not a tableau: its orders, estimate and inverse are tested in test_reversible.py
         and obj is not torchnde.ReversibleHeun
+        # two tableaux and a switch between them: tested in test_implicit.py
+        and obj is not torchnde.AutoSwitch
     }
     # Rosenbrock methods have rows of their own (ROSENBROCK), run by test_rosenbrock.py
     assert exported == {m.name for m in METHODS + ROSENBROCK}
