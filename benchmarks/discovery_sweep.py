@@ -259,8 +259,8 @@ def _fmt_terms(terms: dict[str, dict[str, float]]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     header = (
-        "| case | noise | t_end, points | window | shooting | dt | selection | net seed, data "
-        "seed | recovered | max coef. error | tolerance | passed | wall s |"
+        "| case | noise | t_end, points | window (schedule) | shooting | dt | selection | net seed, "
+        "data seed | recovered | max coef. error | tolerance | passed | wall s |"
     )
     lines = [header, "|" + "---|" * 13]
     for result in results:
@@ -277,8 +277,12 @@ def table(results: list[dict[str, Any]]) -> str:
             recovered = "no sparse law found"
         else:
             recovered = _fmt_terms(result["metrics"]["recovered_terms"])
-        window = t.get("window", "cfg")
-        dt = t.get("dt", "cfg") if "dt" in t else "cfg"
+        window = (
+            t.get("window", "cfg")
+            if "schedule" not in t
+            else f"{t.get('window', 'cfg')}, {t['schedule']} lr"
+        )
+        dt = ("median" if t["dt"] is None else t["dt"]) if "dt" in t else "cfg"
         worst = s.get("worst")
         lines.append(
             f"| {case.name} | {100 * case.noise:g}% of {case.relative_to} | {case.t_end:g}, "
