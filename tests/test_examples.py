@@ -139,3 +139,12 @@ def test_hypersolver_pendulum_quick_beats_euler_and_midpoint():
     errors = dict(re.findall(rf"^(\w+)\s+10 steps: terminal error {NUMBER}", out, re.M))
     assert float(errors["HyperEuler"]) < 0.1 * float(errors["Euler"]), out
     assert float(errors["HyperEuler"]) < float(errors["Midpoint"]), out
+
+
+def test_stiff_kinetics_quick_recovers_the_rate_law_through_kvaerno5():
+    out = run_example("stiff_kinetics.py", "--quick")
+    assert "Dopri5: MAX_STEPS" in out  # the explicit method gives up on the stiff network
+    first, last = (float(x) for x in re.search(rf"loss {NUMBER} -> {NUMBER}", out).groups())
+    assert last < first * 1e-4
+    error = float(re.search(rf"worst relative error {NUMBER}%", out).group(1))
+    assert error < 2.0  # r1(y1)/y1 within 2% of 0.04 across the observed y1

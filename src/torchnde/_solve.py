@@ -360,8 +360,10 @@ def _check_ts(ts, batched, batch, tdtype, device, direction, tau0, tau1):
         user0 = tau0[b] * (1 if direction is None else direction[b])
         user1 = tau1[b] * (1 if direction is None else direction[b])
         raise ValueError(
-            f"`SaveAt(ts)` must lie within [t0, t1] = [{user0.item():g}, {user1.item():g}], but it "
-            f"spans [{row.min().item():g}, {row.max().item():g}]; drop the times outside"
+            f"`SaveAt(ts)` must lie within [t0, t1] = [{user0.item()!r}, {user1.item()!r}], but "
+            f"it spans [{row.min().item()!r}, {row.max().item()!r}]; drop the times outside (or "
+            "clamp them: `ts.clamp(t0, t1)`, e.g. after `torch.logspace`, which can overshoot t1 "
+            "by rounding)"
         )
     return tau.contiguous() if direction is not None or ts.ndim == 2 else tau
 
