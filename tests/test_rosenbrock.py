@@ -339,13 +339,15 @@ def _pr_cubed_jacobian(t, y, args):
     return torch.diag_embed(-50.0 - 0.3 * y**2)
 
 
-@pytest.mark.parametrize("solver", [tn.Rodas5P(), tn.Rosenbrock23()], ids=["Rodas5P", "R23"])
-def test_every_way_to_the_jacobian_and_time_derivative_gives_the_same_solution(solver):
+@pytest.mark.parametrize(
+    ("solver", "rtol"), [(tn.Rodas5P(), 1e-8), (tn.Rosenbrock23(), 1e-5)], ids=["Rodas5P", "R23"]
+)
+def test_every_way_to_the_jacobian_and_time_derivative_gives_the_same_solution(solver, rtol):
     """Forward mode (default), reverse mode (a field functorch cannot run forward), a user
     Jacobian with ``∂f/∂t`` by forward mode, and a user Jacobian with ``∂f/∂t`` by a finite
     difference (a field whose time cannot be differentiated forwards)."""
     y0 = torch.tensor([[1.5, -0.5], [0.2, 2.0]], dtype=F64)
-    kwargs = dict(controller=PIDController(rtol=1e-8, atol=1e-10), batch_axis=0)
+    kwargs = dict(controller=PIDController(rtol=rtol, atol=rtol / 100), batch_axis=0)
 
     def run(term, **extra):
         sol = tn.solve(term, solver, 0.0, 1.0, y0, saveat=SaveAt(ts=[0.5, 1.0]), **kwargs)
@@ -502,9 +504,9 @@ def test_direct_and_checkpoint_gradients_agree_under_adaptive_steps():
             ODETerm(_linear_stiff(k, c)),
             tn.Rodas5P(),
             0.0,
-            2.0,
+            1.0,
             y0,
-            controller=PIDController(rtol=1e-8, atol=1e-10),
+            controller=PIDController(rtol=1e-6, atol=1e-8),
             adjoint=adjoint,
             batch_axis=0,
         )
