@@ -45,7 +45,7 @@ def summarise(per_seed: list[dict[str, float]], ctx: RunContext) -> Outcome:
         Row("test accuracy, coRNN", "97.2 % (HAR-2)", mean_spread(cornn, scale=100, unit="%")),
         Row("test accuracy, GRU (same width)", "—", mean_spread(gru, scale=100, unit="%")),
         Row(
-            "training CPU time (coRNN, GRU)",
+            "training wall time (coRNN, GRU)",
             "—",
             f"{mean_spread(tasks.column(per_seed, 'seconds_cornn'), unit='s')}, "
             f"{mean_spread(tasks.column(per_seed, 'seconds_gru'), unit='s')}",
