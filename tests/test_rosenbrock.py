@@ -513,3 +513,32 @@ def test_direct_and_checkpoint_gradients_agree_under_adaptive_steps():
         grads.append(torch.autograd.grad(sol.ys.square().sum(), (y0, k, c)))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_backsolve_needs_an_implicit_backward_solver_and_then_agrees_with_direct():
+    """The continuous adjoint's backward field runs autograd inside, so a Rosenbrock method cannot
+    differentiate it: a clear error says what to do instead, and the suggested
+    ``BacksolveAdjoint(solver=Kvaerno5())`` gives the direct gradient."""
+    k = torch.tensor(20.0, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([[1.0], [0.5]], dtype=F64, requires_grad=True)
+    pid = dict(rtol=1e-8, atol=1e-10)
+
+    def grads(adjoint):
+        sol = tn.solve(
+            ODETerm(_linear_stiff(k, torch.tensor(0.5, dtype=F64))),
+            tn.Rodas5P(),
+            0.0,
+            1.0,
+            y0,
+            controller=PIDController(**pid),
+            adjoint=adjoint,
+            batch_axis=0,
+        )
+        return torch.autograd.grad(sol.ys.square().sum(), (y0, k))
+
+    with pytest.raises(TypeError, match=r"needs the Jacobian.*BacksolveAdjoint\(solver=Kvaerno5"):
+        grads(tn.BacksolveAdjoint(**pid))
+    direct = grads(tn.DirectAdjoint())
+    backsolve = grads(tn.BacksolveAdjoint(**pid, solver=tn.Kvaerno5()))
+    for a, b in zip(direct, backsolve):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-10)

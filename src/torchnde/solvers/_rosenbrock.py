@@ -343,14 +343,22 @@ def _probe(problem: Problem, t, y) -> str:
     """How to differentiate this field: the faster mode for its size (see
     :data:`REVERSE_MODE_UP_TO`), or the other one if that fails; asked once per solve."""
     modes = ("reverse", "forward") if y.shape[1] <= REVERSE_MODE_UP_TO else ("forward", "reverse")
-    for mode in modes[:-1]:
+    errors = []
+    for mode in modes:
         try:
             with torch.no_grad():
                 _forward(problem, t, y) if mode == "forward" else _reverse(problem, t, y, False)
-        except Exception:  # e.g. an operation functorch cannot run forward: try the other mode
+        except Exception as error:  # e.g. an operation functorch cannot run forward
+            errors.append(f"{mode} mode: {type(error).__name__}: {error}".splitlines()[0])
             continue
         return mode
-    return modes[-1]
+    raise TypeError(
+        "a Rosenbrock method needs the Jacobian ∂f/∂y, and automatic differentiation cannot go "
+        f"through the vector field {problem.term!r} ({'; '.join(errors)}); give it as "
+        "`ODETerm(f, jac=...)`. (The continuous adjoint's backward system is such a field: use "
+        "`DirectAdjoint()` or `CheckpointAdjoint()` with Rosenbrock methods, or "
+        "`BacksolveAdjoint(solver=Kvaerno5())`.)"
+    )
 
 
 def _reverse(problem: Problem, t, y, graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
