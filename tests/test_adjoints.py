@@ -343,3 +343,34 @@ def test_backsolve_with_a_fixed_step_forward_solver_needs_a_backward_solver():
     )
     (grad,) = torch.autograd.grad(sol.ys.sum(), y0)
     torch.testing.assert_close(grad, torch.full((2,), math.exp(-1.0)), rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("solver, order", [(tn.RK4(), 4), (tn.Euler(), 1)])
+def test_backsolve_after_constant_steps_replays_the_grid_and_converges_to_the_exact_gradient(
+    solver, order
+):
+    """With constant steps (or a backward solver without an error estimate) the continuous
+    adjoint steps back through the forward grid with the same method: its gradient converges to
+    the discrete one at the method's order as the step shrinks."""
+    w = torch.tensor([[0.2, -1.0], [1.0, 0.1]], dtype=torch.float64, requires_grad=True)
+    ts = torch.linspace(0, 2, 5, dtype=torch.float64)
+    gaps = []
+    for h in (0.1, 0.05):
+        grads = []
+        for adjoint in (tn.DirectAdjoint(), tn.BacksolveAdjoint()):
+            y0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
+            sol = tn.solve(
+                tn.ODETerm(lambda t, y, a: torch.tanh(y @ w.T)),
+                solver,
+                0.0,
+                2.0,
+                y0,
+                dt0=h,
+                saveat=tn.SaveAt(ts=ts),
+                adjoint=adjoint,
+            )
+            grads.append(
+                torch.cat([g.reshape(-1) for g in torch.autograd.grad(sol.ys.sum(), (y0, w))])
+            )
+        gaps.append(float((grads[0] - grads[1]).abs().max()))
+    assert gaps[1] < gaps[0] / 2 ** (order - 0.3)

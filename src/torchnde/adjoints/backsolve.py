@@ -118,6 +118,14 @@ class BacksolveAdjoint(AbstractAdjoint):
                 f"got {self.solver!r}"
             )
 
+    def replays(self, ctx) -> bool:
+        """Whether the backward pass steps through the forward pass's step times in reverse —
+        for CDEs and SDEs (the same path), after constant or prescribed steps (torchdiffeq's
+        fixed-grid adjoint), and with a backward solver without an error estimate — rather than
+        choosing its own steps adaptively."""
+        solver = self.solver or ctx.solver
+        return not ctx.problem.ode or not ctx.controller.adaptive or solver.error_order is None
+
     def interpolates(self, ctx) -> bool:
         """Whether the backward pass takes ``y`` from the forward dense output."""
         if self.interpolate is not None:
@@ -126,7 +134,6 @@ class BacksolveAdjoint(AbstractAdjoint):
 
     def check(self, prep) -> None:
         ctx, plan = prep.ctx, prep.plan
-        solver = self.solver or ctx.solver
         if self.interpolate and not ctx.problem.ode:
             raise ValueError(
                 "`BacksolveAdjoint(interpolate=True)` takes y from the forward dense output of an "
@@ -134,13 +141,6 @@ class BacksolveAdjoint(AbstractAdjoint):
             )
         if not ctx.problem.ode:
             _check_control(ctx, self.solver)
-        elif solver.error_order is None:
-            raise ValueError(
-                f"BacksolveAdjoint solves the adjoint equation with adaptive steps, and the "
-                f"forward solver {solver!r} has no error estimate to use backwards; pass one for "
-                "the backward pass, e.g. `BacksolveAdjoint(solver=Dopri5())`, or use "
-                "`CheckpointAdjoint()`"
-            )
         if plan.steps or plan.dense or ctx.events:
             what = (
                 "SaveAt(steps=True)"
@@ -191,7 +191,7 @@ class BacksolveAdjoint(AbstractAdjoint):
 class _BacksolveFunction(torch.autograd.Function):
     @staticmethod
     def forward(fctx, run: Run, adjoint: BacksolveAdjoint, y0, t0, t1, ts, *params):
-        steps = None if run.ctx.problem.ode else _StepTimes(run.ctx)
+        steps = _StepTimes(run.ctx) if adjoint.replays(run.ctx) else None
         run.interpolate = adjoint.interpolates(run.ctx)
         if run.interpolate:  # record the dense output (values only) for the backward pass
             run.prep = dataclasses.replace(
@@ -225,10 +225,10 @@ def _backsolve(run: Run, adjoint: BacksolveAdjoint, grads: ColumnGrads):
     batch, n = run.y0.shape
     # the augmented state (y, a, g) is one flat tensor; the field views it in place
     layout = _Layout(batch, n, params, with_y=not run.interpolate)
-    if ctx.problem.ode:
-        backwards = _ode_backwards(run, adjoint, layout)
+    if adjoint.replays(ctx):
+        backwards = _replay_backwards(run, adjoint, layout)
     else:
-        backwards = _control_backwards(run, adjoint, layout)
+        backwards = _ode_backwards(run, adjoint, layout)
     state = layout.pack(run.y0, torch.zeros_like(run.y0), [None] * len(params), ys.dtype)
     watch = NonFiniteWatch(ctx, "BacksolveAdjoint")
     t_now = None
@@ -298,13 +298,22 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     return backwards
 
 
-def _control_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
-    """``backwards(t_from, t_to, state)`` for a CDE/SDE: the augmented term over the same path,
-    stepping through the forward pass's step times in reverse."""
+def _replay_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
+    """``backwards(t_from, t_to, state)`` stepping through the forward pass's step times in
+    reverse: for a CDE/SDE the augmented term over the same path; for an ODE solved with
+    constant or prescribed steps (or a backward solver without an error estimate) the augmented
+    ODE on the same grid, as torchdiffeq's fixed-grid adjoint does."""
     ctx = run.ctx
-    term = _AugmentedTerm(ctx, run.params, layout)
-    grid = run.step_times.grid()
     solver = _backward_solver(ctx, adjoint.solver)
+    if ctx.problem.ode:
+        solution = None if layout.with_y else _dense_solution(run)
+        field = _AugmentedField(ctx, run.params, layout, solution)
+        term = ODETerm(field)
+        if solver.uses_jacobian:
+            term = ODETerm(field, jac=_AugmentedJacobian(field), quadratures=layout.quadratures)
+    else:
+        term = _AugmentedTerm(ctx, run.params, layout)
+    grid = run.step_times.grid()
     max_steps = adjoint.max_steps or ctx.max_steps
 
     def backwards(t_from, t_to, state):
@@ -502,6 +511,8 @@ def _backward_solver(ctx, solver: AbstractSolver | None) -> AbstractSolver:
     if solver is not None:
         return solver
     forward = ctx.solver
+    if ctx.problem.ode:  # the augmented system is an ODE too
+        return forward
     sde = bool(_brownian_noise(ctx.problem.term))
     if forward.generic_terms and (not sde or forward.interpretation == "stratonovich"):
         return forward

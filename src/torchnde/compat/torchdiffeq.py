@@ -878,14 +878,12 @@ def _backsolve(
     if inherited:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
     name, solver, adaptive = _method(adjoint_method)
-    if not adaptive:
-        raise ValueError(
-            f"odeint_adjoint with the fixed-grid adjoint_method={name!r} is not available: "
-            "torchnde's backward solve (BacksolveAdjoint) controls its own step size; pass an "
-            "adaptive adjoint_method such as adjoint_method='dopri5' (with adjoint_options={}), "
-            "or use odeint, which backpropagates through the fixed-grid steps exactly"
-        )
     adjoint_options = _check_options(name, adaptive, adjoint_options)
+    if not adaptive:
+        # a fixed-grid backward solve steps through the forward pass's grid in reverse
+        # (BacksolveAdjoint's replay), so its own step-size options have nothing to set
+        for key in ("step_size", "grid_constructor", "perturb"):
+            adjoint_options.pop(key, None)
     norm = adjoint_options.pop("norm", None)
     if norm is not None and norm != "seminorm":
         raise ValueError(
@@ -953,7 +951,10 @@ def odeint_adjoint(
     Args:
         func, y0, t, rtol, atol, method, options, event_fn: as in :func:`odeint`.
         adjoint_rtol, adjoint_atol: tolerances of the backward solve (default ``rtol``, ``atol``).
-        adjoint_method: the backward solver (default ``method``); must be adaptive.
+        adjoint_method: the backward solver (default ``method``). A fixed-grid one steps
+            through the forward pass's steps in reverse (torchdiffeq builds a grid from
+            ``adjoint_options['step_size']`` instead; with the same step size the grids agree
+            between output times that are multiples of it).
         adjoint_options: ``{'norm': 'seminorm'}`` (measure the error on the state and its adjoint
             only: fewer backward steps) and ``'max_num_steps'`` (per interval of ``t``). Default:
             ``options`` less ``norm``; of those, step-size hints apply to the forward solve only.
