@@ -432,7 +432,7 @@ def test_stiff_van_der_pol_ends_quickly_and_says_stiff():
 
     def vdp(t, y, mu):
         x, v = y[0], y[1]
-        return torch.stack([v, mu * ((1 - x**2) * v - x)])
+        return torch.stack([v, mu * (1 - x**2) * v - x])
 
     start = time.monotonic()
     with pytest.raises(torchnde.SolveError) as info:
