@@ -157,6 +157,13 @@ def test_noisy_rnn_step_is_euler_maruyama_with_the_same_increments():
     dw = bm.increment(torch.tensor(0.0), torch.tensor(0.1))
     (ours,) = cell.step_with_increment((h,), cell.project(u), cell.prepare(), dw)
     torch.testing.assert_close(ours, sol.ys[0][-1], rtol=0, atol=1e-14)
+    # written out: σ = ε(σ₁ I + σ₂ diag f) with f the drift (Lim et al.), not diag h
+    a, w = cell.lipschitz.matrices()
+    f = h @ a.T + torch.tanh(h @ w.T + cell.lipschitz.inp(u))
+    by_hand = h + 0.1 * f + cell.epsilon * (0.3 + 0.5 * f) * dw
+    torch.testing.assert_close(ours, by_hand, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="`u`"):
+        cell.diffusion(0.0, (h,), None)
 
 
 def test_noisy_rnn_noise_is_on_in_training_and_off_in_eval():

@@ -356,10 +356,12 @@ class NoisyRNN(AbstractRecurrentCell):
     """Noisy recurrent network (Lim, Erichson, Hodgkinson & Mahoney, *Noisy recurrent neural
     networks*, NeurIPS 2021): the Lipschitz RNN's drift with a diffusion, an Itô SDE
 
-        dh = (A h + tanh(W h + U u + b)) dt + ε (σ₁ I + σ₂ diag(h)) dB,
+        dh = f(h, u) dt + ε (σ₁ I + σ₂ diag(f(h, u))) dB,
+        f(h, u) = A h + tanh(W h + U u + b)
 
-    stepped by Euler–Maruyama: ``h_n = h_{n-1} + Δt·f + ε(σ₁ + σ₂ h_{n-1}) ⊙ ΔB``, ``ΔB ~
-    N(0, Δt I)`` drawn afresh each step. The noise is on while the module is in training mode;
+    (as in the paper, the multiplicative noise scales with the drift ``f``, not with ``h``),
+    stepped by Euler–Maruyama: ``h_n = h_{n-1} + Δt·f + ε(σ₁ + σ₂ f) ⊙ ΔB`` with ``f =
+    f(h_{n-1}, u_n)`` and ``ΔB ~ N(0, Δt I)`` drawn afresh each step. The noise is on while the module is in training mode;
     in evaluation mode it follows ``noise_in_eval`` (default off: the deterministic Lipschitz
     RNN, as the paper evaluates). Additive noise (σ₁) and multiplicative noise (σ₂) act as an
     implicit regulariser favouring stable, large-margin dynamics, hence robustness to input
@@ -370,7 +372,7 @@ class NoisyRNN(AbstractRecurrentCell):
             (Euler drift).
         epsilon: ε, the overall noise level.
         sigma_additive: σ₁.
-        sigma_multiplicative: σ₂.
+        sigma_multiplicative: σ₂ (multiplies the drift ``f``).
         noise_in_eval: keep the noise on in evaluation mode.
 
     Set ``cell.generator`` to a ``torch.Generator`` to draw the increments from it (default: the
@@ -414,16 +416,26 @@ class NoisyRNN(AbstractRecurrentCell):
     def prepare(self):
         return self.lipschitz.prepare()
 
-    def diffusion(self, t, state, u=None) -> State:
-        """The diagonal diffusion ``ε(σ₁ + σ₂ h)`` (``ControlTerm(..., noise="diagonal")`` form)."""
-        (h,) = state
-        return (self.epsilon * (self.sigma_additive + self.sigma_multiplicative * h),)
+    def _noise_scale(self, f: torch.Tensor) -> torch.Tensor:
+        return self.epsilon * (self.sigma_additive + self.sigma_multiplicative * f)
+
+    def diffusion(self, t, state, u) -> State:
+        """The diagonal diffusion ``ε(σ₁ + σ₂ f(h, u))`` with the raw input ``u`` held over the
+        step (``ControlTerm(..., noise="diagonal")`` form, ``u`` passed as ``args``)."""
+        if u is None:
+            raise ValueError(
+                "NoisyRNN.diffusion needs the input `u` (its multiplicative part is σ₂·f(h, u)): "
+                "pass it as the solve's `args`"
+            )
+        (f,) = self.vector_field(t, state, u)
+        return (self._noise_scale(f),)
 
     def step_with_increment(self, state, p, ctx, dw: torch.Tensor) -> State:
         """One Euler–Maruyama step with the Brownian increment ``dw`` given."""
-        (drifted,) = self.lipschitz.step(state, p, ctx)
-        (g,) = self.diffusion(None, state)
-        return (drifted + g * dw,)
+        (h,) = state
+        a_t, w_t = self.prepare() if ctx is None else ctx
+        f = self.lipschitz._rate(h, p, a_t, w_t)
+        return (h + self.dt * f + self._noise_scale(f) * dw,)
 
     def step(self, state, p, ctx=None):
         if not self.noisy:

@@ -25,7 +25,7 @@ def _models(hidden: int):
     from torchnde.nn import LipschitzRNN, NoisyRNN, Recurrent
 
     common = dict(dt=0.5, beta=0.75, gamma=0.001)
-    # per-step noise ε(σ₁ + σ₂h)√dt ≈ 0.07: a first run with σ₁ = σ₂ = 0.5 (≈ 0.35 per step)
+    # per-step noise ε(σ₁ + σ₂f)√dt ≈ 0.07 (f the drift): a first run with σ₁ = σ₂ = 0.5 (≈ 0.35 per step)
     # cost the noisy model half its clean accuracy (44-48 % against 79-81 %)
     noisy = NoisyRNN(
         1, hidden, epsilon=1.0, sigma_additive=0.1, sigma_multiplicative=0.02, **common
