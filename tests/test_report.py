@@ -188,6 +188,60 @@ def test_the_term_curves_are_network_recovered_and_true_terms_on_the_trajectory(
         assert torch.allclose(torch.as_tensor(curve["truth"]), truth * x * y)
 
 
+class _Known(nn.Module):
+    """A stand-in trained network: a known function of (x, y)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, u):
+        return self.fn(u[..., 0], u[..., 1]).unsqueeze(-1)
+
+
+def test_a_network_whose_parameter_was_absorbed_is_drawn_as_it_enters_its_equation(tmp_path):
+    """The hybrid model fitted dy/dt = NN2 - 0.35*y with NN2 = 0.1*x*y - 0.05*y (the truth, split
+    differently): the network alone is not the law 0.1*x*y. With theta at its recovered 0.4, the
+    network as it enters the equation is NN2 + (0.4 - 0.35)*y = 0.1*x*y exactly, the curve the
+    recovered law and the truth are drawn beside (issue 14's confusing plot)."""
+    result = make_result()
+    hybrid = HybridModel(
+        SYSTEM,
+        networks={
+            "NN1": _Known(lambda x, y: -0.4 * x * y),
+            "NN2": _Known(lambda x, y: 0.1 * x * y - 0.05 * y),
+        },
+    )
+    result.fits["hybrid"] = ModelFit("hybrid", hybrid, [1.0, 0.1], 1.0)
+    result.parameters["hybrid"] = {"theta": 0.35}
+    nn2 = result.recoveries["NN2"]
+    result.recoveries["NN2"] = Recovery(
+        "NN2",
+        "y",
+        SparseExpression({"x*y": 0.1}, ("x", "y")),
+        absorbed={"theta": 0.4},
+        r2=1.0,
+        truth=nn2.truth,
+        max_relative_error=0.0,
+        factor=1.0,
+        absorbed_terms={"theta": (-1.0, "y")},
+    )
+    curves = term_curves(result)
+    x, y = result.trajectory[:, 0], result.trajectory[:, 1]
+    torch.testing.assert_close(torch.as_tensor(curves["NN2"]["learned"]), 0.1 * x * y - 0.05 * y)
+    torch.testing.assert_close(torch.as_tensor(curves["NN2"]["in_equation"]), 0.1 * x * y)
+    torch.testing.assert_close(torch.as_tensor(curves["NN2"]["truth"]), 0.1 * x * y)
+    assert curves["NN1"]["in_equation"] is None  # nothing absorbed: the network alone is the term
+    # a minus sign on the network: dy/dt = -NN2 - theta*y, so NN2 + (0.35 - 0.4)*y enters as -NN2
+    result.recoveries["NN2"] = Recovery(
+        "NN2", "y", SparseExpression({"x*y": -0.1}, ("x", "y")), {"theta": 0.4}, 1.0,
+        factor=-1.0, absorbed_terms={"theta": (-1.0, "y")},
+    )  # fmt: skip
+    hybrid.nets["NN2"].fn = lambda x, y: -0.1 * x * y + 0.05 * y
+    curves = term_curves(result)
+    torch.testing.assert_close(torch.as_tensor(curves["NN2"]["in_equation"]), -0.1 * x * y)
+
+
 def test_report_md_ties_the_run_together(folder):
     run_dir, _, _ = folder
     report = (run_dir / "report.md").read_text()
