@@ -11,7 +11,7 @@ import torch
 
 import torchnde as tn
 from torchnde.nn._cnf import CNF
-from torchnde.nn._jacobian import HutchinsonTrace
+from torchnde.nn._jacobian import ExactTrace, HutchinsonTrace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -155,3 +155,86 @@ def test_log_prob_gradcheck_through_the_trace():
 
     inputs = tuple(p.detach().clone().requires_grad_(True) for p in field.parameters())
     assert torch.autograd.gradcheck(log_prob, inputs)
+
+
+class Counting(MLP):
+    """An MLP field (any dimension) that counts its evaluations."""
+
+    def __init__(self, dim: int, seed: int = 0):
+        super().__init__(dim=dim, hidden=8, seed=seed)
+        self.calls = 0
+
+    def forward(self, t, z, args=None):
+        self.calls += 1
+        return super().forward(t, z, args)
+
+
+@pytest.mark.parametrize("dim", [2, 6])
+def test_hutchinson_takes_one_vjp_per_evaluation_and_exact_one_per_dimension(dim, monkeypatch):
+    """FFJORD's cost claim: Hutchinson's estimate (and its Frobenius norm, for the RNODE
+    penalty) costs one vector–Jacobian product per field evaluation whatever the dimension; the
+    exact trace costs one per dimension."""
+    from torchnde.nn import _jacobian
+    from torchnde.nn._regularisers import JacobianFrobenius, KineticEnergy
+
+    vjps = []
+    original = _jacobian._vjp
+    monkeypatch.setattr(
+        _jacobian, "_vjp", lambda *a, **k: vjps.append(1) or original(*a, **k), raising=True
+    )
+    x = torch.randn(5, dim, dtype=F64, generator=torch.Generator().manual_seed(0))
+    for trace, per_evaluation in ((HutchinsonTrace(), 1), (ExactTrace(), dim)):
+        field = Counting(dim)
+        cnf = CNF(
+            field,
+            trace=trace,
+            solver=tn.RK4(),
+            controller=tn.ConstantStepSize(),
+            dt0=0.25,
+            regularisers=[KineticEnergy(), JacobianFrobenius()],
+        )
+        vjps.clear()
+        out = cnf(x, generator=torch.Generator().manual_seed(1))
+        assert field.calls >= 16  # 4 steps of 4 stages (and any check evaluation)
+        assert len(vjps) == per_evaluation * field.calls, (type(trace).__name__, len(vjps))
+        assert torch.isfinite(out.log_prob).all()
+
+
+def test_rademacher_noise_is_plus_or_minus_one_and_gaussian_is_not():
+    like = torch.zeros(4000, 3, dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+    rademacher = HutchinsonTrace("rademacher").noise(like, gen)
+    assert set(rademacher.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float(rademacher.mean())) < 0.05
+    gaussian = HutchinsonTrace("gaussian").noise(like, gen)
+    assert gaussian.unique().numel() > 1000
+    assert abs(float(gaussian.var()) - 1.0) < 0.1
+
+
+@pytest.mark.parametrize("trace", [ExactTrace(), HutchinsonTrace()])
+def test_reversible_adjoint_gives_directs_gradient_of_the_log_density_and_penalties(trace):
+    """The remaining adjoint: ReversibleAdjoint through ReversibleHeun reconstructs the forward
+    pass step by step and gives DirectAdjoint's (discrete) gradient to rounding, penalties and
+    Hutchinson's noise included (the noise is fixed per solve, so the backward pass sees the
+    same estimator)."""
+    from torchnde.nn._regularisers import JacobianFrobenius, KineticEnergy
+
+    x = torch.randn(8, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for name, adjoint in (("direct", tn.DirectAdjoint()), ("reversible", tn.ReversibleAdjoint())):
+        field = MLP(seed=3)
+        cnf = CNF(
+            field,
+            trace=trace,
+            solver=tn.ReversibleHeun(),
+            controller=tn.ConstantStepSize(),
+            dt0=0.05,
+            adjoint=adjoint,
+            regularisers=[KineticEnergy(), JacobianFrobenius()],
+        )
+        out = cnf(x, generator=torch.Generator().manual_seed(5))
+        loss = -out.log_prob.mean() + sum(p.mean() for p in out.penalties.values())
+        loss.backward()
+        grads[name] = torch.cat([p.grad.flatten() for p in field.parameters()])
+    assert grads["direct"].abs().max() > 1e-2
+    torch.testing.assert_close(grads["reversible"], grads["direct"], rtol=1e-10, atol=1e-12)
