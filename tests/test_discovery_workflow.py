@@ -123,6 +123,53 @@ def test_the_regression_uses_only_samples_within_the_datas_range(one_thread):
     assert set(every["NN1"].terms) != {"x*y"} or set(every["NN2"].terms) != {"x*y"}
 
 
+class _TwoOutputs(nn.Module):
+    """A stand-in for one trained network with two outputs, counting its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, u):
+        self.calls += 1
+        x, y = u[..., 0], u[..., 1]
+        return torch.stack([-0.4 * x * y, 0.1 * x * y - 0.15 * y], -1)
+
+
+def test_one_network_with_two_outputs_is_regressed_per_output_and_recovered_as_the_law():
+    """``NN(x, y)[0]`` and ``NN(x, y)[1]`` feed two equations: the regression evaluates the
+    network once for both, finds each output's own law (the second absorbing theta*y), and the
+    recovered model is Lotka-Volterra itself."""
+    from torchnde.hybrid._recovery import recovered_model, regress_networks
+
+    system = SystemSpec(
+        states=("x", "y"),
+        equations={"x": "alpha*x + NN(x, y)[0]", "y": "NN(x, y)[1] - theta*y"},
+        constants={"alpha": 1.1},
+        parameters={"theta": 0.25},
+        networks={"NN": NetworkSpec()},
+    )
+    net = _TwoOutputs()
+    model = HybridModel(system, networks={"NN": net})
+    obs = _lv_observations(noise=0.0, seed=0)
+    net.calls = 0
+    found, implied, truth = regress_networks(model, obs.ts, obs.ys, obs, DiscoverySpec(), 0.1)
+    assert net.calls == 1
+    assert set(found) == {"NN[0]", "NN[1]"}
+    assert found["NN[0]"].terms == pytest.approx({"x*y": -0.4}, rel=1e-9)
+    # NN[1] - 0.25*y with NN[1] = 0.1*x*y - 0.15*y: the -0.15*y goes into theta = 0.4
+    assert found["NN[1]"].terms == pytest.approx({"x*y": 0.1}, rel=1e-9)
+    assert implied == pytest.approx({"theta": 0.4}, rel=1e-9)
+    assert found["NN[0]"].truth == pytest.approx({"x*y": -0.4}, rel=1e-9)
+    assert truth == pytest.approx({"theta": 0.4}, rel=1e-9)
+    recovered, _ = recovered_model(model, found, implied)
+    x, y = obs.ys.unbind(-1)
+    with torch.no_grad():
+        out = recovered(obs.ts[0], obs.ys)
+    expected = torch.stack([1.1 * x - 0.4 * x * y, 0.1 * x * y - 0.4 * y], -1)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
 def test_samples_far_outside_the_data_are_flagged(one_thread):
     obs = _lv_observations(noise=0.02, seed=6)
     model = HybridModel(LV_SYSTEM)
