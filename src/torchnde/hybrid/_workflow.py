@@ -394,11 +394,15 @@ def discover(
        and the regression sets it. The share of samples outside the data's range is reported,
        with an :class:`ExtrapolationWarning` when it is not negligible.
     3. Check every candidate law by simulating it over the windows against the data after a
-       short refit; keep the best by the Bayesian information criterion among those whose loss
-       is within ``spec.discovery.max_loss_ratio`` of the hybrid model's. If none is, no law is
-       reported ("no sparse law found; the hybrid model stands").
-    4. Refit the coefficients of the chosen law (and the learnable parameters) on the data with
-       L-BFGS, on the windows and then on the whole trajectory.
+       short refit of its coefficients (from the hybrid model's window starts, kept fixed);
+       keep the sparsest candidate whose loss lies within one standard error of the best
+       candidate's (``loss * sqrt(2 / n)`` for ``n`` observed values).
+    4. Refit the coefficients of the chosen law (and the learnable parameters) on the windows
+       with their starts learnt, dropping terms whose refitted coefficients fall below the
+       threshold (at most :data:`PRUNE_ROUNDS` times), then on the whole trajectory. If the
+       refitted law does not reproduce the windows within ``spec.discovery.max_loss_ratio`` of
+       the hybrid model's loss, no law is reported ("no sparse law found; the hybrid model
+       stands": ``result.law_found`` is False).
     5. Optionally train a purely neural ODE on the same data, and forecast every model well past
        the training window; with synthetic data, score everything against the truth.
 
