@@ -245,11 +245,24 @@ def test_perturbations():
     assert set(sp[changed].unique().tolist()) <= {x.min().item(), x.max().item()}
 
 
-def test_a_short_training_run_lowers_the_loss():
-    """A coRNN learns to output the running mean of its input: the loss drops 5x in 150 Adam
-    steps."""
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CoRNN(1, 16, dt=0.2, gamma=1.0, epsilon=1.0),
+        lambda: LEM(1, 16, dt=0.5),
+        lambda: LipschitzRNN(1, 16, dt=0.2),
+        lambda: LipschitzRNN(1, 16, dt=0.2, scheme="rk2"),
+        lambda: NoisyRNN(1, 16, dt=0.2, sigma_additive=0.1, sigma_multiplicative=0.1),
+        lambda: LTC(1, 16, dt=0.5, unfolds=2),
+        lambda: CTRNN(1, 16, dt=0.5, unfolds=2),
+    ],
+    ids=["cornn", "lem", "lipschitz-euler", "lipschitz-rk2", "noisy", "ltc", "ctrnn"],
+)
+def test_a_short_training_run_lowers_the_loss(make):
+    """Each cell learns to output the running mean of its input: the loss drops at least 5x in
+    150 Adam steps (measured: 14-117x; the noisy RNN trained with its noise, judged without)."""
     torch.manual_seed(10)
-    model = Recurrent(CoRNN(1, 16, dt=0.2, gamma=1.0, epsilon=1.0), 1, return_all=True)
+    model = Recurrent(make(), 1, return_all=True)
     x = torch.randn(64, 20, 1)
     target = x.cumsum(1) / torch.arange(1, 21).view(1, 20, 1)
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
@@ -260,4 +273,6 @@ def test_a_short_training_run_lowers_the_loss():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0] / 5, losses[::30]
+    with torch.no_grad():
+        final = (model.eval()(x) - target).pow(2).mean().item()
+    assert final < losses[0] / 5, (losses[::30], final)
