@@ -248,6 +248,81 @@ def run_deepxde(dde: Any, case: Case, seed: int) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------
+# derivative modes: why torchnde.pinn's derivative helper is reverse mode only
+
+
+def derivative_modes(opts: Options) -> None:
+    """Burgers' residual ``u_t + u u_x - ν u_xx`` and its parameter gradient, three ways, on the
+    benchmark's network (8 × 20 tanh) at 2500 points: ``pinn.Derivatives`` (reverse-mode
+    autograd, what torchnde uses), nested ``torch.func.jvp`` (forward mode), and
+    ``torch.func.vmap`` of per-point ``jacrev`` / ``jacfwd(jacrev)``. Milliseconds per loss and
+    gradient (thread CPU time, median of rounds of 20 after 3 warm-up calls), and the largest
+    difference of the gradients from reverse mode's."""
+    from torch.func import functional_call, jacfwd, jacrev, jvp, vmap
+
+    torch.manual_seed(0)
+    net = pinn.MLP(2, 1, 20, 8)
+    points = torch.rand(1000 if opts.quick else 2500, 2)
+    nu = 0.01 / math.pi
+    along_x = torch.tensor([1.0, 0.0]).expand_as(points)
+    along_t = torch.tensor([0.0, 1.0]).expand_as(points)
+    params = dict(net.named_parameters())
+
+    def reverse() -> torch.Tensor:
+        x = points.clone().requires_grad_(True)
+        u = net(x)[:, 0]
+        d = pinn.Derivatives(x, ("x", "t"))
+        return (d(u, "t") + u * d(u, "x") - nu * d(u, "x", "x")).square().mean()
+
+    def forward_jvp() -> torch.Tensor:
+        def f(x):
+            return net(x)[:, 0]
+
+        def f_x(x):
+            return jvp(f, (x,), (along_x,))[1]
+
+        u, u_x = jvp(f, (points,), (along_x,))
+        u_t = jvp(f, (points,), (along_t,))[1]
+        u_xx = jvp(f_x, (points,), (along_x,))[1]
+        return (u_t + u * u_x - nu * u_xx).square().mean()
+
+    def point(p, x):
+        return functional_call(net, p, (x[None],))[0, 0]
+
+    def vmapped() -> torch.Tensor:
+        u = vmap(point, in_dims=(None, 0))(params, points)
+        g = vmap(jacrev(point, argnums=1), in_dims=(None, 0))(params, points)
+        h = vmap(jacfwd(jacrev(point, argnums=1), argnums=1), in_dims=(None, 0))(params, points)
+        return (g[:, 1] + u * g[:, 0] - nu * h[:, 0, 0]).square().mean()
+
+    def gradient(fn) -> torch.Tensor:
+        net.zero_grad()
+        fn().backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    times: dict[str, list[float]] = {}
+    for _ in range(opts.rounds(3)):
+        for fn in (reverse, forward_jvp, vmapped):
+            for _ in range(3):
+                gradient(fn)
+            started = time.thread_time()
+            for _ in range(20):
+                gradient(fn)
+            times.setdefault(fn.__name__, []).append(1e3 * (time.thread_time() - started) / 20)
+    exact = gradient(reverse)
+    print(
+        f"\nderivative modes, Burgers residual + gradient, {points.shape[0]} points, 8 x 20 tanh:"
+    )
+    for fn in (reverse, forward_jvp, vmapped):
+        difference = (gradient(fn) - exact).abs().max().item()
+        print(
+            f"{fn.__name__:12s} {_summary(times[fn.__name__]):>20s} ms  "
+            f"ratio to reverse {statistics.median(times[fn.__name__]) / statistics.median(times['reverse']):.2f}  "
+            f"max |gradient difference| {difference:.1e}"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
 
 
 def _summary(values: list[float]) -> str:
@@ -270,6 +345,7 @@ def main(opts: Options) -> None:
         import deepxde
 
         print(f"deepxde {deepxde.__version__}; seeds {seeds}; thread CPU time, one thread")
+    derivative_modes(opts)
     for case in _cases(opts.quick):
         rows: dict[str, list[dict[str, float]]] = {"torchnde": [], "deepxde": []}
         if case.curriculum:
