@@ -498,3 +498,66 @@ def test_bad_arguments_name_the_argument(cls):
     assert path.shape == (2,) and path.batched
     with pytest.raises(ValueError, match="batch size 3"):
         path.increment(T(0.0, 4), T(0.5, 4))
+
+
+# ---- Lévy-area approximations and the conditioned tree --------------------------------------
+
+
+@pytest.mark.parametrize("approximation", ["davie", "foster"])
+def test_levy_area_approximations_have_the_levy_area_moments(approximation):
+    """Davie's and Foster's approximations: antisymmetric, mean 0 and the Lévy area's variance
+    h²/4 off the diagonal; Foster's conditional variance given H is h²/20 + h(H_i² + H_j²)/5
+    (checked through E[(A - (H_i W_j - W_i H_j))² / σ²(H)] = 1); Davie's is h²/12."""
+    n, h = 40_000, 0.5
+    path = VirtualBrownianTree(0.0, 2.0, (n, 3), tol=1e-2, seed=11, levy_area="space-time",
+                               dtype=F64)  # fmt: skip
+    w, hh, a = path.area_increment(torch.tensor(0.3), torch.tensor(0.3 + h), approximation)
+    assert a.shape == (n, 3, 3)
+    torch.testing.assert_close(a, -a.transpose(-1, -2), rtol=0, atol=0)
+    off = a[:, 0, 1]
+    band = 5 / math.sqrt(n)
+    assert abs(off.mean().item()) / math.sqrt(h * h / 4) < band
+    assert abs(off.var().item() / (h * h / 4) - 1) < 5 * math.sqrt(2 / n) * 3  # 4th moment > 3
+    mean = hh[:, 0] * w[:, 1] - w[:, 0] * hh[:, 1]
+    if approximation == "foster":
+        var = h * h / 20 + h * (hh[:, 0] ** 2 + hh[:, 1] ** 2) / 5
+    else:
+        var = torch.full_like(mean, h * h / 12)
+    ratio = ((off - mean) ** 2 / var).mean().item()
+    assert abs(ratio - 1) < 5 * math.sqrt(2 / n)
+    # the same query gives the same area; backwards it changes sign
+    _, _, again = path.area_increment(torch.tensor(0.3), torch.tensor(0.3 + h), approximation)
+    assert torch.equal(a, again)
+    _, _, back = path.area_increment(torch.tensor(0.3 + h), torch.tensor(0.3), approximation)
+    torch.testing.assert_close(back, -a, rtol=1e-12, atol=1e-12)
+
+
+def test_levy_area_approximation_arguments():
+    path = VirtualBrownianTree(0.0, 1.0, (2,), seed=0)
+    with pytest.raises(ValueError, match="levy_area"):
+        path.area_increment(torch.tensor(0.0), torch.tensor(0.5), "davie")
+    path = VirtualBrownianTree(0.0, 1.0, (2,), seed=0, levy_area="space-time")
+    with pytest.raises(ValueError, match="approximation"):
+        path.area_increment(torch.tensor(0.0), torch.tensor(0.5), "wiktorsson")
+    scalar = VirtualBrownianTree(0.0, 1.0, (), seed=0, levy_area="space-time")
+    w, _, a = scalar.area_increment(torch.tensor(0.0), torch.tensor(0.5), "davie")
+    assert a.shape == w.shape == () and a.item() == 0.0
+
+
+@pytest.mark.parametrize("levy", [None, "space-time"])
+def test_tree_conditioned_on_its_end_value_is_the_brownian_bridge(levy):
+    """W(t1) - W(t0) = w1 exactly; in between W(s) ~ N(w1 s/T, s(T - s)/T) (time from t0), and
+    the two halves still add up to w1."""
+    n, T, s = 40_000, 2.0, 0.75
+    w1 = torch.randn(n, generator=torch.Generator().manual_seed(5), dtype=F64)
+    path = VirtualBrownianTree(0.0, T, (n,), tol=1e-2, seed=3, w1=w1, dtype=F64, levy_area=levy)
+    t0, ts, t1 = torch.tensor(0.0), torch.tensor(s), torch.tensor(T)
+    torch.testing.assert_close(path.increment(t0, t1), w1, rtol=0, atol=1e-12)
+    first = path.increment(t0, ts)
+    torch.testing.assert_close(first + path.increment(ts, t1), w1, rtol=0, atol=1e-12)
+    z = (first - w1 * s / T) / math.sqrt(s * (T - s) / T)
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-5
+    batched = VirtualBrownianTree(0.0, T, (4, 2), seed=3, w1=torch.ones(4, 2), batch_axis=0)
+    torch.testing.assert_close(batched.increment(t0, t1), torch.ones(4, 2))
+    with pytest.raises(ValueError, match="w1"):
+        VirtualBrownianTree(0.0, T, (4, 2), w1=torch.ones(4))

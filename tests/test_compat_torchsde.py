@@ -438,8 +438,6 @@ def test_errors_name_the_argument_and_the_fix():
         (lambda: nde.sdeint(WrongShape("general", "ito"), Y0, TS, bm=shared_bm("general")),
          ValueError, r"`WrongShape.g`.*\(4, 3, 5\)"),
         (lambda: nde.sdeint(diag, Y0, TS, method="euler", unknown=1), TypeError, "unknown"),
-        (lambda: nde.BrownianInterval(0.0, 1.0, size=(2, 2), levy_area_approximation="foster"),
-         ValueError, "space-time"),
         (lambda: nde.sdeint_adjoint(strat, Y0, TS, method="midpoint",
                                     adjoint_method="adjoint_reversible_heun"), ValueError,
          "reversible_heun"),

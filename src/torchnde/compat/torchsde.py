@@ -83,7 +83,12 @@ Deviations from torchsde, each deliberate:
 from __future__ import annotations
 
 import math
+import secrets
 import struct
+import sys
+import types as _types_module
+import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,10 +123,14 @@ __all__ = [
     "BrownianInterval",
     "BrownianPath",
     "BrownianTree",
+    "ReverseBrownian",
     "SDEIto",
     "SDEStratonovich",
+    "brownian_interval_like",
     "sdeint",
     "sdeint_adjoint",
+    "settings",
+    "types",
 ]
 
 NOISE_TYPES = ("diagonal", "additive", "scalar", "general")
@@ -160,6 +169,90 @@ _NEAREST = {  # what to use instead, by SDE type
     "ito": "'euler' (any noise) or 'milstein' (diagonal, scalar or additive noise)",
     "stratonovich": "'midpoint', 'heun', 'euler_heun', 'reversible_heun' or 'milstein'",
 }
+
+
+# ------------------------------------------------------------------------------------------------
+# torchsde.settings and torchsde.types: the constants and type aliases user code imports
+
+
+class _Names(type):
+    """torchsde's ``ContainerMeta``: a class of string constants that lists and contains them."""
+
+    def all(cls) -> list[str]:
+        return sorted(getattr(cls, x) for x in dir(cls) if not x.startswith("__"))
+
+    def __str__(cls) -> str:
+        return str(cls.all())
+
+    def __contains__(cls, item: object) -> bool:
+        return item in cls.all()
+
+
+def _names(name: str, **values: str) -> type:
+    return _Names(name, (), dict(values))
+
+
+def _module(name: str, doc: str, **values: Any) -> _types_module.ModuleType:
+    module = _types_module.ModuleType(f"{__name__}.{name}", doc)
+    module.__dict__.update(values)
+    sys.modules.setdefault(module.__name__, module)
+    return module
+
+
+#: ``torchsde.settings``: the names of methods, noise types, SDE types, Lévy-area approximations
+settings = _module(
+    "settings",
+    "torchsde's settings: the string constants of its arguments.",
+    METHODS=_names(
+        "METHODS",
+        euler="euler",
+        milstein="milstein",
+        srk="srk",
+        midpoint="midpoint",
+        reversible_heun="reversible_heun",
+        adjoint_reversible_heun="adjoint_reversible_heun",
+        heun="heun",
+        log_ode_midpoint="log_ode",
+        euler_heun="euler_heun",
+    ),
+    NOISE_TYPES=_names(
+        "NOISE_TYPES", general="general", diagonal="diagonal", scalar="scalar", additive="additive"
+    ),
+    SDE_TYPES=_names("SDE_TYPES", ito="ito", stratonovich="stratonovich"),
+    LEVY_AREA_APPROXIMATIONS=_names(
+        "LEVY_AREA_APPROXIMATIONS",
+        none="none",
+        space_time="space-time",
+        davie="davie",
+        foster="foster",
+    ),
+    METHOD_OPTIONS=_names("METHOD_OPTIONS", grad_free="grad_free"),
+)
+
+_Tensors = typing.Sequence[torch.Tensor]
+_Modules = typing.Sequence[torch.nn.Module]
+#: ``torchsde.types``: the type aliases of torchsde's signatures
+types = _module(
+    "types",
+    "torchsde's type aliases.",
+    Any=typing.Any,
+    Callable=typing.Callable,
+    Dict=dict,
+    Optional=typing.Optional,
+    Sequence=typing.Sequence,
+    Tuple=tuple,
+    Union=typing.Union,
+    Tensor=torch.Tensor,
+    Tensors=_Tensors,
+    TensorOrTensors=torch.Tensor | _Tensors,
+    Scalar=float | torch.Tensor,
+    Vector=typing.Sequence[float] | torch.Tensor,
+    Module=torch.nn.Module,
+    Modules=_Modules,
+    ModuleOrModules=torch.nn.Module | _Modules,
+    Size=torch.Size,
+    Sizes=typing.Sequence[torch.Size],
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,34 +311,69 @@ class BaseBrownian:
 
     def __call__(self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False):
         """``W(tb) - W(ta)`` (with ``tb=None``: ``W(ta)``, the path's value); with ``return_U``
-        also ``U = ∫_ta^tb (W(s) - W(ta)) ds``, torchsde's form of the space-time Lévy area."""
-        if return_A:
-            raise ValueError(
-                "return_A=True: the Lévy area approximations 'davie' and 'foster' are not "
-                "available in torchnde; only the space-time Lévy area (return_U=True)"
-            )
+        also ``U = ∫_ta^tb (W(s) - W(ta)) ds``, torchsde's form of the space-time Lévy area; with
+        ``return_A`` also the Davie or Foster approximation of the Lévy area
+        (:meth:`torchnde.VirtualBrownianTree.area_increment`), shaped ``(*size, size[-1])``
+        (zeros shaped like ``W`` when ``size`` has fewer than two axes, as in torchsde)."""
         point = tb is None
         if point:
-            ta, tb = self._t0, ta
-        t_a = torch.as_tensor(_scalar("ta", ta), dtype=torch.float64)
-        t_b = torch.as_tensor(_scalar("tb", tb), dtype=torch.float64)
-        if bool(t_a > t_b):
-            raise RuntimeError(
-                f"Query times ta={float(t_a):.3f} and tb={float(t_b):.3f} must respect ta <= tb."
+            warnings.warn(
+                f"{type(self).__name__} is optimised for interval-based queries, not point "
+                "evaluation.",
+                stacklevel=2,
             )
-        if return_U:
-            if self._approximation == "none":
-                raise ValueError(
-                    "return_U=True needs the space-time Lévy area: build the Brownian motion with "
-                    "levy_area_approximation='space-time'"
-                )
+            ta, tb = self._t0, ta
+        ta = self._clamp("ta", _scalar("ta", ta))
+        tb = self._clamp("ta" if point else "tb", _scalar("tb", tb))
+        if ta > tb:
+            raise RuntimeError(f"Query times ta={ta:.3f} and tb={tb:.3f} must respect ta <= tb.")
+        if (return_U or return_A) and self._approximation == "none":
+            raise ValueError(
+                f"return_U={return_U}, return_A={return_A} needs a Lévy area: build the Brownian "
+                "motion with levy_area_approximation='space-time' (U) or 'davie'/'foster' (U, A)"
+            )
+        if return_A and self._approximation == "space-time":
+            raise ValueError(
+                "return_A=True needs levy_area_approximation='davie' or 'foster' (this motion "
+                "has 'space-time', which gives U only)"
+            )
+        t_a = torch.tensor(ta, dtype=torch.float64)
+        t_b = torch.tensor(tb, dtype=torch.float64)
+        if not (return_U or return_A):
+            w = self.path.increment(t_a, t_b)
+            if point and self._w0 is not None:
+                w = w + self._w0
+            return w
+        if return_A:
+            w, h, a = self._area(t_a, t_b)
+        else:
             w, h = self.path.levy_increment(t_a, t_b)
-            u = (t_b - t_a).to(w.dtype) * (0.5 * w + h)
-            return w, u
-        w = self.path.increment(t_a, t_b)
-        if point and self._w0 is not None:
-            w = w + self._w0
-        return w
+        out = [w]
+        if return_U:
+            out.append((tb - ta) * (0.5 * w + h))
+        if return_A:
+            out.append(a)
+        return tuple(out)
+
+    def _area(self, ta: torch.Tensor, tb: torch.Tensor):
+        if len(self._size) < 2:  # torchsde: a scalar or one axis is a batch of 1-d motions
+            w, h = self.path.levy_increment(ta, tb)
+            return w, h, torch.zeros_like(w)
+        return self.path.area_increment(ta, tb, self._approximation)
+
+    def _clamp(self, name: str, t: float) -> float:
+        """torchsde's out-of-range queries: a warning, then the nearest end."""
+        if t < self._t0:
+            warnings.warn(
+                f"Should have {name}>=t0 but got {name}={t} and t0={self._t0}.", stacklevel=3
+            )
+            return self._t0
+        if t > self._t1:
+            warnings.warn(
+                f"Should have {name}<=t1 but got {name}={t} and t1={self._t1}.", stacklevel=3
+            )
+            return self._t1
+        return t
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -283,6 +411,8 @@ class BaseBrownian:
         entropy: int | None,
         tol: float,
         levy_area_approximation: str,
+        w: torch.Tensor | None = None,
+        h: torch.Tensor | None = None,
     ) -> None:
         t0, t1 = _scalar("t0", t0), _scalar("t1", t1)
         if not t0 < t1:
@@ -290,23 +420,17 @@ class BaseBrownian:
         if size is None:
             raise ValueError(
                 "Must specify `size`, the shape of each Brownian sample, e.g. "
-                "(batch, noise_channels)."
+                "(batch, noise_channels) (or give `W`)."
             )
         if levy_area_approximation not in LEVY_AREA_APPROXIMATIONS:
             raise ValueError(
                 f"`levy_area_approximation` must be one of {list(LEVY_AREA_APPROXIMATIONS)}, but "
                 f"got {levy_area_approximation!r}."
             )
-        if levy_area_approximation in ("davie", "foster"):
-            raise ValueError(
-                f"levy_area_approximation={levy_area_approximation!r} (an approximate Lévy area, "
-                "used by torchsde's log-ODE method) is not available in torchnde; use "
-                "levy_area_approximation='space-time' (what method='srk' needs) or 'none'"
-            )
         if tol < 0:
             raise ValueError("`tol` should be non-negative.")
         if entropy is None:
-            entropy = int(torch.randint(0, 2**31 - 1, ()))
+            entropy = _fresh_seed()
         self._t0, self._t1 = t0, t1
         self._size = tuple(int(s) for s in size)
         self._dtype = torch.get_default_dtype() if dtype is None else dtype
@@ -324,11 +448,19 @@ class BaseBrownian:
             levy_area=None if levy_area_approximation == "none" else "space-time",
             dtype=self._dtype,
             device=self._device,
+            w1=w,
+            h1=h if levy_area_approximation != "none" else None,
         )
 
     @property
     def entropy(self) -> int:
         return self._entropy
+
+
+def _fresh_seed() -> int:
+    """A seed for a fresh path that leaves torch's global random stream untouched (torchsde draws
+    its seeds from NumPy's, so a model's initialisation does not depend on whether sdeint ran)."""
+    return secrets.randbits(63)
 
 
 class BrownianInterval(BaseBrownian):
@@ -340,15 +472,19 @@ class BrownianInterval(BaseBrownian):
 
     Args:
         t0, t1: the interval the motion lives on.
-        size: the shape of one sample, ``(batch, noise_channels)`` for :func:`sdeint`.
-        dtype, device: of the increments (default: torch's default dtype, the CPU).
-        entropy: the seed (default: drawn from torch's global generator).
+        size: the shape of one sample, ``(batch, noise_channels)`` for :func:`sdeint` (default:
+            the shape of ``W``).
+        dtype, device: of the increments (default: those of ``W``, else torch's default dtype
+            and the CPU).
+        entropy: the seed (default: fresh, drawn without touching torch's random stream).
         dt, pool_size, cache_size, halfway_tree: tune torchsde's data structure; accepted, and
             without effect here (the tree is always query-order independent).
         tol: the time resolution, absolute as in torchsde; ``0`` (the default) means
             ``2^-20 (t1 - t0)``.
-        levy_area_approximation: ``"none"`` or ``"space-time"`` (needed by ``method="srk"``).
-        W, H: fixing the increment over ``[t0, t1]`` is not supported (raises).
+        levy_area_approximation: ``"none"``, ``"space-time"`` (``return_U``, needed by
+            ``method="srk"``), ``"davie"`` or ``"foster"`` (also ``return_A``).
+        W: the increment over ``[t0, t1]``: the motion is then the Brownian bridge to it.
+        H: with a Lévy area, the space-time Lévy area over ``[t0, t1]`` to condition on too.
     """
 
     def __init__(
@@ -368,14 +504,26 @@ class BrownianInterval(BaseBrownian):
         W: torch.Tensor | None = None,
         H: torch.Tensor | None = None,
     ):
-        if W is not None or H is not None:
-            raise ValueError(
-                "BrownianInterval(W=..., H=...): a Brownian motion conditioned on its increment "
-                "over [t0, t1] is not supported by torchnde's VirtualBrownianTree; use "
-                "torchsde.BrownianInterval(W=...) itself (sdeint accepts it as `bm`)"
-            )
+        for name, value in (("W", W), ("H", H)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(f"`{name}` must be a tensor, got {type(value).__name__}")
+        if W is not None:
+            size = W.shape if size is None else size
+            dtype = W.dtype if dtype is None else dtype
+            device = W.device if device is None else device
+        if H is not None and W is None:
+            raise ValueError("`H` (the space-time Lévy area over [t0, t1]) needs `W` as well")
         self._build(
-            t0, t1, size, dtype, device, entropy, _scalar("tol", tol), levy_area_approximation
+            t0,
+            t1,
+            size,
+            dtype,
+            device,
+            entropy,
+            _scalar("tol", tol),
+            levy_area_approximation,
+            W,
+            H,
         )
 
 
@@ -395,7 +543,7 @@ class BrownianPath(BaseBrownian):
 class BrownianTree(BaseBrownian):
     """torchsde's ``BrownianTree(t0, w0, t1=None, w1=None, entropy=None, tol=1e-6, …)``: a
     Brownian motion on ``[t0, t1]`` (default ``t0 + 1``) started at ``w0``, reproducible from
-    ``entropy``. ``w1`` (conditioning on the end value) is not supported; ``pool_size``,
+    ``entropy``; with ``w1`` it ends at ``w1`` (the Brownian bridge). ``pool_size``,
     ``cache_depth`` and ``safety`` have no effect, as in torchsde."""
 
     def __init__(
@@ -412,15 +560,64 @@ class BrownianTree(BaseBrownian):
     ):
         if not isinstance(w0, torch.Tensor):
             raise TypeError(f"`w0` must be a tensor, got {type(w0).__name__}")
-        if w1 is not None:
-            raise ValueError(
-                "BrownianTree(w1=...): conditioning on the end value is not supported by "
-                "torchnde's VirtualBrownianTree; use torchsde.BrownianTree itself as `bm`"
-            )
+        if w1 is not None and not isinstance(w1, torch.Tensor):
+            raise TypeError(f"`w1` must be a tensor, got {type(w1).__name__}")
         t0 = _scalar("t0", t0)
         t1 = t0 + 1 if t1 is None else _scalar("t1", t1)
         self._w0 = w0
-        self._build(t0, t1, w0.shape, w0.dtype, w0.device, entropy, _scalar("tol", tol), "none")
+        w = None if w1 is None else w1 - w0
+        self._build(t0, t1, w0.shape, w0.dtype, w0.device, entropy, _scalar("tol", tol), "none", w)
+
+
+class ReverseBrownian:
+    """torchsde's ``ReverseBrownian(bm)``: ``bm`` read backwards in time, ``W'(ta, tb) =
+    bm(-tb, -ta)`` (for solving ``-t`` forwards, as a reversed SDE does)."""
+
+    def __init__(self, base_brownian: Any):
+        self.base_brownian = base_brownian
+
+    def __call__(self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False):
+        return self.base_brownian(-tb, -ta, return_U=return_U, return_A=return_A)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_brownian={self.base_brownian})"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base_brownian.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.base_brownian.device
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.base_brownian.shape)
+
+    @property
+    def levy_area_approximation(self) -> str:
+        return self.base_brownian.levy_area_approximation
+
+
+def brownian_interval_like(
+    y: torch.Tensor,
+    t0: Any = 0.0,
+    t1: Any = 1.0,
+    size: tuple[int, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: Any = None,
+    **kwargs: Any,
+) -> BrownianInterval:
+    """torchsde's ``brownian_interval_like``: a :class:`BrownianInterval` with the size, dtype and
+    device of ``y`` (each overridable)."""
+    return BrownianInterval(
+        t0=t0,
+        t1=t1,
+        size=y.shape if size is None else size,
+        dtype=y.dtype if dtype is None else dtype,
+        device=y.device if device is None else device,
+        **kwargs,
+    )
 
 
 class _TorchsdeBrownian(AbstractPath):
@@ -773,7 +970,7 @@ def _noise_size(functions: Any, noise_type: str, ts: torch.Tensor, y0: torch.Ten
 def _check_bm(bm: Any, batch: int, state: int, noise_type: str) -> None:
     if bm is None:
         return
-    if not isinstance(bm, BaseBrownian) and not _is_torchsde_brownian(bm):
+    if not isinstance(bm, (BaseBrownian, ReverseBrownian)) and not _is_torchsde_brownian(bm):
         raise TypeError(
             "`bm` must be a BrownianInterval, BrownianPath or BrownianTree (this module's or "
             f"torchsde's), got {type(bm).__name__}"
@@ -872,10 +1069,6 @@ def _uniform_steps(ts: torch.Tensor, dt: float) -> int | None:
     if n >= 1 and abs(n * dt - span) <= 1e-9 * span:
         return n
     return None
-
-
-def _fresh_seed() -> int:
-    return int(torch.randint(0, 2**31 - 1, ()))
 
 
 def _user_path(setup: _Setup, bm: Any, needs_levy: bool) -> AbstractPath:

@@ -164,6 +164,73 @@ class AbstractBrownianPath(AbstractPath):
             )
         return self._query(t0, t1, True)
 
+    def area_increment(
+        self, t0: torch.Tensor, t1: torch.Tensor, approximation: str = "foster"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(W, H, A)`` over ``[t0, t1]``: the increment, the space-time Lévy area and an
+        approximation of the Lévy area ``A_ij = ½∫(W_i dW_j - W_j dW_i)`` between the channels
+        of the last axis (``A`` is shaped like ``W`` with that axis repeated; a path with one
+        channel, ``shape == ()``, has no area and gets zeros shaped like ``W``).
+
+        Both approximations take ``A`` as its conditional mean given ``(W, H)`` plus an
+        independent antisymmetric normal:
+
+        .. math::
+            \\tilde A_{ij} = H_i W_j - W_i H_j + σ_{ij} λ_{ij},\\qquad λ_{ij} = -λ_{ji} \\sim N(0, 1),
+
+        with ``σ² = h²/12`` (``approximation="davie"``: Davie, *KMT theory applied to
+        approximations of SDE*, 2014) or ``σ² = h²/20 + h (H_i² + H_j²)/5``
+        (``"foster"``: the conditional variance of ``A`` given ``H``, Foster, *Numerical
+        approximations for stochastic differential equations*, PhD thesis, Oxford 2020). Both
+        have the true Lévy area's mean 0 and variance ``h²/4`` off the diagonal; Foster's also
+        its conditional variance given ``H``. ``λ`` is a counter-based hash of (seed, ``t0``,
+        ``t1``), so the same query gives the same ``A``; it is not consistent between an
+        interval and its halves (an approximation of weak order, for log-ODE-type methods).
+        Queried backwards, ``A`` changes sign (the area of the reversed path).
+
+        Needs ``levy_area="space-time"``.
+        """
+        if approximation not in ("davie", "foster"):
+            raise ValueError(f'`approximation` must be "davie" or "foster", got {approximation!r}')
+        w, h = self.levy_increment(t0, t1)
+        if not self.shape:
+            return w, h, torch.zeros_like(w)
+        ta, tb, lead, _ = self._times(t0, t1)
+        sign = torch.where(tb < ta, -1.0, 1.0).to(w.dtype)
+        lo, hi = torch.minimum(ta, tb), torch.maximum(ta, tb)
+        span = (hi - lo).to(w.dtype)
+        # the forward increment: W changes sign backwards, H does not
+        sign_w = sign.reshape(*lead, *([1] * len(self.shape)))
+        w_fwd = w * sign_w
+        mean = h.unsqueeze(-1) * w_fwd.unsqueeze(-2) - w_fwd.unsqueeze(-1) * h.unsqueeze(-2)
+        noise = self._area_normals(lo, hi, lead, w.dtype)
+        step = span.reshape(*lead, *([1] * (len(self.shape) + 1)))
+        if approximation == "davie":
+            var = step * step / 12
+        else:
+            hh = h * h
+            var = step * step / 20 + step * (hh.unsqueeze(-1) + hh.unsqueeze(-2)) / 5
+        area = (mean + var.sqrt() * noise) * sign_w.unsqueeze(-1)
+        return w, h, area
+
+    def _area_normals(self, lo, hi, lead, dtype) -> torch.Tensor:
+        """Antisymmetric standard normals ``(*lead, *shape, d)`` keyed by (seed, ``lo``,
+        ``hi``, entry): ``(N - Nᵀ)/√2``."""
+        d = self.shape[-1]
+        entries = math.prod(self.shape) * d
+        bits = torch.stack([lo, hi]).to(torch.float64).view(torch.int64)  # (2, *lead)
+        key = torch.tensor(_seed_lanes(self.seed ^ 0x5DEECE66D), device=bits.device)
+        key = key.reshape(2, *([1] * len(lead)))
+        for word in (bits[0] & _MASK, (bits[0] >> 32) & _MASK, bits[1] & _MASK):
+            key = _pcg(key ^ word)
+        key = _pcg(key ^ ((bits[1] >> 32) & _MASK))
+        counter = torch.arange(entries, device=bits.device)
+        if self.batched:  # one stream per sample
+            counter = counter + entries * torch.arange(self.batch, device=bits.device)[:, None]
+        u = _pcg(key.unsqueeze(-1) ^ counter)  # (2, *lead, entries)
+        z = _box_muller(u, dtype)[0].to(dtype).reshape(*lead, *self.shape, d)
+        return (z - z.transpose(-1, -2)) * (0.5**0.5)
+
     def _times(self, t0, t1):
         """The query times as float64 tensors of a common shape ``lead``, ``()`` or ``(batch,)``,
         with the dtypes they came in."""
@@ -196,7 +263,7 @@ class AbstractBrownianPath(AbstractPath):
         """``(W, H or None)`` over ``[t0, t1]`` (``H`` when ``levy``)."""
 
     def _out(self, x: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
-        return x.to(self.dtype).reshape(*lead, *self.shape)
+        return x.to(self.dtype).reshape((*lead, *self.shape))
 
     # ---- the span of a solve -------------------------------------------------------------------
 
@@ -521,6 +588,10 @@ class VirtualBrownianTree(AbstractBrownianPath):
             that uses the path (float32 before any solve).
         device: where queries are computed.
         batch_axis: None, or 0 for one path per sample.
+        w1: condition the path on its end value, ``W(t1) - W(t0) = w1`` (a tensor of the
+            path's full shape, batch included): the path is then the Brownian bridge to ``w1``.
+        h1: with ``levy_area="space-time"``, also condition on the space-time Lévy area over
+            ``[t0, t1]``.
 
     Without a batch axis the path may also be queried at ``(batch,)`` times: one path read at
     several times. References: Gaines & Lyons, *Variable step size control in the numerical
@@ -544,6 +615,8 @@ class VirtualBrownianTree(AbstractBrownianPath):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         batch_axis: int | None = None,
+        w1: torch.Tensor | None = None,
+        h1: torch.Tensor | None = None,
     ):
         self._setup(t0, t1, shape, seed, levy_area, dtype, device, batch_axis)
         tol = _real("tol", tol)
@@ -580,6 +653,43 @@ class VirtualBrownianTree(AbstractBrownianPath):
             )
         sample = torch.arange(self.batch, device=dev)[:, None]
         self._counter = sample * pairs + torch.arange(pairs, device=dev)  # (batch, pairs)
+        self._ends = self._end_values(w1, h1)
+
+    def _end_values(self, w1, h1) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``w1``/``h1`` as the root's normals ``(batch or 1, channels)``: the bridge from 0 to
+        ``w1`` (and, with Lévy area, the space-time area ``h1`` over ``[t0, t1]``)."""
+        full = ((self.batch,) if self.batched else ()) + self.shape
+        out = []
+        for name, value, scale in (("w1", w1, self._root_f[0]), ("h1", h1, self._root_f[1])):
+            if value is None:
+                out.append(None)
+                continue
+            if name == "h1" and self.levy_area is None:
+                raise ValueError(
+                    '`h1` (the space-time Lévy area over [t0, t1]) needs levy_area="space-time"'
+                )
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != full:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise ValueError(f"`{name}` must be a tensor of the path's shape {full}, got {got}")
+            z = value.detach().to(device=self.device, dtype=torch.float64) / scale
+            out.append(z.reshape(self.batch if self.batched else 1, self.channels))
+        return out[0], out[1]
+
+    def _condition(self, z: torch.Tensor) -> torch.Tensor:
+        """Put the end values' normals in the root's row of ``z`` (``(R, *lead, channels)``, or
+        ``(2, R, *lead, pairs)`` with Lévy area)."""
+        w1, h1 = self._ends
+        if w1 is None and h1 is None:
+            return z
+        z = z.clone()
+        rows = z if self.levy_area is None else z[0]
+        if w1 is not None:
+            root = rows[0]
+            rows[0] = (w1 if self.batched else w1[0]).to(z.dtype).expand_as(root)
+        if h1 is not None:
+            root = z[1, 0]
+            z[1, 0] = (h1 if self.batched else h1[0]).to(z.dtype).expand_as(root)
+        return z
 
     def __repr__(self) -> str:
         shape = ((self.batch,) if self.batched else ()) + self.shape
@@ -610,7 +720,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
         h = _pcg((nodes & _MASK) ^ self._lanes.reshape(2, *([1] * nodes.ndim)))
         if self.depth > 32:  # heap numbers from 2^32: their high bits too
             h = _pcg(h ^ (nodes >> 32))
-        z = self._normals(h, self._counter if self.batched else self._counter[0])
+        z = self._condition(self._normals(h, self._counter if self.batched else self._counter[0]))
         delta = s[1] - s[0]
         if self.levy_area is None:
             w = self._sigma[0].reshape(cells.shape) * (_tent(x[:, :, 1]) - _tent(x[:, :, 0]))
@@ -697,7 +807,7 @@ class VirtualBrownianTree(AbstractBrownianPath):
         if self.depth > 32:
             lanes = [[_pcg(h ^ (n >> 32)) for h, n in zip(lane, nodes)] for lane in lanes]
         dev = self.device
-        z = self._normals(torch.tensor(lanes, device=dev), self._counter[0])
+        z = self._condition(self._normals(torch.tensor(lanes, device=dev), self._counter[0]))
         weights = torch.tensor(weights, dtype=self.dtype, device=dev)  # (W/H, stream, R)
         if self.levy_area is None:
             return self._out(_contract(weights[0], z, ()), ()), None
