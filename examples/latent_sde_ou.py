@@ -33,13 +33,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     data = ou.simulate(cfg["train"], ts, seed=100 + args.seed)
     gen = torch.Generator().manual_seed(args.seed)
 
-    class Ticks:  # a progress bar that prints now and then
-        count = 0
+    class Ticks:  # a progress bar that prints now and then, and keeps the latent SDE's ELBOs
+        def __init__(self):
+            self.count = 0
+            self.elbos: list[float] = []
 
         def update(self, n=1):
             self.count += n
 
         def set_postfix(self, **values):
+            if "elbo" in values:
+                self.elbos.append(float(values["elbo"]))
             if self.count % 50 == 1:
                 print(
                     f"iteration {self.count:5d}  "
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     latent = ou._train_latent(Context, ts, data, cfg, gen)
     gan = ou._train_gan(Context, ts, data, cfg, gen)
     mean, std = ou.truth(ts)
-    results = {}
+    elbos = Context.progress.elbos
+    results = {"elbo_first": elbos[0], "elbo_last": elbos[-1]}
     with torch.no_grad():
         for name, paths in (
             ("latent SDE", latent.sample_prior(ts, cfg["samples"], seed=1, generator=gen)[..., 0]),
