@@ -259,6 +259,60 @@ def test_report_md_ties_the_run_together(folder):
     assert "[`metrics.json`](metrics.json)" in report
 
 
+def _with_sampling_and_selection(found: bool) -> DiscoveryResult:
+    """make_result() with the networks sampled on states of which 3 in 21 leave x's range, and
+    two candidate laws of which the sparser won."""
+    from torchnde.hybrid import LawCandidate, LawSelection
+    from torchnde.hybrid._sampling import sampling_report
+
+    result = make_result()
+    states = result.observations.ys.clone()
+    states[:3, 0] = 12.0  # x = 10 + sin(t) is observed in [9.022, 11]
+    model = result.fits["hybrid"].model
+    result.sampling = sampling_report(
+        model.parsed, result.observations, result.observations.ts, states, 4
+    )
+    candidates = [
+        LawCandidate(0.1, "NN1 ≈ -0.4*x*y + 0.01*x**2; NN2 ≈ 0.1*x*y", 3, 1.00e-3, within=True),
+        LawCandidate(0.2, "NN1 ≈ -0.4*x*y; NN2 ≈ 0.1*x*y", 2, 1.02e-3, within=True, chosen=True),
+    ]
+    result.selection = LawSelection(
+        candidates, 1.00e-3, 2.2e-4, 42, 2.0, "threshold 0.2 won: the sparsest", found=found
+    )
+    if not found:
+        result.recoveries = {}
+    return result
+
+
+def test_the_report_says_where_the_networks_were_sampled_and_why_the_law_won(tmp_path):
+    result = _with_sampling_and_selection(found=True)
+    assert result.sampling.fraction_outside == pytest.approx(3 / 21)
+    assert result.sampling.outside == {"NN1": pytest.approx(3 / 21), "NN2": pytest.approx(3 / 21)}
+    write_run_folder(result, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "14.3% of them lie outside the observed range" in report
+    assert "NN1 14.3%, NN2 14.3%" in report
+    assert (
+        "**Warning:** the fitted model leaves the data" in report and "x in [9.022, 11]" in report
+    )
+    assert "| 0.2 | `NN1 ≈ -0.4*x*y; NN2 ≈ 0.1*x*y` | 2 | 0.00102 | yes | **chosen** |" in report
+    assert "Threshold 0.2 won: the sparsest." in report
+    metrics = strict_json((tmp_path / "metrics.json").read_text())
+    assert metrics["law_found"] is True
+    assert metrics["sampling"]["fraction_outside_data_range"] == pytest.approx(3 / 21)
+    assert metrics["sampling"]["warning"] == result.sampling.warning
+    assert [c["chosen"] for c in metrics["selection"]["candidates"]] == [False, True]
+
+
+def test_without_a_law_the_report_prints_none(tmp_path):
+    write_run_folder(_with_sampling_and_selection(found=False), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "**No sparse law found; the hybrid model stands.**" in report
+    assert "-0.401*x*y" not in report  # no equation is printed
+    metrics = strict_json((tmp_path / "metrics.json").read_text())
+    assert metrics["law_found"] is False and metrics["recovered_terms"] == {}
+
+
 def test_without_the_truth_the_report_says_so_and_the_figures_are_still_drawn(tmp_path):
     written = write_run_folder(make_result(truth=False), tmp_path)
     report = (tmp_path / "report.md").read_text()
