@@ -33,6 +33,7 @@ from .solvers import (
     RK4,
     RK38,
     SRA1,
+    SRI,
     AbstractDIRK,
     AbstractExplicitRungeKutta,
     AbstractRosenbrock,
@@ -64,6 +65,7 @@ from .solvers import (
     Rodas5P,
     Rosenbrock23,
     RosenbrockTableau,
+    StepDoubling,
     Tsit5,
 )
 from .terms import AbstractTerm, ControlTerm, MultiTerm, ODETerm
@@ -76,6 +78,7 @@ __all__ = [
     "RK4",
     "RK38",
     "SRA1",
+    "SRI",
     "AbstractAdjoint",
     "AbstractBrownianPath",
     "AbstractController",
@@ -133,6 +136,7 @@ __all__ = [
     "Solution",
     "SolveError",
     "Status",
+    "StepDoubling",
     "StepTo",
     "Tsit5",
     "VirtualBrownianTree",

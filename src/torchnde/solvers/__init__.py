@@ -4,6 +4,7 @@ generic stepper."""
 from ._base import AbstractReversibleSolver, AbstractSolver, StepResult
 from ._dopri5 import Dopri5
 from ._dopri8 import Dopri8
+from ._doubling import StepDoubling
 from ._explicit import (
     RK4,
     RK38,
@@ -22,7 +23,7 @@ from ._nonlinear import AbstractNonlinearSolver, Chord, Newton, NewtonKrylov
 from ._reversible import ReversibleHeun
 from ._rosenbrock import AbstractRosenbrock, Rodas5P, Rosenbrock23, RosenbrockTableau
 from ._runge_kutta import AbstractExplicitRungeKutta, AbstractRungeKutta
-from ._sde import SRA1, AbstractSDESolver, EulerHeun, EulerMaruyama, Milstein
+from ._sde import SRA1, SRI, AbstractSDESolver, EulerHeun, EulerMaruyama, Milstein
 from ._switch import AutoSwitch, stability_boundary
 from ._tableau import ButcherTableau, Interpolant
 from ._tsit5 import Tsit5
@@ -31,6 +32,7 @@ __all__ = [
     "RK4",
     "RK38",
     "SRA1",
+    "SRI",
     "AbstractDIRK",
     "AbstractExplicitRungeKutta",
     "AbstractNonlinearSolver",
@@ -66,6 +68,7 @@ __all__ = [
     "Rodas5P",
     "Rosenbrock23",
     "RosenbrockTableau",
+    "StepDoubling",
     "StepResult",
     "Tsit5",
     "stability_boundary",

@@ -29,6 +29,7 @@ of solutions of stochastic differential equations*, SIAM J. Numer. Anal. 48(3), 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -202,13 +203,25 @@ class Milstein(AbstractSDESolver):
     method is Euler–Maruyama. The derivative is taken with ``create_graph`` whenever gradients are
     being recorded, so gradients flow through it (second derivatives of ``g``).
 
+    With ``derivative_free=True`` the derivative term is replaced by its finite-difference form
+    (Kloeden & Platen 1992, §11.1): with ``ȳ = y_0 + f Δt + g \\sqrt{Δt}`` (Itô; ``y_0 +
+    g \\sqrt{Δt}`` for Stratonovich),
+
+    .. math:: \\tfrac12 (∂_y g · g)(ΔW^2 - Δt) \\approx
+        \\frac{g(t_0, ȳ) - g(t_0, y_0)}{2\\sqrt{Δt}} (ΔW^2 - Δt),
+
+    one more diffusion evaluation instead of a derivative (no autograd through ``g``; the same
+    strong order 1.0).
+
     Strong order 1.0; no error estimate (Kloeden & Platen 1992, §10.3).
 
     Args:
         interpretation: ``"ito"`` (default) or ``"stratonovich"``: which SDE the term is.
+        derivative_free: use the finite-difference form of the correction.
     """
 
     interpretation: str = "ito"
+    derivative_free: bool = False
 
     order: ClassVar[int] = 1
     strong_order: ClassVar[float] = 1.0
@@ -241,7 +254,9 @@ class Milstein(AbstractSDESolver):
         dw = sde.diffusion.contr(u0, u1)
         noise = sde.diffusion.noise
         ito = self.interpretation == "ito"
-        if noise == "diagonal":  # flat: g ⊙ dW + ½ (∂g/∂y · g) ⊙ (dW² - h), as torchsde
+        if self.derivative_free and noise != "additive":
+            y1 = self._derivative_free(sde, u0, y0, f0, dw, dt)
+        elif noise == "diagonal":  # flat: g ⊙ dW + ½ (∂g/∂y · g) ⊙ (dW² - h), as torchsde
             dw = dw.reshape(-1, y0.shape[1])
             weight = dw * dw
             if ito:
@@ -260,6 +275,27 @@ class Milstein(AbstractSDESolver):
         f1 = None if sde.drift is None else sde.drift.vf(u1, sde.spec.unflatten(y1), sde.args)
         return StepResult(y1, None, sde.pack(f1, g_carried), (y0, y1), 2)
 
+    def _derivative_free(self, sde: _SDE, t, y0: torch.Tensor, f0, dw: torch.Tensor, dt):
+        """``y0 + g ΔW + (g(ȳ) - g(y0)) (ΔW² - Δt) / (2√Δt)`` (the drift is added by the
+        caller), for diagonal or scalar noise."""
+        g0 = sde.g(t, y0)
+        root = dt.abs().sqrt() if isinstance(dt, torch.Tensor) else math.sqrt(abs(dt))
+        flat_g = (
+            sde.spec.flatten(tree_map(lambda v: v[..., 0], g0))
+            if (sde.diffusion.noise == "scalar")
+            else sde.spec.flatten(g0)
+        )
+        bar = y0 + flat_g * root
+        if self.interpretation == "ito":
+            bar = _axpy(bar, sde.flat(f0), dt)
+        g_bar = sde.g(t, bar)
+        weight = dw * dw
+        if self.interpretation == "ito":
+            weight = weight - (_abs_like(dt, dw) if isinstance(dt, torch.Tensor) else abs(dt))
+        scale = 0.5 / (_abs_like(root, dw) if isinstance(root, torch.Tensor) else root)
+        diff = tree_map(torch.sub, g_bar, g0)
+        return y0 + sde.gdw(g0, dw) + sde.gdw(diff, weight * scale)
+
     @staticmethod
     def _diagonal(sde: _SDE, t, y0: torch.Tensor, weight: torch.Tensor):
         """The flat ``g`` and ``Σ_i w_i g_i ∂g_i/∂y_j`` for diagonal noise: one vector–Jacobian
@@ -269,9 +305,11 @@ class Milstein(AbstractSDESolver):
         with torch.enable_grad():
             y = y0 if y0.requires_grad else y0.detach().requires_grad_(True)
             flat = sde.spec.flatten(sde.g(t, y))
-            (correction,) = torch.autograd.grad(
-                flat, y, grad_outputs=flat * weight, create_graph=record, allow_unused=True
-            )
+            correction = None
+            if flat.requires_grad:  # otherwise g depends neither on y nor on anything else
+                (correction,) = torch.autograd.grad(
+                    flat, y, grad_outputs=flat * weight, create_graph=record, allow_unused=True
+                )
         if correction is None:  # g does not depend on y
             correction = torch.zeros_like(flat)
         if not record:
@@ -290,14 +328,25 @@ class Milstein(AbstractSDESolver):
             leaves = tree_leaves(g)
             direction = sde.spec.flatten(tree_map(lambda v: v[..., 0], g))
             cotangents = [torch.zeros_like(v, requires_grad=True) for v in leaves]
-            (vjp,) = torch.autograd.grad(
-                leaves, y, grad_outputs=cotangents, create_graph=True, allow_unused=True
-            )
+            vjp = None
+            if any(v.requires_grad for v in leaves):  # else g depends on nothing differentiable
+                used = [(v, c) for v, c in zip(leaves, cotangents) if v.requires_grad]
+                (vjp,) = torch.autograd.grad(
+                    [v for v, _ in used],
+                    y,
+                    grad_outputs=[c for _, c in used],
+                    create_graph=True,
+                    allow_unused=True,
+                )
             if vjp is None:  # g does not depend on y
                 dgg = [torch.zeros_like(v) for v in leaves]
             else:
                 dgg = torch.autograd.grad(
-                    vjp, cotangents, grad_outputs=direction, create_graph=record, allow_unused=True
+                    vjp,
+                    cotangents,
+                    grad_outputs=direction,
+                    create_graph=record,
+                    allow_unused=True,
                 )
                 dgg = [torch.zeros_like(v) if d is None else d for v, d in zip(leaves, dgg)]
         if not record:
@@ -428,3 +477,124 @@ class SRA1(AbstractSDESolver):
         f1 = sde.f(u1, y1)
         vf1 = sde.pack(None if f1 is None else sde.spec.unflatten(f1), g1)
         return StepResult(y1, y_error, vf1, (y0, y1), 2)
+
+
+def _like(x, w: torch.Tensor):
+    """A per-step number (a float, or a ``(batch, 1)`` tensor under a batch axis) shaped to
+    broadcast against the increment ``w`` in its dtype."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    if x.ndim:
+        x = x.reshape(x.shape[0], *([1] * (w.ndim - 1)))
+    return x.to(w.dtype)
+
+
+class SRI(AbstractSDESolver):
+    """Rößler's stochastic Runge–Kutta method of strong order 1.5 for Itô SDEs with diagonal or
+    scalar noise (the SRI family; the coefficient set torchsde's ``srk`` runs, which it calls
+    SRID2).
+
+    With ``I = ΔW``, ``I_0 = ∫_{t_0}^{t_1}(W_s - W_{t_0}) ds = Δt (ΔW/2 + H)`` (from the
+    space-time Lévy area ``H``), ``I_{11} = (ΔW² - Δt)/2`` and ``I_{111} = (ΔW³ - 3ΔtΔW)/6``,
+    four stages
+
+    .. math::
+        H^{(0)}_i &= y_0 + \\sum_{j<i} A^{(0)}_{ij} f(t_0 + c^{(0)}_j Δt, H^{(0)}_j) Δt
+                    + B^{(0)}_{ij} g(t_0 + c^{(1)}_j Δt, H^{(1)}_j) I_0/Δt, \\\\
+        H^{(1)}_i &= y_0 + \\sum_{j<i} A^{(1)}_{ij} f(t_0 + c^{(0)}_j Δt, H^{(0)}_j) Δt
+                    + B^{(1)}_{ij} g(t_0 + c^{(1)}_j Δt, H^{(1)}_j) \\sqrt{Δt}, \\\\
+        y_1 &= y_0 + \\sum_i α_i f(t_0 + c^{(0)}_i Δt, H^{(0)}_i) Δt
+              + \\big(β^{(1)}_i I + β^{(2)}_i \\tfrac{I_{11}}{\\sqrt{Δt}}
+              + β^{(3)}_i \\tfrac{I_0}{Δt} + β^{(4)}_i \\tfrac{I_{111}}{Δt}\\big)
+                g(t_0 + c^{(1)}_i Δt, H^{(1)}_i),
+
+    products taken channel by channel (diagonal noise: ``g_k`` drives ``y_k`` with its own
+    ``W_k``; scalar noise: every channel with the one ``W``). Three drift and four diffusion
+    evaluations per step; no error estimate (``StepDoubling(SRI())`` adapts it).
+
+    Needs ``ControlTerm(g, path, noise="diagonal")`` or ``"scalar"`` and a Brownian path built
+    with ``levy_area="space-time"``. Strong order 1.5 holds for diagonal noise whose ``g_k``
+    depends on ``y_k`` alone and for scalar noise.
+
+    Reference: A. Rößler, *Runge–Kutta methods for the strong approximation of solutions of
+    stochastic differential equations*, SIAM J. Numer. Anal. 48(3):922–952, 2010 (the SRI
+    schemes of strong order 1.5 for diagonal and scalar noise).
+    """
+
+    order = 2
+    strong_order = 1.5
+    interpretation = "ito"
+    noise_types: ClassVar[tuple[str, ...]] = ("diagonal", "scalar")
+
+    c0 = (0.0, 1.0, 0.5, 0.0)
+    c1 = (0.0, 0.25, 1.0, 0.25)
+    a0 = ((), (1.0,), (0.25, 0.25), (0.0, 0.0, 0.0))
+    a1 = ((), (0.25,), (1.0, 0.0), (0.0, 0.0, 0.25))
+    b0 = ((), (0.0,), (1.0, 0.5), (0.0, 0.0, 0.0))
+    b1 = ((), (-0.5,), (1.0, 0.0), (2.0, -1.0, 0.5))
+    alpha = (1 / 6, 1 / 6, 2 / 3, 0.0)
+    beta1 = (-1.0, 4 / 3, 2 / 3, 0.0)
+    beta2 = (1.0, -4 / 3, 1 / 3, 0.0)
+    beta3 = (2.0, -4 / 3, -2 / 3, 0.0)
+    beta4 = (-2.0, 5 / 3, -2 / 3, 1.0)
+
+    def check_terms(self, term: Any) -> None:
+        _, diffusion = _split_sde(term, self)
+        if diffusion.noise not in self.noise_types:
+            raise ValueError(
+                self._noise_message(diffusion)
+                + ": use `SRA1()` for additive noise, `EulerMaruyama()` (or a Stratonovich "
+                "method) for general noise"
+            )
+        if getattr(diffusion.path, "levy_area", None) != "space-time":
+            raise ValueError(
+                f"`SRI()` needs the space-time Lévy area of the Brownian motion, but the path "
+                f"{diffusion.path!r} has levy_area={getattr(diffusion.path, 'levy_area', None)!r}; "
+                'build it with `levy_area="space-time"`'
+            )
+
+    def _integrals(self, w: torch.Tensor, h: torch.Tensor, dt):
+        """The weights of ``g`` in the result (one per stage), in ``H^{(0)}`` (``I_0/Δt``) and in
+        ``H^{(1)}`` (``√Δt``), from the increment ``w`` and space-time Lévy area ``h``."""
+        step = _like(dt, w)
+        size = step.abs() if isinstance(step, torch.Tensor) else abs(step)
+        root = size**0.5
+        i0 = step * (0.5 * w + h)
+        i11 = 0.5 * (w * w - size)
+        i111 = (w**3 - 3 * size * w) / 6
+        weights = [
+            b1 * w + b2 * i11 / root + b3 * i0 / step + b4 * i111 / step
+            for b1, b2, b3, b4 in zip(self.beta1, self.beta2, self.beta3, self.beta4)
+        ]
+        return weights, i0 / step, torch.ones_like(w) * root
+
+    def _needs_drift(self, i: int) -> bool:
+        later = range(i + 1, len(self.alpha))
+        return bool(self.alpha[i]) or any(self.a0[k][i] or self.a1[k][i] for k in later)
+
+    def step(self, problem, t0, t1, y0, state):
+        sde = _SDE(problem)
+        u0, u1, dt = sde.times(t0, t1, y0)
+        f0, g0 = sde.unpack(state)
+        weights, area, unit = self._integrals(*sde.diffusion.path.levy_increment(u0, u1), dt)
+        fs, gs = [sde.flat(f0)], [g0]
+        for i in range(1, len(self.alpha)):
+            h0, h1 = y0, y0
+            for j in range(i):
+                if self.a0[i][j]:
+                    h0 = _axpy(h0, fs[j], self.a0[i][j] * dt)
+                if self.a1[i][j]:
+                    h1 = _axpy(h1, fs[j], self.a1[i][j] * dt)
+                if self.b0[i][j]:
+                    h0 = h0 + sde.gdw(gs[j], self.b0[i][j] * area)
+                if self.b1[i][j]:
+                    h1 = h1 + sde.gdw(gs[j], self.b1[i][j] * unit)
+            at = problem.user_time
+            fs.append(sde.f(at(t0 + self.c0[i] * (t1 - t0)), h0) if self._needs_drift(i) else None)
+            gs.append(sde.g(at(t0 + self.c1[i] * (t1 - t0)), h1))
+        y1 = y0
+        for i, weight in enumerate(weights):
+            if self.alpha[i] and fs[i] is not None:
+                y1 = _axpy(y1, fs[i], self.alpha[i] * dt)
+            y1 = y1 + sde.gdw(gs[i], weight)
+        return StepResult(y1, None, problem.vf(t1, y1), (y0, y1), len(self.alpha))
