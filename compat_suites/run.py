@@ -131,7 +131,7 @@ def run_suite(name: str, src: Path, facade: bool, extra: list[str], show: bool) 
         env = _env(facade, count_json)
         print(f"  [{name}] testing {_which(name, env)}")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "compat_count", "-p", "no:cacheprovider"]
-        cmd += ["--rootdir", str(work), *PEERS[name].pytest_args, *extra]
+        cmd += ["--rootdir", str(work), "--continue-on-collection-errors", *PEERS[name].pytest_args, *extra]
         if not any(not a.startswith("-") and (work / a).exists() for a in extra):
             cmd.append(PEERS[name].tests)
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=not show, text=True)

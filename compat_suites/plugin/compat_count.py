@@ -2,7 +2,7 @@
 
 The unit counted is a subtest (``self.subTest`` in unittest, the ``subtests`` fixture in pytest),
 or a test that has none. A test with subtests also counts once if it fails outside all of them.
-The JSON file (path in ``$COMPAT_COUNT_JSON``) holds ``{"passed": n, "failed": n, "skipped": n,
+A test file that cannot be imported counts as one failure. The JSON file (path in ``$COMPAT_COUNT_JSON``) holds ``{"passed": n, "failed": n, "skipped": n,
 "failures": [{"test": nodeid, "subtest": text, "message": first line}]}``.
 """
 
@@ -37,6 +37,13 @@ def pytest_runtest_logreport(report) -> None:
         entry["own"], entry["msg"] = "failed", _message(report)
     elif report.skipped and report.when in ("setup", "call") and entry["own"] == "passed":
         entry["own"] = "skipped"
+
+
+def pytest_collectreport(report) -> None:
+    """A test file that cannot be collected counts as one failure."""
+    if report.failed:
+        entry = _outcomes[report.nodeid]
+        entry["own"], entry["msg"] = "failed", "collection: " + _message(report)
 
 
 def pytest_sessionfinish(session) -> None:
