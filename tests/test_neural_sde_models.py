@@ -143,3 +143,27 @@ def test_sde_gan_critic_learns_to_separate():
     g_loss = gan.generator_loss(ts, 16, generator=gen)
     g_loss.backward()
     assert gan.generator.drift[0].weight.grad.abs().sum() > 0
+
+
+def test_sde_gan_generator_learns_against_a_fixed_critic():
+    """The generator, trained 25 steps against a fixed (clipped) critic, raises its mean score
+    E[D(generated)] by more than 10 standard errors of its 512-path estimate (measured 38-65 over 4 seeds)."""
+    torch.manual_seed(6)
+    gen = torch.Generator().manual_seed(7)
+    ts = torch.linspace(0, 1, 11)
+    gan = SDEGAN(1, hidden_size=8, noise_size=2, mlp_size=16, discriminator_hidden=8)
+
+    def scores():
+        with torch.no_grad():
+            return gan.discriminator(ts, gan.sample(ts, 512, generator=gen))
+
+    before = scores()
+    opt = torch.optim.Adam(gan.generator.parameters(), lr=1e-2)
+    for _ in range(25):
+        loss = gan.generator_loss(ts, 32, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = scores()
+    stderr = (before.var() / 512 + after.var() / 512).sqrt()
+    assert after.mean() - before.mean() > 10 * stderr, (before.mean(), after.mean(), stderr)
