@@ -79,7 +79,9 @@ Y0 = torch.rand(BATCH, D, generator=torch.Generator().manual_seed(1), dtype=F64)
 BOTH = [  # (noise type, sde type, method): every combination both libraries run
     *[(n, "ito", "euler") for n in ("diagonal", "scalar", "additive", "general")],
     *[(n, "ito", "milstein") for n in ("diagonal", "scalar", "additive")],
-    ("additive", "ito", "srk"),
+    *[(n, "ito", "milstein_grad_free") for n in ("diagonal", "scalar")],
+    *[(n, "ito", "srk") for n in ("diagonal", "scalar", "additive")],
+    *[(n, "stratonovich", "milstein_grad_free") for n in ("diagonal", "scalar")],
     *[
         (n, "stratonovich", m)
         for n in ("diagonal", "scalar", "additive", "general")
@@ -97,8 +99,12 @@ BOTH = [  # (noise type, sde type, method): every combination both libraries run
 def test_methods_match_torchsde_on_the_same_brownian_path(noise, sde_type, method):
     sde = SDE(noise, sde_type)
     levy = method == "srk"
-    ours = nde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), method=method, dt=0.01)
-    theirs = tsde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), method=method, dt=0.01)
+    options = {}
+    if method == "milstein_grad_free":
+        method, options = "milstein", {"grad_free": True}
+    kwargs = dict(method=method, dt=0.01, options=options)
+    ours = nde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), **kwargs)
+    theirs = tsde.sdeint(sde, Y0, TS, bm=shared_bm(noise, levy), **kwargs)
     assert ours.shape == theirs.shape == (len(TS), BATCH, D)
     assert torch.equal(ours[0], Y0)
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
@@ -118,7 +124,9 @@ def test_times_as_a_list_and_renamed_drift():
         f = None  # only the renamed drift exists
 
     sde = Renamed("diagonal", "ito")
-    ours = nde.sdeint(sde, Y0, TS.tolist(), bm=shared_bm("diagonal"), names={"drift": "drift"})
+    ours = nde.sdeint(
+        sde, Y0, TS.tolist(), bm=shared_bm("diagonal"), method="milstein", names={"drift": "drift"}
+    )
     theirs = tsde.sdeint(
         SDE("diagonal", "ito"), Y0, TS, bm=shared_bm("diagonal"), method="milstein"
     )
@@ -148,16 +156,16 @@ def test_grid_accumulates_like_torchsde():
             assert nde._grid(ts, dt).tolist() == times
 
 
-def test_default_methods_are_torchsdes_except_srid2():
-    """torchsde's defaults: midpoint (Stratonovich), srk (Itô additive), euler (Itô general);
-    its srk for Itô diagonal/scalar noise (SRID2) is replaced by milstein."""
+def test_default_methods_are_torchsdes():
+    """torchsde's defaults: midpoint (Stratonovich), srk (Itô additive, diagonal, scalar), euler
+    (Itô general)."""
     expected = {
         ("stratonovich", "diagonal"): "midpoint",
         ("stratonovich", "general"): "midpoint",
         ("ito", "additive"): "srk",
         ("ito", "general"): "euler",
-        ("ito", "diagonal"): "milstein",
-        ("ito", "scalar"): "milstein",
+        ("ito", "diagonal"): "srk",
+        ("ito", "scalar"): "srk",
     }
     for (sde_type, noise), method in expected.items():
         sde = SDE(noise, sde_type)
@@ -313,10 +321,24 @@ class GBM(torch.nn.Module):
         return self.sigma * y
 
 
-def test_euler_maruyama_moments_and_law_match_torchsde():
+def test_fresh_paths_leave_torchs_random_stream_alone():
+    """``bm=None`` and ``entropy=None`` draw their seeds elsewhere: the numbers torch draws next
+    (a model's initialisation) do not depend on whether a solve ran; two fresh paths differ."""
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    first = nde.sdeint(SDE("diagonal", "ito"), Y0, TS, method="euler", dt=0.05)
+    nde.BrownianInterval(0.0, 1.0, size=(2, 2))
+    assert torch.equal(torch.rand(3), expected)
+    second = nde.sdeint(SDE("diagonal", "ito"), Y0, TS, method="euler", dt=0.05)
+    assert not torch.equal(first, second)
+
+
+def test_euler_maruyama_moments_and_law_match_torchsde(monkeypatch):
     """Euler–Maruyama on GBM is the product of ``1 + μh + σΔW``: its mean and second moment are
     known exactly, ``(1 + μh)^n`` and ``((1 + μh)² + σ²h)^n``; samples from a fresh path
     (``bm=None``) must match them, and the law of torchsde's samples (two-sample KS test)."""
+    monkeypatch.setattr(nde, "_fresh_seed", lambda: 12345)  # a fixed "fresh" path
     torch.manual_seed(0)
     n, h, samples = 50, 0.02, 20_000
     y0 = torch.ones(samples, 1, dtype=F64)
@@ -407,7 +429,6 @@ def test_errors_name_the_argument_and_the_fix():
     cases = [
         (lambda: nde.sdeint(strat, Y0, TS, method="euler"), ValueError, "euler_heun"),
         (lambda: nde.sdeint(diag, Y0, TS, method="midpoint"), ValueError, "milstein"),
-        (lambda: nde.sdeint(diag, Y0, TS, method="srk"), ValueError, "SRID2.*milstein"),
         (lambda: nde.sdeint(general, Y0, TS, method="milstein"), ValueError, "noise type"),
         (lambda: nde.sdeint(strat, Y0, TS, method="log_ode"), ValueError, "midpoint"),
         (lambda: nde.sdeint(strat, Y0, TS, method="rk4"), ValueError, "Expected method"),
@@ -415,14 +436,9 @@ def test_errors_name_the_argument_and_the_fix():
          "adjoint_method"),
         (lambda: nde.sdeint(diag, Y0, TS, method="euler", options={"x": 1}), ValueError,
          "takes no options"),
-        (lambda: nde.sdeint(diag, Y0, TS, method="milstein", options={"grad_free": True}),
-         ValueError, "grad_free"),
         (lambda: nde.sdeint(diag, Y0, TS, names={"drfit": "f"}), ValueError, "drift"),
         (lambda: nde.sdeint(diag, Y0[0], TS), ValueError, "2-dimensional"),
         (lambda: nde.sdeint(diag, Y0, TS.flip(0)), ValueError, "strictly increasing"),
-        (lambda: nde.sdeint(diag, Y0, TS, method="euler", adaptive=True), ValueError, "srk"),
-        (lambda: nde.sdeint(strat, Y0, TS, method="midpoint", adaptive=True), ValueError,
-         "reversible_heun"),
         (lambda: nde.sdeint(strat, Y0, TS, method="reversible_heun", extra=True), ValueError,
          "extra"),
         (lambda: nde.sdeint(diag, Y0, TS, bm=shared_bm("diagonal"), extra_solver_state=(Y0,)),
@@ -472,8 +488,13 @@ def test_torchnde_solvers_behind_the_method_names():
     milstein = nde._solver(_setup("milstein", "stratonovich"), False)
     assert isinstance(milstein, torchnde.Milstein) and milstein.interpretation == "stratonovich"
     assert isinstance(nde._solver(_setup("heun", "stratonovich"), True), torchnde.HeunEuler)
+    assert isinstance(nde._solver(_setup("srk"), False), torchnde.SRI)
+    doubled = nde._solver(_setup("milstein"), True)
+    assert isinstance(doubled, torchnde.StepDoubling)
+    assert isinstance(doubled.solver, torchnde.Milstein)
 
 
 def _setup(method, sde_type="ito"):
-    setup, _ = nde._setup(SDE("diagonal", sde_type), Y0, TS, None, method, None, None, False)
+    sde = SDE("diagonal", sde_type)
+    setup, _ = nde._setup(sde, Y0, TS, None, method, None, None, False, False)
     return setup

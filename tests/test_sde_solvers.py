@@ -55,13 +55,13 @@ def strong_errors(term, solver, y0, exact, dts=DTS) -> list[float]:
 
 
 @functools.cache  # several tests solve the same problem; none changes it
-def gbm(form: str, seed: int = 0):
+def gbm(form: str, seed: int = 0, levy: str | None = None):
     """Geometric Brownian motion, two independent components (diagonal noise):
     Itô ``dy = μ y dt + σ y dW`` has ``y(T) = y0 exp((μ - σ²/2) T + σ W_T)``; the Stratonovich
     ``dy = μ y dt + σ y ∘ dW`` has ``y(T) = y0 exp(μ T + σ W_T)``."""
     mu = torch.tensor([0.5, -0.2], dtype=F64)
     sigma = torch.tensor([0.8, 0.5], dtype=F64)
-    path = tn.BrownianGrid(0.0, T, (PATHS, 2), steps=FINE, seed=seed, dtype=F64)
+    path = tn.BrownianGrid(0.0, T, (PATHS, 2), steps=FINE, seed=seed, dtype=F64, levy_area=levy)
     y0 = torch.ones(PATHS, 2, dtype=F64)
     w = path.increment(_t(0.0), _t(T))
     rate = mu - sigma**2 / 2 if form == "ito" else mu
@@ -83,13 +83,15 @@ def _commuting(m: int):
 
 
 @functools.cache  # several tests solve the same problem; none changes it
-def linear_commutative(form: str, channels: int, seed: int = 1):
+def linear_commutative(form: str, channels: int, seed: int = 1, levy: str | None = None):
     """``dy = A y dt + Σ_j B_j y ∘ dW_j`` with commuting A, B_j: ``y(T) = exp(A T + Σ_j B_j W_j)
     y0`` (Stratonovich); the Itô form adds ``½ Σ_j B_j²`` to the drift. One noise channel is scalar
     noise; two are general (matrix) noise, commutative. The state is ``(paths, 2)`` and the path
     ``(paths, channels)``: the diffusion returns ``(paths, 2, channels)`` (leading axes shared)."""
     drift, diffusions = _commuting(channels)
-    path = tn.BrownianGrid(0.0, T, (PATHS, channels), steps=FINE, seed=seed, dtype=F64)
+    path = tn.BrownianGrid(
+        0.0, T, (PATHS, channels), steps=FINE, seed=seed, dtype=F64, levy_area=levy
+    )
     w = path.increment(_t(0.0), _t(T))  # (paths, channels)
     y0 = torch.tensor([1.0, 0.5], dtype=F64).expand(PATHS, 2).contiguous()
     exponent = drift * T + sum(w[:, j, None, None] * b for j, b in enumerate(diffusions))
@@ -183,6 +185,16 @@ ORDER_CASES = [
     ("Heun-general", tn.Heun(), lambda: linear_commutative("stratonovich", 2), 1.0),
     ("EulerHeun-general", tn.EulerHeun(), lambda: linear_commutative("stratonovich", 2), 1.0),
     ("Midpoint-general", tn.Midpoint(), lambda: linear_commutative("stratonovich", 2), 1.0),
+    ("SRI-gbm", tn.SRI(), lambda: gbm("ito", levy="space-time"), 1.5),
+    ("SRI-scalar", tn.SRI(), lambda: linear_commutative("ito", 1, levy="space-time"), 1.5),
+    ("Milstein-free-ito-gbm", tn.Milstein(derivative_free=True), lambda: gbm("ito"), 1.0),
+    (
+        "Milstein-free-strat-scalar",
+        tn.Milstein("stratonovich", derivative_free=True),
+        lambda: linear_commutative("stratonovich", 1),
+        1.0,
+    ),
+    ("StepDoubling-Milstein-gbm", tn.StepDoubling(tn.Milstein()), lambda: gbm("ito"), 1.0),
 ]
 
 
@@ -640,6 +652,7 @@ DECLARED = [
     (tn.HeunEuler(), 0.5, "stratonovich"),
     (tn.Midpoint(), 0.5, "stratonovich"),
     (tn.SRA1(), 1.5, "any"),
+    (tn.SRI(), 1.5, "ito"),
 ]
 
 
@@ -731,3 +744,66 @@ def test_values_saved_between_steps_are_linear_in_time():
     saved = _solve(term, tn.Milstein(), saveat=tn.SaveAt(ts=half)).ys
     torch.testing.assert_close(saved[::2], steps, rtol=0, atol=1e-15)
     torch.testing.assert_close(saved[1::2], (steps[:-1] + steps[1:]) / 2, rtol=0, atol=1e-15)
+
+
+# ------------------------------------------------------------------------------------------------
+# Milstein on a diffusion independent of y; step doubling
+
+
+def test_milstein_on_a_diffusion_independent_of_y_is_euler_maruyama():
+    """With ``g`` not depending on ``y`` (parameters or not) the correction vanishes: Milstein
+    (with or without derivatives) takes Euler–Maruyama's steps (this crashed once: autograd was
+    asked for the derivative of a tensor without a graph)."""
+    path = _bm()
+    scale = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    for g in (lambda t, y, a: torch.full_like(y, 0.3), lambda t, y, a: scale * torch.ones_like(y)):
+        term = tn.MultiTerm(tn.ODETerm(_drift), tn.ControlTerm(g, path, noise="diagonal"))
+        reference = _solve(term, tn.EulerMaruyama()).ys
+        for solver in (tn.Milstein(), tn.Milstein(derivative_free=True)):
+            torch.testing.assert_close(_solve(term, solver).ys, reference, rtol=1e-12, atol=0)
+
+
+def test_step_doubling_estimates_the_local_error_at_the_methods_order():
+    """On an ODE the difference between one step and two half steps of a method of order p is
+    ``(1 - 2^-p) C h^(p+1)``: halving ``h`` divides it by ``2^(p+1)``; the result is the two half
+    steps."""
+    term = tn.ODETerm(lambda t, y, a: -y + torch.sin(t))
+    y0 = torch.ones(1, 1, dtype=F64)
+    problem_errors = []
+    for h in (0.1, 0.05, 0.025):
+        solver = tn.StepDoubling(tn.RK4())
+        sol = tn.solve(term, solver, 0.0, h, y0, dt0=h, controller=tn.ConstantStepSize())
+        two = tn.solve(term, tn.RK4(), 0.0, h, y0, dt0=h / 2).ys[-1]
+        torch.testing.assert_close(sol.ys[-1], two, rtol=1e-14, atol=1e-14)
+        one = tn.solve(term, tn.RK4(), 0.0, h, y0, dt0=h).ys[-1]
+        problem_errors.append((two - one).abs().item())
+    ratios = [problem_errors[i] / problem_errors[i + 1] for i in range(2)]
+    assert all(abs(math.log2(r) - 5) < 0.3 for r in ratios), ratios
+    assert tn.StepDoubling(tn.RK4()).error_order == 5
+
+
+def test_adaptive_step_doubling_converges_as_rtol_shrinks():
+    """Milstein made adaptive by step doubling on GBM (a virtual Brownian tree, so every
+    rejected step sees the same path): the strong error falls with the tolerance."""
+    mu, sigma, n = 0.5, 0.8, 300
+    path = tn.VirtualBrownianTree(0.0, 1.0, (n, 1), tol=2**-14, seed=4, dtype=F64)
+    term = tn.MultiTerm(
+        tn.ODETerm(lambda t, y, a: mu * y),
+        tn.ControlTerm(lambda t, y, a: sigma * y, path, noise="diagonal"),
+    )
+    y0 = torch.ones(n, 1, dtype=F64)
+    exact = torch.exp((mu - sigma**2 / 2) + sigma * path.increment(_t(0.0), _t(1.0)))
+    errors = []
+    for rtol in (1e-2, 1e-4):
+        controller = tn.PIDController(rtol=rtol, atol=rtol, dtmin=2**-13)
+        sol = tn.solve(term, tn.StepDoubling(tn.Milstein()), 0.0, 1.0, y0, dt0=0.1,
+                       controller=controller)  # fmt: skip
+        errors.append((sol.ys[-1] - exact).abs().mean().item())
+    assert errors[1] < errors[0] / 5, errors
+
+
+def test_step_doubling_checks_its_argument():
+    with pytest.raises(TypeError, match="solver"):
+        tn.StepDoubling("milstein")
+    with pytest.raises(TypeError, match="once"):
+        tn.StepDoubling(tn.StepDoubling(tn.Euler()))

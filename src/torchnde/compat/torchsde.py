@@ -17,8 +17,11 @@ Methods (torchsde name → torchnde solver; the defaults are torchsde's):
 
 =========================  ============================  ==========================================
 ``euler``                  ``EulerMaruyama``             Itô; default for general noise
-``milstein``               ``Milstein``                  Itô or Stratonovich; not general noise
-``srk``                    ``SRA1``                      Itô, additive noise; default for additive
+``milstein``               ``Milstein``                  Itô or Stratonovich; not general noise;
+                                                         ``options={'grad_free': True}``:
+                                                         ``Milstein(derivative_free=True)``
+``srk``                    ``SRA1`` / ``SRI``            Itô; additive / diagonal or scalar
+                                                         noise (strong order 1.5); the default
 ``midpoint``               ``Midpoint``                  Stratonovich; the Stratonovich default
 ``heun``                   ``Heun``                      Stratonovich
 ``euler_heun``             ``EulerHeun``                 Stratonovich
@@ -45,20 +48,21 @@ same Brownian increments the results agree with torchsde's to rounding (float64:
 
 Deviations from torchsde, each deliberate:
 
-* **srk on diagonal or scalar noise** (torchsde's default for Itô SDEs with those noise types:
-  Rößler's SRID2) is not available: the default there is ``milstein`` (strong order 1.0, against
-  1.5), and an explicit ``method="srk"`` raises naming ``milstein``. On additive noise ``srk`` is
-  SRA1 — the scheme torchsde runs there.
-* **Adaptive steps** (``adaptive=True``) come from :class:`torchnde.PIDController` on the
-  solver's own error estimate, which ``srk`` (SRA1), ``heun`` (run as ``HeunEuler``, the same
-  steps with an embedded Euler estimate) and ``reversible_heun`` have; other methods raise naming
-  those (torchsde compares one step with two half steps, for any method). Steps land on every time
-  in ``ts`` (torchsde interpolates linearly). A step that would have to shrink below ``dt_min``
-  fails with :class:`torchnde.SolveError` (torchsde accepts it with a warning).
+* **Adaptive steps** (``adaptive=True``) come from :class:`torchnde.PIDController`: on the
+  solver's own error estimate where it has one (``srk`` on additive noise: SRA1; ``heun``: run as
+  ``HeunEuler``, the same steps with an embedded Euler estimate; ``reversible_heun``), otherwise
+  on torchsde's estimate, one step against two half steps (:class:`torchnde.StepDoubling`).
+  Steps land on every time in ``ts`` (torchsde interpolates linearly). A step that would have to
+  shrink below ``dt_min`` fails with :class:`torchnde.SolveError` (torchsde accepts it with a
+  warning).
+* **Lévy-area approximations** ``"davie"`` and ``"foster"`` (``return_A=True``) have the
+  variances of Davie's and Foster's papers (``h²/12`` and ``h²/20 + h(H_i² + H_j²)/5`` for the
+  added normal, so ``Var A = h²/4`` as for the true Lévy area); torchsde adds twice Davie's
+  variance and a different constant in Foster's.
 * **Unsupported input raises** instead of being ignored: unknown keyword arguments (torchsde
   warns), unknown ``options`` or ``names`` keys, ``extra_solver_state`` for a method without one,
-  Lévy-area approximations ``"davie"``/``"foster"`` (no solver here uses them), and a diffusion
-  given only as a product (``g_prod``/``f_and_g_prod``): torchnde's terms need the matrix ``g``.
+  and a diffusion given only as a product (``g_prod``/``f_and_g_prod``): torchnde's terms need
+  the matrix ``g``.
 * **sdeint_adjoint** runs :class:`torchnde.ReversibleAdjoint` for ``reversible_heun`` (with the
   default ``adjoint_method``): exact gradients of the forward steps, where torchsde's are exact
   only when ``ts`` falls on the step grid. Otherwise it runs :class:`torchnde.BacksolveAdjoint`,
@@ -75,9 +79,11 @@ Deviations from torchsde, each deliberate:
   whole interval once before stepping, so it draws a different (equally valid) path from such an
   object than torchsde's ``sdeint_adjoint`` would. Build it with ``dt=`` (or
   ``halfway_tree=True``) to share the path exactly.
-* **Seeds.** ``entropy=None`` draws the seed from torch's global generator (torchsde: NumPy's), so
-  ``torch.manual_seed`` makes ``bm=None`` reproducible. The paths themselves differ from
-  torchsde's for the same ``entropy``: results agree in distribution, not sample by sample.
+* **Seeds.** ``entropy=None`` (and ``bm=None``) draws a fresh seed from the operating system
+  (torchsde: from NumPy's global generator), never from torch's global generator, so a solve
+  does not change the random numbers a model draws afterwards; pass ``entropy`` (or ``bm``) to
+  reproduce a path. The paths themselves differ from torchsde's for the same ``entropy``: results
+  agree in distribution, not sample by sample.
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ from .. import (
     SaveAt,
     SolveError,
     Status,
+    StepDoubling,
     StepTo,
     VirtualBrownianTree,
     solve,
@@ -158,7 +165,8 @@ METHODS: dict[str, _Method] = {
         ("additive", "diagonal", "scalar"),
         options=("grad_free",),
     ),
-    "srk": _Method("SRA1", ("ito",), ("additive",), levy_area=True),
+    # SRA1 on additive noise, SRI on diagonal and scalar noise (see `_solver`)
+    "srk": _Method("SRA1", ("ito",), ("additive", "diagonal", "scalar"), levy_area=True),
     "midpoint": _Method("Midpoint", ("stratonovich",)),
     "heun": _Method("Heun", ("stratonovich",)),
     "euler_heun": _Method("EulerHeun", ("stratonovich",)),
@@ -853,13 +861,10 @@ def _check_names(names: Any) -> dict[str, str] | None:
 
 
 def _default_method(sde_type: str, noise_type: str) -> str:
-    """torchsde's defaults, except 'milstein' where torchsde would run SRID2 (Itô, diagonal or
-    scalar noise), which torchnde lacks."""
+    """torchsde's defaults."""
     if sde_type == "stratonovich":
         return "midpoint"
-    return {"diagonal": "milstein", "additive": "srk", "scalar": "milstein", "general": "euler"}[
-        noise_type
-    ]
+    return "euler" if noise_type == "general" else "srk"
 
 
 def _check_method(method: Any, sde_type: str, noise_type: str, adjoint: bool = False) -> str:
@@ -885,12 +890,7 @@ def _check_method(method: Any, sde_type: str, noise_type: str, adjoint: bool = F
         )
     if noise_type not in spec.noise_types:
         if method == "srk":
-            hint = "use method='milstein' (strong order 1.0) or 'euler'"
-            if noise_type in ("diagonal", "scalar"):
-                hint = (
-                    "torchsde's SRID2 scheme for diagonal and scalar noise is not available in "
-                    "torchnde; " + hint
-                )
+            hint = "use method='euler' (general noise: strong order 0.5)"
         else:
             hint = f"use {_NEAREST[sde_type]} without milstein"
         raise ValueError(
@@ -993,7 +993,7 @@ def _check_bm(bm: Any, batch: int, state: int, noise_type: str) -> None:
         )
 
 
-def _setup(sde, y0, ts, bm, method, options, names, logqp) -> tuple[_Setup, Any]:
+def _setup(sde, y0, ts, bm, method, options, names, logqp, adaptive) -> tuple[_Setup, Any]:
     noise_type, sde_type = _check_sde(sde)
     names = _check_names(names)
     if not isinstance(y0, torch.Tensor):
@@ -1005,6 +1005,12 @@ def _setup(sde, y0, ts, bm, method, options, names, logqp) -> tuple[_Setup, Any]
         )
     ts = _check_ts(ts, y0)
     method = _default_method(sde_type, noise_type) if method is None else method
+    if adaptive and method == "euler" and noise_type != "additive":  # torchsde warns first
+        warnings.warn(
+            "Numerical solution is not guaranteed to converge to the correct solution when using "
+            "adaptive time-stepping with the Euler--Maruyama method with non-additive noise.",
+            stacklevel=3,
+        )
     method = _check_method(method, sde_type, noise_type)
     options = _check_options(method, options)
     functions: Any = _SDEFunctions(sde, names, ts.dtype)
@@ -1119,31 +1125,23 @@ def _named(fn: Callable, name: str) -> Callable:
 
 
 def _solver(setup: _Setup, adaptive: bool) -> AbstractSolver:
-    spec = METHODS[setup.method]
-    name = spec.solver
+    """The torchnde solver of the method; under ``adaptive=True`` its embedded pair where it
+    has one (``heun``: HeunEuler; ``srk`` on additive noise: SRA1), else the method wrapped in
+    :class:`torchnde.StepDoubling` (torchsde's one-step-against-two-half-steps estimate)."""
+    name = METHODS[setup.method].solver
+    if setup.method == "srk" and setup.noise_type != "additive":
+        name = "SRI"
     if adaptive:
         name = _ADAPTIVE.get(setup.method, name)
-        if getattr(_solvers, name).error_order is None:
-            raise ValueError(
-                f"adaptive=True with method={setup.method!r}: torchnde controls the step size "
-                "with the solver's own error estimate (torchsde's comparison of one step with two "
-                f"half steps is not available), and {name} has none; use "
-                + (
-                    "method='srk' (additive noise), or adaptive=False"
-                    if setup.sde_type == "ito"
-                    else "method='heun' or 'reversible_heun', or adaptive=False"
-                )
-            )
     cls = getattr(_solvers, name)
     if setup.method == "milstein":
-        if setup.options.get("grad_free", False) and setup.noise_type != "additive":
-            raise ValueError(
-                "options={'grad_free': True} (derivative-free Milstein) is not available in "
-                "torchnde; drop it to use Milstein with the derivative of the diffusion "
-                "(computed by autograd)"
-            )
-        return cls(interpretation=setup.sde_type)
-    return cls()
+        grad_free = bool(setup.options.get("grad_free", False))
+        solver = cls(interpretation=setup.sde_type, derivative_free=grad_free)
+    else:
+        solver = cls()
+    if not adaptive or solver.error_order is not None:
+        return solver
+    return StepDoubling(solver)
 
 
 #: solvers that replace a method's under ``adaptive=True``: an embedded pair with the same
@@ -1353,7 +1351,7 @@ def sdeint(
         ``ys`` shaped ``(len(ts), batch, d)``; with ``logqp`` ``(ys, log_ratio)``; with ``extra``
         the extra state is appended.
     """
-    setup, bm = _setup(sde, y0, ts, bm, method, options, names, logqp)
+    setup, bm = _setup(sde, y0, ts, bm, method, options, names, logqp, adaptive)
     _check_extra(setup, extra, extra_solver_state)
     plan = _plan(setup, bm, dt, adaptive, rtol, atol, dt_min)
     ys = _integrate(setup, plan, _solver(setup, adaptive), DirectAdjoint())
@@ -1506,7 +1504,7 @@ def sdeint_adjoint(
         adjoint_params: the tensors to return gradients for besides ``y0``; ``None`` finds them
             (any ``sde``, not only an ``nn.Module``).
     """
-    setup, bm = _setup(sde, y0, ts, bm, method, options, names, logqp)
+    setup, bm = _setup(sde, y0, ts, bm, method, options, names, logqp, adaptive)
     _check_extra(setup, extra, extra_solver_state)
     _no_grad_number("adjoint_rtol", adjoint_rtol, positive=False)
     _no_grad_number("adjoint_atol", adjoint_atol, positive=False)
