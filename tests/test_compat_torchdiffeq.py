@@ -483,7 +483,6 @@ def test_odeint_dense():
         ("explicit_adams", "rk4"),
         ("implicit_adams", "dopri5"),
         ("fixed_adams", "rk4"),
-        ("scipy_solver", "dopri5"),
     ],
 )
 def test_unavailable_methods_name_an_alternative(method, alternative):
@@ -519,16 +518,79 @@ def test_options_without_meaning_raise(kw, names):
         assert name in str(info.value)
 
 
-def test_callbacks_raise():
-    class WithCallback(torch.nn.Module):
-        def forward(self, t, y):
-            return -y
+class _Counting(torch.nn.Module):
+    """``dy/dt = -y`` recording torchdiffeq's solver callbacks."""
 
-        def callback_step(self, t0, y0, dt):
-            pass
+    def __init__(self):
+        super().__init__()
+        self.calls = {"step": [], "accept": [], "reject": []}
 
-    with pytest.raises(ValueError, match="callback_step"):
-        nde.odeint(WithCallback(), Y0, T)
+    def forward(self, t, y):
+        return -y
+
+    def callback_step(self, t0, y0, dt):
+        self.calls["step"].append((float(t0), y0.clone(), float(dt)))
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.calls["accept"].append(float(t0))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.calls["reject"].append(float(t0))
+
+
+def test_callbacks_are_called_per_step():
+    """Fixed grid: one callback_step per grid step, with the step's start, state and size;
+    adaptive: every attempt is accepted or rejected, and the accepted ones tile [t0, t1]."""
+    y0 = torch.tensor([1.0, 2.0], dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    func = _Counting()
+    with pytest.warns(UserWarning, match="callback_accept_step"):
+        out = nde.odeint(func, y0, t, method="euler", options={"step_size": 0.25})
+    steps = func.calls["step"]
+    assert [s[0] for s in steps] == [0.0, 0.25, 0.5, 0.75] and {s[2] for s in steps} == {0.25}
+    torch.testing.assert_close(steps[-1][1], y0 * 0.75**3)  # the state at the step's start
+    torch.testing.assert_close(out[-1], y0 * 0.75**4)
+    func = _Counting()
+    nde.odeint(func, y0, t.flip(0), rtol=1e-8, atol=1e-10)
+    steps, accepted = func.calls["step"], func.calls["accept"]
+    assert len(steps) == len(accepted) + len(func.calls["reject"]) and accepted
+    sizes = [s[2] for s in steps if s[0] in accepted]
+    assert all(h < 0 for h in sizes) and sum(sizes) == pytest.approx(-1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="callback_step_adjoint"):
+        func.callback_step_adjoint = lambda t0, y0, dt: None
+        nde.odeint_adjoint(func, y0, t)
+
+
+def test_scipy_solver_values_and_gradient():
+    """SciPy's solvers reach the exact solution of a linear system (both directions, tuple
+    states); odeint_adjoint gives them the gradient of the exact flow."""
+    a = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=F64)
+    t = torch.linspace(0.0, 3.0, 7, dtype=F64)
+    y0 = torch.tensor([2.0, 0.5], dtype=F64, requires_grad=True)
+    exact = torch.stack([torch.linalg.matrix_exp(a.T * s) @ y0 for s in t])
+    for solver in ("LSODA", "RK45", "DOP853", "Radau", "BDF", "RK23"):
+        out = nde.odeint(
+            lambda s, y: y @ a, y0, t, method="scipy_solver", options={"solver": solver}
+        )
+        assert not out.requires_grad
+        torch.testing.assert_close(out, exact.detach(), rtol=2e-5, atol=2e-5)
+    back = nde.odeint(lambda s, y: y @ a, y0, t.flip(0), method="scipy_solver")
+    want_back = torch.linalg.matrix_exp(-3.0 * a.T) @ y0.detach()
+    torch.testing.assert_close(back[-1], want_back, rtol=2e-5, atol=2e-5)
+    pair = nde.odeint(
+        lambda s, y: (y[1], -y[0]),
+        (torch.tensor(1.0), torch.tensor([0.0])),
+        t,
+        method="scipy_solver",
+    )
+    assert pair[0].dtype == torch.float32 and pair[1].shape == (7, 1)
+    torch.testing.assert_close(pair[0], torch.cos(t).float(), rtol=1e-5, atol=1e-5)
+    out = nde.odeint_adjoint(lambda s, y: y @ a, y0, t, method="scipy_solver", adjoint_params=())
+    (grad,) = torch.autograd.grad(out.square().sum(), y0)
+    (want,) = torch.autograd.grad(exact.square().sum(), y0)
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="solver"):
+        nde.odeint(lambda s, y: -y, Y0, T, method="scipy_solver", options={"solver": "rk4"})
 
 
 def test_bad_t():

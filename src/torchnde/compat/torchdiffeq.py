@@ -23,8 +23,19 @@ Methods (torchdiffeq name → torchnde solver):
 ``rk4``            ``RK38``            fixed grid: torchdiffeq's ``rk4`` is Kutta's 3/8 rule
 =================  ==================  ==========================================================
 
-``explicit_adams``, ``implicit_adams``, ``fixed_adams`` and ``scipy_solver`` are not available and
-raise ``ValueError`` naming the nearest method that is.
+``explicit_adams``, ``implicit_adams`` and ``fixed_adams`` are not available and raise
+``ValueError`` naming the nearest method that is. ``scipy_solver`` calls SciPy's ``solve_ivp``
+(``options``: ``solver`` — ``"LSODA"`` by default, ``"RK45"``, ``"RK23"``, ``"DOP853"``,
+``"Radau"``, ``"BDF"`` — ``min_step``, ``max_step``) on the CPU in float64, forward only as in
+torchdiffeq: under :func:`odeint` its values carry no gradient; under :func:`odeint_adjoint` they
+get the gradient of torchnde's ``dopri5`` solve at the same tolerances (continuous adjoint),
+where torchdiffeq solves its adjoint equation with SciPy too.
+
+Solver callbacks defined on ``func`` are called as torchdiffeq calls them:
+``callback_step(t0, y0, dt)`` for every step (every attempt of an adaptive method), then
+``callback_accept_step`` or ``callback_reject_step`` with the same arguments (adaptive methods);
+the others warn. They are called once the step has been judged (torchdiffeq calls
+``callback_step`` before taking it).
 
 Options of adaptive methods: ``first_step`` (→ ``dt0``), ``step_t`` and ``jump_t`` (→
 ``PIDController(step_ts=..., jump_ts=...)``), ``safety``, ``ifactor`` (→ ``factormax``),
@@ -55,13 +66,16 @@ Deviations from torchdiffeq, each deliberate:
 * **max_num_steps.** torchdiffeq bounds the steps between two consecutive output times; here the
   whole solve may take ``max_num_steps * (len(t) - 1)`` steps, the same budget. Its default,
   ``2**31 - 1``, would let a stiff problem run for days: without the option the bound is
-  :data:`torchnde.DEFAULT_MAX_STEPS` for the whole solve. Running out raises
+  :data:`MAX_NUM_STEPS` (100 000, ten times :data:`torchnde.DEFAULT_MAX_STEPS`: torchdiffeq's
+  own tests take 13 000 steps with ``adaptive_heun`` at its default ``rtol=1e-7``) for the whole
+  solve. Running out raises
   :class:`torchnde.SolveError` (a ``RuntimeError``), not an ``AssertionError``.
 * **min_step.** torchdiffeq silently accepts a step of ``min_step`` whatever its error; here a step
   that would have to shrink below it fails loudly (``SolveError``, ``Status.DTMIN``).
 * **Unsupported input raises.** Per-element or per-leaf ``rtol``/``atol`` tensors, tuple states of
-  mixed dtypes, ``perturb=True``, func callbacks (``callback_step`` …), and options that the chosen
-  method does not use (torchdiffeq warns and ignores those) raise an error that names the option.
+  mixed dtypes, ``perturb=True``, the backward-solve callbacks (``callback_step_adjoint`` …)
+  under :func:`odeint_adjoint`, and options that the chosen method does not use (torchdiffeq
+  warns and ignores those) raise an error that names the option.
 * **Events.** The crossing is located on the solver's dense output to floating-point accuracy
   (torchdiffeq bisects to ``atol``; for fixed-grid methods on its linear interpolant by default,
   here always on the cubic Hermite one, so ``interp`` does not move the event). Under plain
@@ -95,8 +109,8 @@ from typing import Any
 import torch
 
 from .. import (
-    DEFAULT_MAX_STEPS,
     AbstractAdjoint,
+    AbstractController,
     AbstractSolver,
     BacksolveAdjoint,
     ConstantStepSize,
@@ -138,11 +152,12 @@ _UNSUPPORTED: dict[str, str] = {
     "explicit_adams": _ADAMS,
     "implicit_adams": _ADAMS,
     "fixed_adams": _ADAMS,
-    "scipy_solver": (
-        "torchnde does not wrap SciPy's solvers; use method='dopri5' (SciPy's RK45) or "
-        "method='dopri8' (SciPy's DOP853), which also run on the GPU and are differentiable"
-    ),
 }
+
+#: SciPy's ``solve_ivp``, forward only, as torchdiffeq offers it
+SCIPY = "scipy_solver"
+_SCIPY_OPTIONS = ("solver", "min_step", "max_step")
+_SCIPY_SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 
 _ADAPTIVE_OPTIONS = (
     "first_step",
@@ -167,6 +182,10 @@ _CALLBACKS = (
     "callback_reject_step_adjoint",
 )
 
+#: the step bound of a whole solve without ``options['max_num_steps']`` (torchdiffeq's is
+#: ``2**31 - 1`` per interval of ``t``: a stiff problem would run for days)
+MAX_NUM_STEPS = 100_000
+
 #: torchdiffeq's limit on the steps a fixed-grid method takes while looking for an event
 _FIXED_EVENT_STEPS = 20_000
 
@@ -185,11 +204,12 @@ class _Problem:
     shapes: tuple[torch.Size, ...] | None  # None for a tensor state
     real_dtype: torch.dtype
     method: str
-    solver: AbstractSolver
+    solver: AbstractSolver | None  # None for method='scipy_solver'
     adaptive: bool
     options: dict[str, Any]
     rtol: float
     atol: float
+    callbacks: dict[str, Any]  # the callbacks of func the solve calls
 
     def leaves(self, tree: Any) -> tuple[torch.Tensor, ...]:
         return (tree,) if self.shapes is None else tuple(tree)
@@ -201,10 +221,12 @@ class _Problem:
 
 def _method(method: Any) -> tuple[str, AbstractSolver, bool]:
     name = "dopri5" if method is None else method
+    if name == SCIPY:
+        return name, None, True
     if name in _UNSUPPORTED:
         raise ValueError(f"method={name!r}: {_UNSUPPORTED[name]}")
     if name not in METHODS:
-        known = ", ".join(repr(m) for m in (*METHODS, *_UNSUPPORTED))
+        known = ", ".join(repr(m) for m in (*METHODS, SCIPY, *_UNSUPPORTED))
         raise ValueError(f"Invalid method {name!r}: `method` must be one of {known}")
     cls_name, adaptive = METHODS[name]
     cls = getattr(_solvers, cls_name, None)
@@ -222,6 +244,8 @@ def _check_options(method: str, adaptive: bool, options: Any) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise TypeError(f"`options` must be a dict or None, got {type(options).__name__}")
     options = dict(options)
+    if method == SCIPY:
+        return _check_scipy_options(options)
     own, other = (
         (_ADAPTIVE_OPTIONS, _FIXED_OPTIONS) if adaptive else (_FIXED_OPTIONS, _ADAPTIVE_OPTIONS)
     )
@@ -260,6 +284,23 @@ def _check_options(method: str, adaptive: bool, options: Any) -> dict[str, Any]:
     return options
 
 
+def _check_scipy_options(options: dict[str, Any]) -> dict[str, Any]:
+    options.pop("norm", None)  # torchdiffeq drops it too: SciPy measures errors its own way
+    for key in options:
+        if key not in _SCIPY_OPTIONS:
+            raise ValueError(
+                f"unknown option {key!r} for method='scipy_solver'; it accepts "
+                f"{', '.join(_SCIPY_OPTIONS)} (options={{'solver': 'LSODA'}} by default)"
+            )
+    solver = options.get("solver", "LSODA")
+    if solver not in _SCIPY_SOLVERS:
+        raise ValueError(
+            f"options['solver']={solver!r} is not one of SciPy's solve_ivp methods "
+            f"{', '.join(_SCIPY_SOLVERS)}"
+        )
+    return options
+
+
 def _check_y0(y0: Any) -> tuple[torch.Size, ...] | None:
     if isinstance(y0, torch.Tensor):
         return None
@@ -293,32 +334,36 @@ def _tolerance(name: str, value: Any) -> float:
     return float(value)
 
 
-def _vector_field(func: Callable, real_dtype: torch.dtype, is_tuple: bool) -> Callable:
-    """``func(t, y)`` as ``f(t, y, args)``; like torchdiffeq, ``t`` arrives in ``y``'s dtype."""
+def _vector_field(
+    func: Callable, real_dtype: torch.dtype, dtypes: tuple[torch.dtype, ...] | None
+) -> Callable:
+    """``func(t, y)`` as ``f(t, y, args)``; like torchdiffeq, ``t`` arrives in ``y``'s dtype.
+
+    For a tuple state (``dtypes``: its tensors' dtypes) the tensors reach ``func`` in their own
+    dtypes, as in torchdiffeq, whatever dtype the solve carries the state in (torchnde promotes a
+    tuple state with float64 times to float64), and the output goes back in the solve's dtype."""
 
     def f(t, y, args):
-        out = func(t.to(real_dtype), y)
-        return tuple(out) if is_tuple and isinstance(out, list) else out
+        if dtypes is None:
+            return func(t.to(real_dtype), y)
+        out = func(t.to(real_dtype), tuple(leaf.to(d) for leaf, d in zip(y, dtypes)))
+        return tuple(o.to(leaf.dtype) for o, leaf in zip(out, y))
 
     f.__name__ = getattr(func, "__name__", type(func).__name__)
     return f
 
 
-def _setup(func, y0, rtol, atol, method, options) -> _Problem:
+def _setup(func, y0, rtol, atol, method, options, backward: bool = False) -> _Problem:
     if not callable(func):
         raise TypeError(f"`func` must be callable as func(t, y), got {type(func).__name__}")
-    for name in _CALLBACKS:
-        if hasattr(func, name):
-            raise ValueError(
-                f"`func` defines `{name}`, but torchnde does not call solver callbacks; read the "
-                "steps from `torchnde.solve(..., saveat=SaveAt(steps=True))` and its `stats`"
-            )
     shapes = _check_y0(y0)
     name, solver, adaptive = _method(method)
     options = _check_options(name, adaptive, options)
+    callbacks = _callbacks(func, name, adaptive, backward)
     first = y0 if shapes is None else y0[0]
     real_dtype = first.abs().dtype if first.is_complex() else first.dtype
-    term = _ODETerm(_vector_field(func, real_dtype, shapes is not None))
+    dtypes = None if shapes is None else tuple(leaf.dtype for leaf in y0)
+    term = _ODETerm(_vector_field(func, real_dtype, dtypes))
     return _Problem(
         func=func,
         term=term,
@@ -331,7 +376,34 @@ def _setup(func, y0, rtol, atol, method, options) -> _Problem:
         options=options,
         rtol=_tolerance("rtol", rtol),
         atol=_tolerance("atol", atol),
+        callbacks=callbacks,
     )
+
+
+def _callbacks(func: Callable, method: str, adaptive: bool, backward: bool) -> dict[str, Any]:
+    """The forward-solve callbacks ``func`` defines that ``method`` calls (torchdiffeq warns about
+    the others); the backward-solve ones cannot be called here and raise under
+    :func:`odeint_adjoint` (:func:`odeint` ignores them, as torchdiffeq does)."""
+    found = {name: getattr(func, name) for name in _CALLBACKS if hasattr(func, name)}
+    if backward and any(name.endswith("_adjoint") for name in found):
+        names = ", ".join(n for n in found if n.endswith("_adjoint"))
+        raise ValueError(
+            f"`func` defines {names}, but torchnde's backward solve (BacksolveAdjoint) calls no "
+            "callbacks; drop them, or use odeint (backpropagation through the forward steps, "
+            "which do call callback_step / callback_accept_step / callback_reject_step)"
+        )
+    used = ("callback_step", "callback_accept_step", "callback_reject_step")
+    if method == SCIPY:
+        used = ()
+    elif not adaptive:
+        used = ("callback_step",)
+    for name in found:
+        if not name.endswith("_adjoint") and name not in used:
+            warnings.warn(
+                f"Solver {method!r} does not support callback {name!r}; it is not called",
+                stacklevel=5,
+            )
+    return {name: fn for name, fn in found.items() if name in used}
 
 
 def _check_t(t: Any, device: torch.device) -> torch.Tensor:
@@ -451,7 +523,7 @@ def _max_steps(p: _Problem, intervals: int) -> int:
     """torchdiffeq's per-interval ``max_num_steps`` as a bound on the whole solve."""
     value = p.options.get("max_num_steps")
     if value is None:
-        return DEFAULT_MAX_STEPS
+        return MAX_NUM_STEPS
     number = _number("max_num_steps", value, 1.0)
     if isinstance(value, bool) or not number.is_integer():
         raise ValueError(f"options['max_num_steps'] must be a positive int, got {value!r}")
@@ -472,10 +544,63 @@ def _time_dtype(p: _Problem) -> torch.dtype:
 
 def _run(p: _Problem, t0, t1, y0, *, throw: bool = True, **kwargs: Any) -> Solution:
     """``torchnde.solve`` on the problem; a failure's message says which option to change."""
+    if p.callbacks and "controller" in kwargs:
+        kwargs["controller"] = _Observed(kwargs["controller"], p, _sign(torch.stack([t0, t1])))
     try:
         return solve(p.term, p.solver, t0, t1, y0, throw=throw, **kwargs)
     except SolveError as err:
         raise SolveError(_hinted(p, str(err), err.solution), err.solution, err.failed) from None
+
+
+class _Observed(AbstractController):
+    """A controller that calls torchdiffeq's solver callbacks on ``func`` after each attempted
+    step: ``callback_step(t0, y0, dt)``, then ``callback_accept_step`` or
+    ``callback_reject_step`` with the same arguments, in the user's time and state layout.
+
+    ``inner`` judges the steps; this only observes (torchdiffeq calls ``callback_step`` before the
+    step is taken, here it comes after, with the same arguments)."""
+
+    supports_compile = False  # Python callbacks
+
+    def __init__(self, inner: AbstractController, p: _Problem, sign: float):
+        self.inner, self.p, self.sign = inner, p, sign
+
+    @property
+    def adaptive(self) -> bool:  # type: ignore[override]
+        return self.inner.adaptive
+
+    @property
+    def supports_host(self) -> bool:  # type: ignore[override]
+        return self.inner.supports_host
+
+    def check(self, solver):
+        return self.inner.check(solver)
+
+    def stops(self, problem, dtype, device):
+        return self.inner.stops(problem, dtype, device)
+
+    def init(self, problem, solver, t0, t1, y0, dt0, solver_state):
+        return self.inner.init(problem, solver, t0, t1, y0, dt0, solver_state)
+
+    def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
+        out = self.inner.adapt(solver, t0, t1, y0, result, state, clipped, finite)
+        accept = out[0]
+        p, sign = self.p, self.sign
+        start = torch.as_tensor(t0, dtype=torch.float64).reshape(-1)[0] * sign
+        dt = (torch.as_tensor(t1, dtype=torch.float64).reshape(-1)[0] * sign) - start
+        flat = y0.detach().reshape(-1)
+        state_ = flat.reshape(p.y0.shape) if p.shapes is None else _split(flat, p.shapes)
+        user_t, user_dt = start.to(p.real_dtype), dt.to(p.real_dtype)
+        if "callback_step" in p.callbacks:
+            p.callbacks["callback_step"](user_t, state_, user_dt)
+        name = (
+            "callback_accept_step"
+            if bool(torch.as_tensor(accept).all())
+            else "callback_reject_step"
+        )
+        if name in p.callbacks:
+            p.callbacks[name](user_t, state_, user_dt)
+        return out
 
 
 def _hinted(p: _Problem, message: str, sol: Solution) -> str:
@@ -571,6 +696,87 @@ def _solve_grid(p: _Problem, t: torch.Tensor, adjoint: AbstractAdjoint) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
+# SciPy
+
+
+def _solve_scipy(p: _Problem, t: torch.Tensor) -> Any:
+    """``scipy.integrate.solve_ivp`` on the flattened state, on the CPU in float64 (complex128 for
+    a complex state), ``func`` called without a graph: the values carry no gradient, as in
+    torchdiffeq (``odeint_adjoint`` adds one, see :func:`_scipy_adjoint`)."""
+    try:
+        from scipy.integrate import solve_ivp
+    except ImportError:  # pragma: no cover - scipy is a dependency of the dev extra
+        raise ImportError(
+            "method='scipy_solver' needs SciPy: `pip install scipy`, or use method='dopri5'"
+        ) from None
+    leaves = p.leaves(p.y0)
+    device, shapes = leaves[0].device, [leaf.shape for leaf in leaves]
+    wide = torch.complex128 if any(leaf.is_complex() for leaf in leaves) else torch.float64
+    y0 = torch.cat([leaf.detach().reshape(-1).to(wide) for leaf in leaves]).cpu().numpy()
+
+    def fun(s, y):
+        flat = torch.from_numpy(y).to(device)
+        parts = _split(flat, shapes) if p.shapes is not None else (flat.reshape(shapes[0]),)
+        state = p.tree(part.to(leaf.dtype) for part, leaf in zip(parts, leaves))
+        with torch.no_grad():
+            out = p.func(torch.tensor(s, dtype=p.real_dtype, device=device), state)
+        out = p.leaves(tuple(out) if isinstance(out, list) else out)
+        return torch.cat([o.reshape(-1).to(wide) for o in out]).cpu().numpy()
+
+    o = p.options
+    kwargs = {"max_step": _number("max_step", o.get("max_step", math.inf), 0.0)}
+    solver = o.get("solver", "LSODA")
+    if solver == "LSODA":  # the other methods have no minimum step (SciPy would warn)
+        kwargs["min_step"] = _number("min_step", o.get("min_step", 0.0), 0.0)
+    times = t.detach().to(torch.float64).cpu().numpy()
+    sol = solve_ivp(
+        fun,
+        (times[0], times[-1]),
+        y0,
+        t_eval=times,
+        method=solver,
+        rtol=p.rtol,
+        atol=p.atol,
+        **kwargs,
+    )
+    if not sol.success:
+        raise RuntimeError(
+            f"method='scipy_solver' ({solver}) failed: {sol.message}; try another "
+            "options['solver'] or method='dopri5'"
+        )
+    values = torch.from_numpy(sol.y.T.copy()).to(device)  # (len(t), n)
+    return p.tree(_columns(values, shapes, i).to(leaf.dtype) for i, leaf in enumerate(leaves))
+
+
+def _columns(values: torch.Tensor, shapes: list[torch.Size], i: int) -> torch.Tensor:
+    """Leaf ``i`` of a tuple state from flat ``values: (times, n)``."""
+    start = sum(math.prod(s) for s in shapes[:i])
+    return values[:, start : start + math.prod(shapes[i])].reshape(len(values), *shapes[i])
+
+
+def _scipy_adjoint(func, y0, t, rtol, atol, options, adjoint_kwargs) -> Any:
+    """``odeint_adjoint(method='scipy_solver')``: SciPy's values, with the gradient of torchnde's
+    ``dopri5`` solve at the same tolerances under the continuous adjoint (torchdiffeq solves its
+    adjoint equation with SciPy too). The torchnde solve runs only when a gradient is wanted."""
+    values = odeint(func, y0, t, rtol=rtol, atol=atol, method=SCIPY, options=options)
+    leaves = (y0,) if isinstance(y0, torch.Tensor) else tuple(y0)
+    wants = torch.is_grad_enabled() and (
+        t.requires_grad
+        or any(leaf.requires_grad for leaf in leaves)
+        or (isinstance(func, torch.nn.Module) and any(q.requires_grad for q in func.parameters()))
+        or adjoint_kwargs.get("adjoint_params") is not None
+    )
+    if not wants:
+        return values
+    if adjoint_kwargs.get("adjoint_method") in (None, SCIPY):
+        adjoint_kwargs = {**adjoint_kwargs, "adjoint_method": "dopri5", "adjoint_options": {}}
+    graph = odeint_adjoint(func, y0, t, rtol=rtol, atol=atol, method="dopri5", **adjoint_kwargs)
+    if isinstance(values, torch.Tensor):
+        return graph + (values - graph).detach()
+    return tuple(g + (v - g).detach() for g, v in zip(graph, values))
+
+
+# ------------------------------------------------------------------------------------------------
 # events
 
 
@@ -603,7 +809,9 @@ def _event(p: _Problem, t: torch.Tensor, event_fn: Callable, adjoint: AbstractAd
         y_event = _solve_to(p, t[0], event_t, sign, adjoint)
     else:
         event_t, y_event = _until_event(p, t, sign, Event(cond), adjoint)
-    solution = p.tree(torch.stack([a, b]) for a, b in zip(p.leaves(p.y0), p.leaves(y_event)))
+    solution = p.tree(
+        torch.stack([a, b.to(a.dtype)]) for a, b in zip(p.leaves(p.y0), p.leaves(y_event))
+    )
     return event_t.to(t.dtype), solution
 
 
@@ -701,15 +909,29 @@ def _fixed_until_event(p, t, sign, event, adjoint):
 
 
 def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint: AbstractAdjoint):
-    p = _setup(func, y0, rtol, atol, method, options)
+    backward = isinstance(adjoint, BacksolveAdjoint)
+    p = _setup(func, y0, rtol, atol, method, options, backward)
     t = _check_t(t, _device(p))
+    if p.method == SCIPY and event_fn is not None:
+        raise ValueError(
+            "method='scipy_solver' does not locate events (nor does torchdiffeq's); use "
+            "method='dopri5' with event_fn"
+        )
     if event_fn is not None:
         return _event(p, t, event_fn, adjoint)
     if len(t) == 1:
         return p.tree(leaf[None].clone() for leaf in p.leaves(p.y0))
-    if p.adaptive:
-        return _solve_adaptive(p, t, adjoint)
-    return _solve_grid(p, t, adjoint)
+    if p.method == SCIPY:
+        return _solve_scipy(p, t)
+    ys = _solve_adaptive(p, t, adjoint) if p.adaptive else _solve_grid(p, t, adjoint)
+    return _user_dtypes(p, ys)
+
+
+def _user_dtypes(p: _Problem, ys: Any) -> Any:
+    """The solution's tensors in ``y0``'s dtypes (a tuple state may come back promoted)."""
+    if p.shapes is None:
+        return ys
+    return tuple(y.to(leaf.dtype) for y, leaf in zip(ys, p.y0))
 
 
 def odeint(
@@ -763,6 +985,11 @@ def odeint_dense(
     ``t_eval`` may be 0-dim (returns ``y0``'s shape) or 1-D (returns ``(len(t_eval), ...)``).
     """
     p = _setup(func, y0, rtol, atol, method, options)
+    if p.method == SCIPY:
+        raise ValueError(
+            "odeint_dense does not take method='scipy_solver' (nor does torchdiffeq's); use "
+            "method='dopri5', whose dense output is fourth order"
+        )
     like = t0 if isinstance(t0, torch.Tensor) else torch.as_tensor(t0, dtype=torch.float64)
     t = torch.stack([torch.as_tensor(t0).to(like), torch.as_tensor(t1).to(like)])
     t = _check_t(t, _device(p))
@@ -925,7 +1152,7 @@ def _backsolve(
         seminorm=norm == "seminorm",
         solver=solver,
         params=params,
-        max_steps=DEFAULT_MAX_STEPS if max_steps is None else max_steps,
+        max_steps=MAX_NUM_STEPS if max_steps is None else max_steps,
     )
 
 
@@ -967,6 +1194,20 @@ def odeint_adjoint(
     event state with the event time held fixed, as in torchdiffeq; :func:`odeint_event` adds the
     event time's own gradient.
     """
+    if method == SCIPY:
+        if event_fn is not None:
+            raise ValueError(
+                "method='scipy_solver' does not locate events; use method='dopri5' with event_fn"
+            )
+        extra = {
+            "adjoint_rtol": adjoint_rtol,
+            "adjoint_atol": adjoint_atol,
+            "adjoint_method": adjoint_method,
+            "adjoint_params": adjoint_params,
+        }
+        if adjoint_options is not None:
+            extra["adjoint_options"] = adjoint_options
+        return _scipy_adjoint(func, y0, t, rtol, atol, options, extra)
     adjoint = _backsolve(
         func,
         rtol,
