@@ -269,6 +269,8 @@ def test_reversible_adjoint_gives_the_direct_gradient():
         ("general", "stratonovich", "midpoint", {}),
         ("additive", "ito", "euler", {}),
         ("scalar", "stratonovich", "reversible_heun", {"adjoint_method": "heun"}),
+        ("diagonal", "ito", "milstein", {}),  # the Itô adjoint: the Stratonovich form's
+        ("scalar", "ito", "milstein", {}),
     ],
 )
 def test_stochastic_adjoint_agrees_with_torchsdes(noise, sde_type, method, kwargs):
@@ -293,12 +295,13 @@ def test_stochastic_adjoint_agrees_with_torchsdes(noise, sde_type, method, kwarg
         errors[dt] = rel(ours, grad(tsde.sdeint, dt))
     assert errors[0.002] < errors[0.01] / 2.5 and errors[0.004] < errors[0.01] / 1.5, errors
     theirs = grad(tsde.sdeint_adjoint, 0.002, **kwargs)
-    assert rel(ours, theirs) < 2 * errors[0.002], (rel(ours, theirs), errors)
+    # Itô (diagonal, dt = 0.002): torchsde's adjoint is 3.6e-3 from ours, ours 1.4e-3 from
+    # backpropagation through torchsde's forward steps
+    bound = errors[0.01] if sde_type == "ito" and noise != "additive" else 2 * errors[0.002]
+    assert rel(ours, theirs) < bound, (rel(ours, theirs), errors)
 
 
-def test_ito_adjoint_needs_additive_noise():
-    with pytest.raises(ValueError, match="Stratonovich form"):
-        nde.sdeint_adjoint(SDE("diagonal", "ito"), Y0, TS, method="milstein")
+def test_adjoint_methods_that_cannot_solve_the_adjoint_sde_are_refused():
     for bad, match in (("milstein", "product"), ("log_ode", "cannot solve")):
         with pytest.raises(ValueError, match=match):
             nde.sdeint_adjoint(SDE("diagonal", "stratonovich"), Y0, TS, adjoint_method=bad)

@@ -70,8 +70,11 @@ Deviations from torchsde, each deliberate:
   steps in reverse (torchsde steps back from each ``ts[i]`` by ``dt``): the gradients agree with
   torchsde's to the accuracy of either. ``adjoint_method`` may be ``midpoint``, ``heun``,
   ``reversible_heun`` or (additive noise) ``euler``; ``milstein``, ``euler_heun`` and
-  ``adjoint_adaptive=True`` raise. Itô SDEs with non-additive noise raise (the adjoint here is
-  Stratonovich): write them in Stratonovich form, or use :func:`sdeint`.
+  ``adjoint_adaptive=True`` raise. An Itô SDE with non-additive noise is solved in its
+  Stratonovich form (drift ``f - ½ Σ_j (∂g_j/∂y) g_j``, by autograd) with a Stratonovich method
+  (``euler`` → ``euler_heun``, ``milstein`` → Stratonovich Milstein, the same numbers; ``srk`` →
+  Stratonovich Milstein, strong order 1.0 instead of 1.5), and its Itô ``adjoint_method`` names
+  (``euler``, ``milstein``) become the Stratonovich default, ``midpoint``.
   ``adjoint_params=None`` works for any ``sde`` (torchnde finds the tensors it uses); torchsde
   requires an ``nn.Module`` then.
 * **A torchsde BrownianInterval built without ``dt``** shapes its tree from the statistics of
@@ -88,6 +91,7 @@ Deviations from torchsde, each deliberate:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import struct
@@ -811,6 +815,67 @@ class _LogqpFunctions:
         return torch.cat([g, g.new_zeros(g.shape[0], 1, g.shape[2])], dim=1)
 
 
+class _StratonovichForm:
+    """An Itô SDE written in Stratonovich form, for the stochastic adjoint: the same diffusion,
+    and the drift ``f - ½ Σ_j (∂g_j/∂y) g_j`` (``g_j`` the ``j``-th noise column; for diagonal
+    noise ``½ g_i ∂g_i/∂y_i`` per entry). The correction's derivatives keep their graph, so the
+    adjoint (which differentiates the drift) sees second derivatives of ``g``."""
+
+    def __init__(self, base: Any, noise_type: str):
+        self.base = base
+        self.f, self.g = base.f, base.g
+        self.noise_type = noise_type
+
+    @property
+    def names(self) -> dict[str, str]:
+        inner = self.base.base if isinstance(self.base, _LogqpFunctions) else self.base
+        return inner.names
+
+    def drift(self, t: torch.Tensor, y: torch.Tensor, args: Any = None) -> torch.Tensor:
+        return self.base.drift(t, y, args) - 0.5 * self._correction(t, y)
+
+    def diffusion(self, t: torch.Tensor, y: torch.Tensor, args: Any = None) -> torch.Tensor:
+        return self.base.diffusion(t, y, args)
+
+    def _correction(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x = y if y.requires_grad else y.detach().requires_grad_(True)
+            g = self.base.diffusion(t, x)
+            if not g.requires_grad:  # g depends on nothing differentiable: no correction
+                return torch.zeros_like(y)
+            if self.noise_type == "diagonal":  # Σ_i g_i ∂g_i/∂y_j = g_j ∂g_j/∂y_j
+                (out,) = torch.autograd.grad(g, x, g, create_graph=True, allow_unused=True)
+                return torch.zeros_like(y) if out is None else out
+            return sum(_jvp(g[..., j], x, g[..., j]) for j in range(g.shape[-1]))
+
+
+def _jvp(out: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(∂out/∂x) v`` by differentiating a vector–Jacobian product in its cotangent (two
+    reverse passes), keeping the graph."""
+    cotangent = torch.zeros_like(out, requires_grad=True)
+    (vjp,) = torch.autograd.grad(out, x, cotangent, create_graph=True, allow_unused=True)
+    if vjp is None:
+        return torch.zeros_like(x)
+    (jv,) = torch.autograd.grad(vjp, cotangent, v, create_graph=True, allow_unused=True)
+    return torch.zeros_like(x) if jv is None else jv
+
+
+#: the Stratonovich method that solves an Itô SDE's Stratonovich form under sdeint_adjoint
+_STRATONOVICH_FOR = {"euler": "euler_heun", "milstein": "milstein", "srk": "milstein"}
+
+
+def _as_stratonovich(setup: _Setup) -> _Setup:
+    """An Itô ``setup`` with non-additive noise as its Stratonovich form (see
+    :class:`_StratonovichForm`) and the nearest Stratonovich method."""
+    return dataclasses.replace(
+        setup,
+        functions=_StratonovichForm(setup.functions, setup.noise_type),
+        sde_type="stratonovich",
+        method=_STRATONOVICH_FOR[setup.method],
+        options={},
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # checking the arguments (torchsde's contract)
 
@@ -1107,7 +1172,8 @@ def _tree(setup: _Setup, needs_levy: bool, tol: float) -> AbstractPath:
 
 def _terms(setup: _Setup, path: AbstractPath) -> MultiTerm:
     fns = setup.functions
-    names = (fns.base if isinstance(fns, _LogqpFunctions) else fns).names
+    names = fns.names if isinstance(fns, _StratonovichForm) else None
+    names = names or (fns.base if isinstance(fns, _LogqpFunctions) else fns).names
     sde, logqp = type(setup.sde).__name__, " (logqp)" if setup.logqp else ""
     drift_name = names["drift"] if fns.f is not None else names["drift_and_diffusion"]
     diffusion_name = names["diffusion"] if fns.g is not None else names["drift_and_diffusion"]
@@ -1417,14 +1483,7 @@ _ADJOINT_SOLVERS = {
 
 def _backsolve(setup, adjoint_method, adaptive, rtol, atol, options, params) -> AbstractAdjoint:
     """:class:`torchnde.BacksolveAdjoint`: the Stratonovich adjoint SDE over the same path."""
-    if setup.sde_type == "ito" and setup.noise_type != "additive":
-        raise ValueError(
-            f"sdeint_adjoint on an Itô SDE with {setup.noise_type} noise: torchnde's stochastic "
-            "adjoint (BacksolveAdjoint) solves the Stratonovich adjoint SDE. Write the SDE in "
-            "Stratonovich form (sde_type='stratonovich', drift f - ½ (∂g/∂y) g) and use "
-            "method='midpoint', 'heun' or 'reversible_heun' (exact gradients at constant memory), "
-            "or use sdeint, which backpropagates through the Itô steps"
-        )
+    # an Itô SDE with non-additive noise arrives here in Stratonovich form (`_as_stratonovich`)
     if adjoint_method not in _ADJOINT_SOLVERS:
         known = ", ".join(repr(m) for m in [*_ADJOINT_SOLVERS, "adjoint_reversible_heun"])
         hint = (
@@ -1506,6 +1565,11 @@ def sdeint_adjoint(
     """
     setup, bm = _setup(sde, y0, ts, bm, method, options, names, logqp, adaptive)
     _check_extra(setup, extra, extra_solver_state)
+    if setup.sde_type == "ito" and setup.noise_type != "additive":
+        setup = _as_stratonovich(setup)
+        if adjoint_method in ("euler", "milstein", "srk"):  # Itô names: the Stratonovich default
+            adjoint_method = None
+            adjoint_options = None
     _no_grad_number("adjoint_rtol", adjoint_rtol, positive=False)
     _no_grad_number("adjoint_atol", adjoint_atol, positive=False)
     if adjoint_options is not None and not isinstance(adjoint_options, dict):
