@@ -5,6 +5,7 @@ each: a term (what the equation is), a solver (how a step is taken), a step-size
 to save, how gradients flow, and events.
 """
 
+from ._compiled import clear_compiled, compile_info
 from ._errors import NonFiniteGradientWarning, SolveError
 from ._saveat import SaveAt
 from ._solution import Solution, Status
@@ -141,5 +142,7 @@ __all__ = [
     "Tsit5",
     "VirtualBrownianTree",
     "__version__",
+    "clear_compiled",
+    "compile_info",
     "solve",
 ]

@@ -88,6 +88,8 @@ class Context:
     host: HostBounds | None = None  # set: per-sample bookkeeping in Python numbers
     #: ``(batch,)``: samples whose initial state is not finite; they are never stepped
     invalid: torch.Tensor | None = None
+    #: the ``torch.compile`` backend of a compiled solve (see :mod:`torchnde._compiled`), or None
+    compiled: str | None = None
 
     @property
     def ops(self) -> type[TensorOps] | type[HostOps]:
@@ -685,7 +687,12 @@ def event_phase(ctx: Context, rec: Recorder, st: LoopState, info: StepInfo):
 def iteration(ctx: Context, st: LoopState, rec: Recorder) -> tuple[LoopState, StepInfo]:
     """One pass of the loop: attempt a step, then the event and save phases (the driver is
     :func:`torchnde._run.advance`)."""
-    st, info = attempt(ctx, st)
+    if ctx.compiled is not None:
+        from ._compiled import compiled_attempt
+
+        st, info = compiled_attempt(ctx, st)
+    else:
+        st, info = attempt(ctx, st)
     st, t_stop = event_phase(ctx, rec, st, info)
     st = rec.save(st, info, t_stop)
     if ctx.jumps is not None:

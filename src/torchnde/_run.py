@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ._compiled import loop_applies, normalise, run_loop
 from ._loop import Context, HostBounds, LoopState, Recorder, StepInfo, finish, init_state, iteration
 from ._problem import Problem
 from ._pytree import StateSpec
@@ -98,10 +99,13 @@ def build(
     events: tuple[Event, ...] = (),
     invalid: torch.Tensor | None = None,
     host: bool = True,
+    compiled: str | None = None,
 ) -> Prepared:
     """A :class:`Prepared` solve from checked arguments: internal times ``tau0 < tau1`` per sample
     (``(batch,)``), the flat ``y0: (batch, n)`` and ``dt0`` (positive, ``(batch,)`` or None).
-    ``host=False`` keeps the per-sample bookkeeping in tensors even where host mode would do."""
+    ``host=False`` keeps the per-sample bookkeeping in tensors even where host mode would do;
+    ``compiled`` names the ``torch.compile`` backend of a compiled solve (which keeps them in
+    tensors too)."""
     tdtype, device = tau0.dtype, tau0.device
     batch = problem.spec.batch
     eps = torch.finfo(tdtype).eps
@@ -125,9 +129,12 @@ def build(
         events=events,
         dense_matrix=torch.tensor(solver.dense_matrix, dtype=tdtype, device=device),
         invalid=invalid,
+        compiled=compiled,
     )
-    if host and _host_mode(
-        problem.spec.batched, events, solver, controller, tau0, tau1, plan.ts, dt0
+    if (
+        host
+        and compiled is None
+        and _host_mode(problem.spec.batched, events, solver, controller, tau0, tau1, plan.ts, dt0)
     ):
         ctx.host = HostBounds.of(ctx)
     return Prepared(ctx, plan, y0, dt0, solver_state, nfe0)
@@ -166,6 +173,8 @@ def advance(
     sample is running — every sample stops by ``max_steps`` at the latest — or, if given, for at
     most ``iterations`` passes. ``observe`` sees every iteration."""
     i = 0
+    if ctx.compiled is not None:
+        st = normalise(st)
     while ctx.ops.any(st.running) and (iterations is None or i < iterations):
         before = st
         st, info = iteration(ctx, st, rec)
@@ -181,7 +190,11 @@ def drive(prep: Prepared, *, observe: Observer | None = None) -> LoopOutput:
     st = init_state(ctx, prep.y0, prep.dt0, prep.solver_state, prep.nfe0)
     rec = Recorder(ctx, plan.ts, plan.steps, plan.dense)
     st = rec.start(st)
-    st = finish(ctx, advance(ctx, st, rec, observe=observe))
+    if observe is None and loop_applies(ctx, rec):
+        st = run_loop(ctx, st, rec)
+    else:
+        st = advance(ctx, st, rec, observe=observe)
+    st = finish(ctx, st)
     ys, ts = assemble(ctx, plan, st, rec, prep.y0)
     return LoopOutput(ys, ts, st, rec)
 

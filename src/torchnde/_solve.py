@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ._compiled import check as check_compile
+from ._compiled import resolve_backend
 from ._dense import DenseOutput
 from ._errors import SolveError, check_finite_time, describe, friendly_keywords
 from ._problem import Problem
@@ -60,6 +62,7 @@ def solve(
     max_steps: int = DEFAULT_MAX_STEPS,
     throw: bool = True,
     batch_axis: int | None = None,
+    compile: bool | str = False,
 ) -> Solution:
     """Solve a differential equation from ``t0`` to ``t1``.
 
@@ -82,6 +85,12 @@ def solve(
             the solution and unreached outputs are NaN.
         batch_axis: ``None`` (the whole state is one problem, one step size) or ``0`` (axis 0 of
             every leaf indexes independent problems with their own steps and statuses).
+        compile: run the loop under ``torch.compile`` (``True``: the ``"inductor"`` backend;
+            ``"aot_eager"``/``"eager"`` also accepted). With autograd off (``torch.no_grad()``)
+            and no events, dense output or per-step saving, the whole adaptive loop is one
+            compiled ``while_loop``; otherwise each step is one compiled call. Compiled once per
+            structure and reused (see :func:`torchnde.compile_info`); explicit Runge-Kutta
+            solvers with ``ConstantStepSize``/``PIDController`` only.
 
     Returns:
         A :class:`Solution`.
@@ -103,6 +112,7 @@ def solve(
         max_steps=max_steps,
         batch_axis=batch_axis,
         throw=throw,
+        compile=compile,
     )
     adjoint.check(prep)
     sol = solution(prep, adjoint.loop(prep))
@@ -127,6 +137,7 @@ def prepare(
     max_steps: int = DEFAULT_MAX_STEPS,
     batch_axis: int | None = None,
     throw: bool = True,
+    compile: bool | str = False,
 ) -> Prepared:
     """Check the arguments of :func:`solve` and build the :class:`~torchnde._run.Prepared` solve
     an adjoint runs (the first half of :func:`solve`: validation, the problem in internal time,
@@ -150,6 +161,8 @@ def prepare(
     dt0_ = _check_dt0(dt0, batched, batch, tdtype, device, direction, t0_, t1_)
     controller.check(solver)
     solver.check_terms(terms)
+    backend = resolve_backend(compile)
+    check_compile(solver, controller, backend)
 
     problem = Problem(terms, spec, args, direction, tdtype)
     for path in paths(terms):  # before the first step, which may query them
@@ -170,6 +183,7 @@ def prepare(
         events=events,
         invalid=invalid,
         host=host,
+        compiled=backend,
     )
 
 

@@ -35,6 +35,9 @@ class AbstractController(abc.ABC):
     adaptive: bool = False
     #: whether :meth:`init` and :meth:`adapt` accept Python numbers (host mode)
     supports_host: bool = False
+    #: whether :meth:`adapt` makes no Python decision on tensor values (a compiled solve can
+    #: capture it)
+    supports_compile: bool = False
 
     @abc.abstractmethod
     def init(
@@ -87,6 +90,7 @@ class ConstantStepSize(AbstractController):
 
     adaptive = False
     supports_host = True
+    supports_compile = True
 
     def init(self, problem, solver, t0, t1, y0, dt0, solver_state):
         if dt0 is None:
@@ -163,6 +167,7 @@ class StepTo(AbstractController):
         return grid[:, 1], (grid.contiguous(), index), 0
 
     supports_host = True
+    supports_compile = True
 
     def adapt(self, solver, t0, t1, y0, result, state, clipped, finite):
         ops = ops_for(t0)
@@ -300,6 +305,7 @@ class PIDController(AbstractController):
     # -- the controller --------------------------------------------------------------------------
 
     supports_host = True
+    supports_compile = True
 
     def init(self, problem, solver, t0, t1, y0, dt0, solver_state):
         ops = ops_for(t0)

@@ -66,6 +66,9 @@ class AbstractSolver(abc.ABC):
     #: used without a batch axis); a solver that only does ``t0 + c * (t1 - t0)`` arithmetic on
     #: times and hands them to the problem can set it
     supports_host: bool = False
+    #: whether :meth:`step` makes no Python decision on tensor values, so a compiled solve
+    #: (``solve(..., compile=True)``) can capture it whole
+    supports_compile: bool = False
     #: strong order of convergence on an SDE, ``E|y_N - y(T)| = O(dt^strong_order)``, for the
     #: noise the method is meant for (see its docstring: e.g. Euler–Maruyama is 0.5 in general and
     #: 1.0 on additive noise); ``None`` for methods not analysed as SDE solvers

@@ -133,6 +133,7 @@ class AbstractExplicitRungeKutta(AbstractRungeKutta):
     published one, ``interpolant``; otherwise dense output is cubic Hermite."""
 
     supports_host = True
+    supports_compile = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         if "tableau" in cls.__dict__ and cls.tableau.implicit:

@@ -1,0 +1,285 @@
+"""The compiled solve: ``solve(..., compile=True)``.
+
+Two ways of running the loop under :func:`torch.compile` (``fullgraph=True``, static shapes):
+
+* **step mode** — the branch-free part of a step (:func:`~torchnde._loop.attempt`: propose, step,
+  error estimate, controller, accept/reject, statuses and statistics) is one compiled call per
+  step; the event and save phases and the ``while any sample runs`` test stay in Python. It
+  works with everything the eager loop does (events, dense output, every adjoint and its hooks)
+  and autograd goes through it (AOTAutograd's backward of each step).
+* **loop mode** — with autograd off (``torch.no_grad()``, inference), no events, jumps, dense
+  output or per-step saving, the whole adaptive loop, saving at ``ts`` included, is one
+  :func:`torch.while_loop` in one compiled program. Autograd is never used through it: in
+  PyTorch 2.13, the gradient of a compiled ``while_loop`` whose body closes over a parameter
+  counted only the last iteration (``w`` cubed by three iterations gave ``dw = 0.5`` instead of
+  ``1.5``), so loop mode runs only where no gradient is recorded.
+
+Compiled functions are cached per *structure*: the mode, the backend, and the classes of the
+term, solver and controller (:func:`cache_key`). Each structure gets a function of its own (its
+own copy of the code object, hence its own TorchDynamo cache), whose guards then decide whether
+a call reuses a compiled graph (same shapes, dtypes, devices, callables and constants) or
+compiles another. :func:`compile_info` lists the structures with their compilations, the seconds
+the compiling calls took and the calls so far; :func:`clear_compiled` forgets them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+from ._loop import Context, LoopState, Recorder, StepInfo, attempt, interpolate
+from .terms import walk
+
+__all__ = ["clear_compiled", "compile_info", "resolve_backend"]
+
+_BACKENDS = ("inductor", "aot_eager", "eager")
+
+
+@dataclass
+class _Entry:
+    """One structure's compiled function and what it cost."""
+
+    key: tuple
+    fn: Any = None
+    compiles: int = 0
+    compile_seconds: float = 0.0
+    calls: int = 0
+
+
+_CACHE: dict[tuple, _Entry] = {}
+
+
+def resolve_backend(compile: bool | str) -> str | None:
+    """The ``torch.compile`` backend named by ``solve``'s ``compile`` argument (None: eager)."""
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return "inductor"
+    if isinstance(compile, str) and compile in _BACKENDS:
+        return compile
+    raise ValueError(
+        f"`compile` must be True, False or a torch.compile backend name among "
+        f"{', '.join(map(repr, _BACKENDS))}; got {compile!r}"
+    )
+
+
+def check(solver: Any, controller: Any, backend: str | None) -> None:
+    """Refuse, naming the fix, a solver or controller whose step cannot be compiled whole."""
+    if backend is None:
+        return
+    for what, obj in (("solver", solver), ("controller", controller)):
+        if not getattr(obj, "supports_compile", False):
+            raise ValueError(
+                f"compile={backend!r}: the {what} {type(obj).__name__}() cannot be compiled "
+                "(its step makes decisions on tensor values in Python, e.g. Newton iterations or "
+                "Brownian-tree queries); the compiled solve supports the explicit Runge-Kutta "
+                "methods with ConstantStepSize or PIDController. Use compile=False for this "
+                f"{what}"
+            )
+
+
+def cache_key(mode: str, ctx: Context) -> tuple:
+    """The structure a compiled function is cached for."""
+    terms = tuple(type(t).__qualname__ for t in walk(ctx.problem.term))
+    return (
+        mode,
+        ctx.compiled,
+        terms,
+        type(ctx.solver).__qualname__,
+        type(ctx.controller).__qualname__,
+    )
+
+
+def compile_info() -> list[dict[str, Any]]:
+    """The compiled solves cached so far: per structure (mode, backend, term, solver and
+    controller classes), the number of graphs compiled, the seconds the calls that compiled
+    took (compile time plus one run), and the calls."""
+    return [
+        {
+            "mode": e.key[0],
+            "backend": e.key[1],
+            "terms": e.key[2],
+            "solver": e.key[3],
+            "controller": e.key[4],
+            "compiles": e.compiles,
+            "compile_seconds": e.compile_seconds,
+            "calls": e.calls,
+        }
+        for e in _CACHE.values()
+    ]
+
+
+def clear_compiled() -> None:
+    """Forget every compiled solve (the next compiled solve of each structure compiles again)."""
+    _CACHE.clear()
+
+
+def _entry(mode: str, ctx: Context, target: types.FunctionType) -> _Entry:
+    key = cache_key(mode, ctx)
+    entry = _CACHE.get(key)
+    if entry is None:
+        entry = _Entry(key)
+        # a code object of its own: TorchDynamo caches (and limits recompilations) per code object
+        code = target.__code__.replace(co_name=f"{target.__name__}_{len(_CACHE)}")
+        fresh = types.FunctionType(code, target.__globals__, code.co_name, target.__defaults__)
+        inner = torch._dynamo.lookup_backend(ctx.compiled)
+
+        def backend(gm, example_inputs):
+            entry.compiles += 1
+            return inner(gm, example_inputs)
+
+        entry.fn = torch.compile(fresh, backend=backend, fullgraph=True, dynamic=False)
+        _CACHE[key] = entry
+    return entry
+
+
+def _call(entry: _Entry, *args: Any) -> Any:
+    before = entry.compiles
+    start = time.perf_counter()
+    out = entry.fn(*args)
+    if entry.compiles != before:
+        entry.compile_seconds += time.perf_counter() - start
+    entry.calls += 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# step mode
+
+
+def _step(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
+    return attempt(ctx, st)
+
+
+def normalise(st: LoopState) -> LoopState:
+    """``st`` with every tensor in standard (contiguous) strides: a compiled graph is specialised
+    to its inputs' strides, and the first state's times are often expanded (stride 0), which
+    would compile the step twice."""
+
+    def fix(x):
+        if isinstance(x, torch.Tensor) and x.stride() != _contiguous_strides(x.shape):
+            return x.clone(memory_format=torch.contiguous_format)
+        return x
+
+    return LoopState(**pytree.tree_map(fix, _fields(st)))
+
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def compiled_attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
+    """:func:`~torchnde._loop.attempt` as one compiled call."""
+    return _call(_entry("step", ctx, _step), ctx, st)
+
+
+# ------------------------------------------------------------------------------------------------
+# loop mode
+
+
+def loop_applies(ctx: Context, rec: Recorder) -> bool:
+    """Whether the whole loop can be one compiled ``while_loop``: nothing is differentiated, no
+    event, jump, dense output or per-step record."""
+    return (
+        ctx.compiled is not None
+        and not torch.is_grad_enabled()
+        and not ctx.events
+        and ctx.jumps is None
+        and not rec.steps
+        and not rec.dense
+    )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a :class:`LoopState` maps to the tensors a ``while_loop`` carries: the flattened
+    fields' tree, which leaves are tensors, and the non-tensor leaves (constants)."""
+
+    spec: Any
+    tensor_pos: tuple[int, ...]
+    constants: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, st: LoopState) -> tuple[_Layout, list[torch.Tensor]]:
+        leaves, spec = pytree.tree_flatten(_fields(st))
+        pos = tuple(i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor))
+        constants = tuple(None if i in pos else x for i, x in enumerate(leaves))
+        return cls(spec, pos, constants), [leaves[i] for i in pos]
+
+    def state(self, carry) -> LoopState:
+        leaves = list(self.constants)
+        for i, x in zip(self.tensor_pos, carry):
+            leaves[i] = x
+        return LoopState(**pytree.tree_unflatten(leaves, self.spec))
+
+    def carry(self, st: LoopState) -> list[torch.Tensor]:
+        leaves, _ = pytree.tree_flatten(_fields(st))
+        return [leaves[i] for i in self.tensor_pos]
+
+
+def _fields(st: LoopState) -> dict[str, Any]:
+    return {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
+
+
+def _loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None, ts_out, *carry):
+    def cond(ts_out, *carry):
+        return layout.state(carry).running.any()
+
+    def body(ts_out_in, *carry_in):
+        st, info = attempt(ctx, layout.state(carry_in))
+        ts_out = ts_out_in
+        if save_ts is not None:  # the save times inside the accepted step, interpolated
+            inside = (
+                info.accepted[:, None]
+                & (save_ts > info.t0[:, None])
+                & (save_ts <= info.t1[:, None])
+            )
+            # most steps save nothing: interpolate only when one does
+            operands = (ctx.dense_matrix, info.rows(ctx), info.t0, info.t1, save_ts, inside)
+            ts_out = torch.cond(inside.any(), _save, _keep, (*operands, ts_out_in))
+        outs = (ts_out, *layout.carry(st))
+        inputs = (ts_out_in, *carry_in)
+        # a while_loop's body may not return its inputs unchanged (aliasing)
+        return tuple(o.clone() if any(o is i for i in inputs) else o.contiguous() for o in outs)
+
+    return torch.while_loop(cond, body, (ts_out, *carry))
+
+
+def _save(matrix, rows, t0, t1, save_ts, inside, ts_out):
+    t0, t1 = t0[:, None], t1[:, None]
+    dt = t1 - t0
+    safe = torch.where(dt == 0, torch.ones_like(dt), dt)
+    theta = ((save_ts - t0) / safe).clamp(0, 1)
+    values = interpolate(matrix, rows, theta)
+    return torch.where(inside[:, :, None], values, ts_out)
+
+
+def _keep(matrix, rows, t0, t1, save_ts, inside, ts_out):
+    return ts_out.clone()
+
+
+def run_loop(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
+    """Run the loop from ``st`` until no sample runs, as one compiled ``while_loop``; the values
+    saved at ``ts`` go to ``rec``."""
+    layout, carry = _Layout.of(st)
+    carry = [x.clone(memory_format=torch.contiguous_format) for x in carry]
+    if rec.ts_out is None:
+        ts_out, save_ts = st.y.new_zeros(0), None
+    else:  # without the padding column (standard strides: a while_loop checks them)
+        ts_out = rec.ts_out[:, :-1].clone(memory_format=torch.contiguous_format)
+        save_ts = rec.save_ts[:, :-1].clone(memory_format=torch.contiguous_format)
+    out = _call(_entry("loop", ctx, _loop), ctx, layout, save_ts, ts_out, *carry)
+    if save_ts is not None:
+        pad = rec.ts_out[:, -1:]
+        rec.ts_out = torch.cat([out[0], pad], dim=1)
+    return layout.state(out[1:])

@@ -1,0 +1,170 @@
+"""The compiled solve (``solve(..., compile=...)``): the same answers, statuses, statistics and
+gradients as the eager loop, compiled once per structure.
+
+The suite compiles with the ``"eager"`` backend: TorchDynamo captures the same graphs as under
+``"inductor"`` (the whole ``while_loop`` in loop mode, one step in step mode: what fails to
+capture fails here too) and runs them without code generation, which costs minutes of compile
+time per structure on a 2-core machine; the gradient test uses ``"aot_eager"``, so AOTAutograd
+builds the step's backward as inductor does. The same checks under inductor:
+``TORCHNDE_COMPILE_BACKEND=inductor pytest tests/test_compiled.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import torchnde as tn
+from torchnde import Status
+
+pytestmark = pytest.mark.xdist_group("compiled")  # one process: the compiled cache is shared
+
+BACKEND = os.environ.get("TORCHNDE_COMPILE_BACKEND", "eager")
+GRAD_BACKEND = os.environ.get("TORCHNDE_COMPILE_BACKEND", "aot_eager")
+F64 = torch.float64
+
+
+def _vdp(t, y, mu):
+    x, v = y[..., 0], y[..., 1]
+    return torch.stack([v, mu * (1 - x**2) * v - x], -1)
+
+
+def _info(mode, solver="Dopri5"):
+    rows = [r for r in tn.compile_info() if r["mode"] == mode and r["solver"] == solver]
+    return rows[0] if rows else None
+
+
+def _same(a, b, rtol=1e-12):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=1e-12, equal_nan=True)
+
+
+def test_the_whole_adaptive_loop_compiled_equals_eager_and_compiles_once():
+    """Loop mode (no autograd): values at t0, ts and t1, statuses and every statistic as the
+    eager loop's; a second solve of the same structure (a new term object, another y0 and
+    other save times) reuses the compiled loop."""
+    ts = torch.linspace(0, 6, 7, dtype=F64)
+    kw = dict(
+        args=5.0,
+        controller=tn.PIDController(rtol=1e-6, atol=1e-8),
+        saveat=tn.SaveAt(t0=True, ts=ts, t1=True),
+    )
+    y0 = torch.tensor([2.0, 0.0], dtype=F64)
+    eager = tn.solve(tn.ODETerm(_vdp), tn.Dopri5(), 0.0, 6.0, y0, **kw)
+    with torch.no_grad():
+        compiled = tn.solve(tn.ODETerm(_vdp), tn.Dopri5(), 0.0, 6.0, y0, compile=BACKEND, **kw)
+    _same(compiled.ys, eager.ys)
+    _same(compiled.ts, eager.ts)
+    assert compiled.statuses == eager.statuses == [Status.SUCCESS]
+    for name, value in eager.stats.items():
+        assert int(compiled.stats[name]) == int(value), name
+    info = _info("loop")
+    assert info is not None and info["compiles"] == 1 and info["calls"] == 1
+    # same structure, other values: no recompilation
+    kw["saveat"] = tn.SaveAt(t0=True, ts=ts * 0.9, t1=True)
+    y1 = torch.tensor([1.0, 0.5], dtype=F64)
+    again = tn.solve(tn.ODETerm(_vdp), tn.Dopri5(), 0.0, 6.0, y1, **kw)
+    with torch.no_grad():
+        fast = tn.solve(tn.ODETerm(_vdp), tn.Dopri5(), 0.0, 6.0, y1, compile=BACKEND, **kw)
+    _same(fast.ys, again.ys)
+    info = _info("loop")
+    assert info["compiles"] == 1 and info["calls"] == 2
+
+
+def test_compiled_loop_keeps_per_sample_statuses_under_a_batch():
+    """batch_axis=0 with per-sample steps: a sample that runs out of steps ends MAX_STEPS with NaN
+    outputs, the others are solved, exactly as in the eager loop (tuple state)."""
+    y0 = (
+        torch.tensor([[2.0], [0.5], [1.0]], dtype=F64),
+        torch.tensor([[0.0], [0.0], [-40.0]], dtype=F64),
+    )
+
+    def field(t, y, mu):
+        x, v = y
+        return v, mu * (1 - x**2) * v - x
+
+    kw = dict(
+        args=torch.tensor([[5.0], [1.0], [30.0]], dtype=F64),
+        controller=tn.PIDController(rtol=1e-5, atol=1e-7),
+        saveat=tn.SaveAt(ts=torch.linspace(0, 4, 5, dtype=F64)),
+        max_steps=60,
+        throw=False,
+        batch_axis=0,
+    )
+    eager = tn.solve(tn.ODETerm(field), tn.Dopri5(), 0.0, 4.0, y0, **kw)
+    with torch.no_grad():
+        compiled = tn.solve(tn.ODETerm(field), tn.Dopri5(), 0.0, 4.0, y0, compile=BACKEND, **kw)
+    assert eager.statuses.count(Status.MAX_STEPS) >= 1  # the check below means something
+    assert compiled.statuses == eager.statuses
+    for a, b in zip(compiled.ys, eager.ys):
+        _same(a, b)
+    for name, value in eager.stats.items():
+        assert torch.equal(compiled.stats[name], value), name
+
+
+def test_compiled_steps_give_the_eager_gradients():
+    """Step mode (autograd on): each step is one compiled call, and the gradients with respect
+    to a parameter and y0 are the eager ones (fixed steps, a dict state)."""
+    w = torch.tensor([[0.1, -1.0], [1.0, -0.2]], dtype=F64, requires_grad=True)
+
+    def field(t, y, args):
+        return {"z": torch.tanh(y["z"] @ w.T)}
+
+    y0 = {"z": torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)}
+    kw = dict(dt0=0.05, saveat=tn.SaveAt(ts=torch.tensor([0.3, 1.0], dtype=F64)))
+    grads = []
+    for compile in (False, GRAD_BACKEND):
+        sol = tn.solve(tn.ODETerm(field), tn.RK4(), 0.0, 1.0, y0, compile=compile, **kw)
+        grads.append(torch.autograd.grad(sol.ys["z"].square().sum(), (w, y0["z"])))
+    for a, b in zip(*grads):
+        _same(a, b)
+    assert _info("step", "RK4")["compiles"] == 1
+
+
+def test_compiled_steps_with_events_and_dense_output_equal_eager():
+    """Events and dense output keep the eager event and save phases around the compiled step."""
+    event = tn.Event(lambda t, y, args: y[0], terminal=True)
+
+    def fall(t, y, args):
+        return torch.stack([y[1], torch.full_like(y[0], -9.81)])
+
+    y0 = torch.tensor([10.0, 0.0], dtype=F64)
+    kw = dict(
+        controller=tn.PIDController(rtol=1e-8, atol=1e-10),
+        saveat=tn.SaveAt(dense=True, t1=True),
+        event=event,
+    )
+    eager = tn.solve(tn.ODETerm(fall), tn.Dopri5(), 0.0, 5.0, y0, **kw)
+    with torch.no_grad():
+        compiled = tn.solve(tn.ODETerm(fall), tn.Dopri5(), 0.0, 5.0, y0, compile=BACKEND, **kw)
+    assert compiled.statuses == eager.statuses == [Status.EVENT]
+    _same(compiled.event_t, eager.event_t)
+    assert abs(float(compiled.event_t) - (20 / 9.81) ** 0.5) < 1e-8
+    t = torch.tensor([0.3, 1.1], dtype=F64)
+    _same(compiled.evaluate(t), eager.evaluate(t))
+
+
+def test_compile_refuses_what_it_cannot_capture():
+    term, y0 = tn.ODETerm(lambda t, y, a: -y), torch.ones(2)
+    with pytest.raises(ValueError, match=r"Kvaerno5\(\) cannot be compiled.*compile=False"):
+        tn.solve(term, tn.Kvaerno5(), 0.0, 1.0, y0, dt0=0.1, compile=True)
+    with pytest.raises(ValueError, match=r"`compile` must be True, False or .*'inductor'"):
+        tn.solve(term, tn.RK4(), 0.0, 1.0, y0, dt0=0.1, compile="fast")
+
+
+def test_clear_compiled_forgets_the_cache():
+    with torch.no_grad():
+        tn.solve(tn.ODETerm(lambda t, y, a: -y), tn.Euler(), 0.0, 1.0, torch.ones(2), dt0=0.5)
+        tn.solve(
+            tn.ODETerm(lambda t, y, a: -y),
+            tn.Euler(),
+            0.0,
+            1.0,
+            torch.ones(2),
+            dt0=0.5,
+            compile=BACKEND,
+        )
+    assert _info("loop", "Euler") is not None
+    tn.clear_compiled()
+    assert tn.compile_info() == []
