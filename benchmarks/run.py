@@ -28,6 +28,7 @@ CASES = {
     "MEM": "benchmarks.memory",
     "PINN": "benchmarks.pinn_deepxde",
     "STIFF": "benchmarks.stiff_bench",
+    "COMPILED": "benchmarks.compiled_bench",
 }
 
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for name in args.case:
         module = importlib.import_module(CASES[name])
-        if name in ("MEM", "PINN", "STIFF"):  # their own tables
+        if name in ("MEM", "PINN", "STIFF", "COMPILED"):  # their own tables
             module.main(opts)
             continue
         case = module.build(opts)

@@ -168,3 +168,24 @@ def test_clear_compiled_forgets_the_cache():
     assert _info("loop", "Euler") is not None
     tn.clear_compiled()
     assert tn.compile_info() == []
+
+
+def test_a_loop_that_cannot_be_captured_whole_falls_back_to_compiled_steps():
+    """A field that uses ``w.T`` in every stage lifts that tensor into the while_loop twice, which
+    TorchDynamo refuses (aliased inputs of a higher-order op): the solve warns once, compiles
+    step by step instead and gives the eager answer; the structure is not tried again."""
+    w = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=F64)
+
+    def rotate(t, y, args):
+        return y @ w.T
+
+    y0 = torch.tensor([1.0, 0.0], dtype=F64)
+    kw = dict(dt0=0.1, saveat=tn.SaveAt(ts=torch.tensor([0.5, 1.0], dtype=F64)))
+    eager = tn.solve(tn.ODETerm(rotate), tn.Midpoint(), 0.0, 1.0, y0, **kw)
+    with torch.no_grad(), pytest.warns(UserWarning, match="each step is compiled instead"):
+        compiled = tn.solve(tn.ODETerm(rotate), tn.Midpoint(), 0.0, 1.0, y0, compile=BACKEND, **kw)
+    _same(compiled.ys, eager.ys)
+    assert _info("loop", "Midpoint")["failed"]
+    with torch.no_grad():
+        again = tn.solve(tn.ODETerm(rotate), tn.Midpoint(), 0.0, 1.0, y0, compile=BACKEND, **kw)
+    _same(again.ys, eager.ys)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ class _Entry:
 
     key: tuple
     fn: Any = None
+    #: why the whole loop could not be captured (loop mode then falls back to step mode)
+    failed: str | None = None
     compiles: int = 0
     compile_seconds: float = 0.0
     calls: int = 0
@@ -110,6 +113,7 @@ def compile_info() -> list[dict[str, Any]]:
             "compiles": e.compiles,
             "compile_seconds": e.compile_seconds,
             "calls": e.calls,
+            "failed": e.failed,
         }
         for e in _CACHE.values()
     ]
@@ -268,9 +272,13 @@ def _keep(matrix, rows, t0, t1, save_ts, inside, ts_out):
     return ts_out.clone()
 
 
-def run_loop(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
+def run_loop(ctx: Context, st: LoopState, rec: Recorder) -> LoopState | None:
     """Run the loop from ``st`` until no sample runs, as one compiled ``while_loop``; the values
-    saved at ``ts`` go to ``rec``."""
+    saved at ``ts`` go to ``rec``. None (with a warning, once per structure) when TorchDynamo
+    cannot capture this loop whole; the caller then runs it step by step."""
+    entry = _entry("loop", ctx, _loop)
+    if entry.failed is not None:
+        return None
     layout, carry = _Layout.of(st)
     carry = [x.clone(memory_format=torch.contiguous_format) for x in carry]
     if rec.ts_out is None:
@@ -278,7 +286,17 @@ def run_loop(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
     else:  # without the padding column (standard strides: a while_loop checks them)
         ts_out = rec.ts_out[:, :-1].clone(memory_format=torch.contiguous_format)
         save_ts = rec.save_ts[:, :-1].clone(memory_format=torch.contiguous_format)
-    out = _call(_entry("loop", ctx, _loop), ctx, layout, save_ts, ts_out, *carry)
+    try:
+        out = _call(entry, ctx, layout, save_ts, ts_out, *carry)
+    except torch._dynamo.exc.TorchDynamoException as error:
+        entry.failed = str(error).strip().splitlines()[0][:300]
+        warnings.warn(
+            f"compile: the solve's loop could not be captured as one torch.while_loop "
+            f"({type(error).__name__}: {entry.failed}); each step is compiled instead (this "
+            "structure will not be tried again; see torchnde.compile_info())",
+            stacklevel=5,
+        )
+        return None
     if save_ts is not None:
         pad = rec.ts_out[:, -1:]
         rec.ts_out = torch.cat([out[0], pad], dim=1)

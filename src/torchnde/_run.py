@@ -190,10 +190,8 @@ def drive(prep: Prepared, *, observe: Observer | None = None) -> LoopOutput:
     st = init_state(ctx, prep.y0, prep.dt0, prep.solver_state, prep.nfe0)
     rec = Recorder(ctx, plan.ts, plan.steps, plan.dense)
     st = rec.start(st)
-    if observe is None and loop_applies(ctx, rec):
-        st = run_loop(ctx, st, rec)
-    else:
-        st = advance(ctx, st, rec, observe=observe)
+    whole = run_loop(ctx, st, rec) if observe is None and loop_applies(ctx, rec) else None
+    st = advance(ctx, st, rec, observe=observe) if whole is None else whole
     st = finish(ctx, st)
     ys, ts = assemble(ctx, plan, st, rec, prep.y0)
     return LoopOutput(ys, ts, st, rec)

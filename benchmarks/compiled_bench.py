@@ -1,0 +1,223 @@
+"""COMPILED — torchnde's compiled solve (``solve(..., compile=True)``) against its eager loop and
+diffrax (jitted), side by side in one process, as issue 13 asks.
+
+Problems (float64, Dopri5, rtol 1e-6, atol 1e-8, 10 save times, inference: ``torch.no_grad()``):
+
+* ``vdp1`` — Van der Pol μ = 10 on [0, 10] from (2, 0), one problem (B3 with batch 1);
+* ``vdp1024`` — the same for 1024 initial conditions uniform in [-2, 2]² with per-sample step
+  control (B3: torchnde ``batch_axis=0``; diffrax under ``jax.vmap``);
+* ``mlp`` — B1's neural ODE (MLP 32→64→64→32, tanh, batch 256, weights N(0, 2.5²/fan_in),
+  seed 0) in float32, one step size for the batch (diffrax: the same weights in ``jax.numpy``).
+
+Rows: torchnde eager (the default loop), torchnde compiled (inductor; the whole loop is one
+``torch.while_loop``), diffrax ``diffeqsolve`` under ``jax.jit`` (``PIDController`` with the
+same tolerances; its default safety factors differ slightly, so step counts can differ by a
+few). Compile time (the first call, minus one run) is printed apart and excluded from the
+medians. Clock: process CPU time, one torch thread, one XLA thread.
+
+``python -m benchmarks.compiled_bench [--problems vdp1 vdp1024 mlp] [--repeats N]``, or
+``python -m benchmarks.run --case COMPILED``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+
+import torch
+
+import torchnde
+
+RTOL, ATOL = 1e-6, 1e-8
+PROBLEMS = ("vdp1", "vdp1024", "mlp")
+
+
+def _vdp(t, y, mu):
+    x, v = y[..., 0], y[..., 1]
+    return torch.stack([v, mu * (1 - x * x) * v - x], -1)
+
+
+def _mlp_weights(dtype):
+    gen = torch.Generator().manual_seed(0)
+    sizes = [(32, 64), (64, 64), (64, 32)]
+    return [
+        (
+            torch.randn(o, i, generator=gen, dtype=dtype) * 2.5 / i**0.5,
+            torch.randn(o, generator=gen, dtype=dtype) * 0.1,
+        )
+        for i, o in sizes
+    ]
+
+
+def _problem(name: str):
+    """(field, y0, t1, ts, args, batch_axis) for torchnde."""
+    if name.startswith("vdp"):
+        batch = 1 if name == "vdp1" else 1024
+        if batch == 1:
+            y0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
+        else:
+            gen = torch.Generator().manual_seed(0)
+            y0 = torch.rand(batch, 2, generator=gen, dtype=torch.float64) * 4 - 2
+        ts = torch.linspace(0.0, 10.0, 10, dtype=torch.float64)
+        return _vdp, y0, 10.0, ts, 10.0, (None if batch == 1 else 0)
+    weights = _mlp_weights(torch.float32)
+
+    def mlp(t, y, args):
+        for k, (w, b) in enumerate(weights):
+            y = y @ w.T + b
+            if k < len(weights) - 1:
+                y = torch.tanh(y)
+        return y
+
+    y0 = torch.randn(256, 32, generator=torch.Generator().manual_seed(1))
+    ts = torch.linspace(0.0, 1.0, 10)
+    return mlp, y0, 1.0, ts, None, None
+
+
+def _torch_runner(name: str, compile: bool | str) -> Callable[[], torchnde.Solution]:
+    field, y0, t1, ts, args, batch_axis = _problem(name)
+    term, solver = torchnde.ODETerm(field), torchnde.Dopri5()
+    controller = torchnde.PIDController(rtol=RTOL, atol=ATOL)
+
+    def run():
+        with torch.no_grad():
+            return torchnde.solve(
+                term,
+                solver,
+                0.0,
+                t1,
+                y0,
+                args=args,
+                saveat=torchnde.SaveAt(ts=ts),
+                controller=controller,
+                batch_axis=batch_axis,
+                compile=compile,
+            )
+
+    return run
+
+
+def _diffrax_runner(name: str):
+    try:
+        import diffrax
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    _, y0, t1, ts, args, batch_axis = _problem(name)
+    if name.startswith("vdp"):
+
+        def vf(t, y, mu):
+            x, v = y[..., 0], y[..., 1]
+            return jnp.stack([v, mu * (1 - x * x) * v - x], -1)
+
+    else:
+        weights = [
+            (jnp.asarray(w.numpy()), jnp.asarray(b.numpy())) for w, b in _mlp_weights(torch.float32)
+        ]
+
+        def vf(t, y, _):
+            for k, (w, b) in enumerate(weights):
+                y = y @ w.T + b
+                if k < len(weights) - 1:
+                    y = jnp.tanh(y)
+            return y
+
+    def one(y):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf),
+            diffrax.Dopri5(),
+            0.0,
+            t1,
+            None,
+            y,
+            args=args,
+            saveat=diffrax.SaveAt(ts=jnp.asarray(ts.numpy())),
+            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+            max_steps=10_000,
+        )
+        return sol.ys, sol.stats["num_steps"]
+
+    fn = jax.jit(jax.vmap(one) if batch_axis == 0 else one)
+    y = jnp.asarray(y0.numpy())
+
+    def run():
+        out = fn(y)
+        jax.block_until_ready(out)
+        return out
+
+    return run
+
+
+def _time(run, repeats: int) -> tuple[float, float, float]:
+    """(first-call seconds, median ms, spread) of CPU time."""
+    start = time.process_time()
+    run()
+    first = time.process_time() - start
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        run()
+        times.append(time.process_time() - start)
+    med = statistics.median(times)
+    return first, med * 1e3, (max(times) - min(times)) / med if med else 0.0
+
+
+def main(opts=None, argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compiled_bench")
+    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args([] if opts is not None else argv)
+    if opts is not None:
+        args.repeats = getattr(opts, "repeats", None) or args.repeats
+    torch.set_num_threads(1)
+    print("== COMPILED: torchnde eager vs compiled (inductor) vs diffrax (jit); CPU time, 1 thread")
+    for name in args.problems:
+        print(f"\n{name}")
+        print(
+            f"   {'contestant':<24} {'steps':>8} {'median ms':>10} {'spread':>7} {'compile s':>10}"
+        )
+        rows = {}
+        for label, run in (
+            ("torchnde eager", _torch_runner(name, False)),
+            ("torchnde compiled", _torch_runner(name, True)),
+            ("diffrax (jit)", _diffrax_runner(name)),
+        ):
+            if run is None:
+                print(f"   {label:<24} (not installed)")
+                continue
+            first, med, spread = _time(run, args.repeats)
+            out = run()
+            if isinstance(out, torchnde.Solution):
+                steps = int(out.stats["num_steps"].max())
+                ys = out.ys
+            else:
+                steps = int(out[1].max())
+                ys = torch.as_tensor(out[0].__array__())
+            rows[label] = (med, ys)
+            compile_s = max(first - med / 1e3, 0.0) if label != "torchnde eager" else 0.0
+            print(
+                f"   {label:<24} {steps:>8} {med:>10.2f} {spread:>6.0%} {compile_s:>10.1f}"
+                if label != "torchnde eager"
+                else f"   {label:<24} {steps:>8} {med:>10.2f} {spread:>6.0%} {'':>10}"
+            )
+        if "torchnde compiled" in rows:
+            eager, comp = rows["torchnde eager"], rows["torchnde compiled"]
+            diff = float((eager[1] - comp[1]).abs().max())
+            line = f"   compiled/eager {comp[0] / eager[0]:.3f} (max |diff| {diff:.1e})"
+            if "diffrax (jit)" in rows:
+                line += f"; compiled/diffrax {comp[0] / rows['diffrax (jit)'][0]:.2f}"
+                line += f"; eager/diffrax {eager[0] / rows['diffrax (jit)'][0]:.1f}"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
