@@ -28,9 +28,12 @@ interpolation classes query :class:`torchnde.LinearInterpolation` /
 
 Deviations from torchcde, each deliberate:
 
-* **Outside the data** the interpolations are constant (their derivative is zero); torchcde
-  extends the first and last polynomial pieces. Inside ``X.interval`` the values agree to
-  rounding.
+* **Outside the data** the interpolation classes continue the first and last pieces, as torchcde
+  does (the torchnde paths underneath are constant there: a native ``solve`` past the data sees
+  a zero derivative). Inside ``X.interval`` the values agree to rounding.
+* ``torchcde.misc`` is :mod:`torchnde.compat.torchcde.misc` (``cheap_stack``,
+  ``tridiagonal_solve``, ``forward_fill``); ``import torchnde.compat.torchcde.misc`` does not
+  work, ``from torchnde.compat.torchcde import misc`` does.
 * **Adjoint gradients reach the data.** With ``adjoint=True`` and no ``adjoint_params``, torchcde
   differentiates only ``func``'s parameters (and warns when the coefficients require grad);
   here every tensor the vector field uses gets its gradient, coefficients included. Explicit
@@ -41,11 +44,12 @@ Deviations from torchcde, each deliberate:
   one vectorised pass rather than channel by channel; a channel with no observation at all gives
   the zero path, as in torchcde.
 * **Rectilinear** data must have non-decreasing times in the time channel (torchcde does not
-  check); the time channel may not hold NaN (torchcde asserts; here a ``ValueError``).
-* **backend="torchsde"** is not available: torchcde's torchsde backend ignores the noise and
-  solves the same ODE, so use ``backend="torchdiffeq"`` (``method="euler"``, ``"midpoint"``, …)
-  or, for torchsde's reversible Heun, :func:`torchnde.solve` with ``torchnde.ReversibleHeun()``
-  and ``torchnde.ReversibleAdjoint()``.
+  check); NaN in the time channel raises a ``ValueError`` that is also an ``AssertionError``
+  (torchcde asserts).
+* **backend="torchsde"** runs, as in torchcde, the same equation as an SDE with zero diffusion
+  through :mod:`torchnde.compat.torchsde` (``sdeint`` / ``sdeint_adjoint`` with torchsde's
+  ``method``, ``dt``, ``adjoint_method`` …): e.g. ``method="reversible_heun"`` with
+  ``adjoint_method="adjoint_reversible_heun"``.
 * **logsignature_windows / logsig_windows** need the ``signatory`` package and are not provided.
 * The solver's own deviations from torchdiffeq are listed in :mod:`torchnde.compat.torchdiffeq`
   (adaptive step sizes agree with torchdiffeq's to within the tolerances, not bit for bit;
@@ -73,6 +77,7 @@ from ..paths import NaturalCubicSpline as _Natural
 from ..paths import PiecewiseCubic as _PiecewiseCubic
 from ..paths import RectilinearInterpolation as _Rectilinear
 from ..paths._pieces import reusable
+from . import _torchcde_misc as misc
 from . import torchdiffeq as _torchdiffeq
 
 __all__ = [
@@ -86,6 +91,7 @@ __all__ = [
     "linear_interpolation_coeffs",
     "logsig_windows",
     "logsignature_windows",
+    "misc",
     "natural_cubic_coeffs",
     "natural_cubic_spline_coeffs",
 ]
@@ -170,6 +176,11 @@ def linear_interpolation_coeffs(
     return path.xs.movedim(0, -2)
 
 
+class _NanTimeError(ValueError, AssertionError):
+    """NaN in the time channel: a ``ValueError`` (torchnde's convention for bad input) that is
+    also the ``AssertionError`` torchcde raises, so code catching either keeps working."""
+
+
 def _rectilinear(x: torch.Tensor, t: torch.Tensor | None, index: Any) -> torch.Tensor:
     channels = x.size(-1) if isinstance(x, torch.Tensor) and x.ndim else 0
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < channels:
@@ -181,7 +192,7 @@ def _rectilinear(x: torch.Tensor, t: torch.Tensor | None, index: Any) -> torch.T
     if t is not None:  # the rectilinear knots are used with the default times
         _times(x.new_empty(*x.shape[:-2], 2 * x.size(-2) - 1, channels), t)
     if bool(torch.isnan(x[..., index]).any()):
-        raise ValueError(
+        raise _NanTimeError(
             "There exist nan values in the time column which is not allowed. If the times are "
             "padded with nans after final time, a simple solution is to forward fill the final "
             "time."
@@ -209,13 +220,27 @@ def natural_cubic_coeffs(x: torch.Tensor, t: torch.Tensor | None = None) -> torc
     observed values, NaNs before the first / after the last observation filled with it. Pass the
     result to :class:`CubicSpline`."""
     t = _times(x, t)
+    if x.size(-2) == 2:
+        return _line(x, t)
     return _cubic_layout(_Natural(t, _observed(x).movedim(-2, 0)).coeffs)
+
+
+def _line(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The natural cubic spline through two points is the line through them: one piece
+    ``(a, b, 2c, 3d) = (x0, slope, 0, 0)`` (a missing value takes the other one, as in
+    :func:`linear_interpolation_coeffs`)."""
+    knots = linear_interpolation_coeffs(x, t)
+    a = knots[..., :1, :]
+    b = (knots[..., 1:, :] - a) / (t[1] - t[0]).to(x.dtype)
+    return torch.cat([a, b, torch.zeros_like(a), torch.zeros_like(a)], dim=-1)
 
 
 def natural_cubic_spline_coeffs(x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
     """torchcde's deprecated variant of :func:`natural_cubic_coeffs`: a missing first (last)
     value takes the first (last) observation; other missing values at the ends are skipped."""
     t = _times(x, t)
+    if x.size(-2) == 2:
+        return _line(x, t)
     x = _observed(x)
     obs = ~torch.isnan(x)
     if not bool(obs.all()):
@@ -292,12 +317,34 @@ class _OnPath(InterpolationBase):
     def evaluate(self, t: Any) -> torch.Tensor:
         """``X(t)``: ``(..., channels)`` for a 0-dim ``t``, ``(..., *t.shape, channels)`` else."""
         t = self._query(t)
-        return _time_first(self.path.evaluate(t), t.ndim)
+        return self._extend(t, _time_first(self.path.evaluate(t), t.ndim), derivative=False)
 
     def derivative(self, t: Any) -> torch.Tensor:
-        """``dX/dt``, left-continuous at the knots as in torchcde (zero outside the interval)."""
+        """``dX/dt``, left-continuous at the knots as in torchcde."""
         t = self._query(t)
-        return _time_first(self.path.derivative(t, left=True), t.ndim)
+        out = _time_first(self.path.derivative(t, left=True), t.ndim)
+        return self._extend(t, out, derivative=True)
+
+    def _piece(self, end: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The first (``end=0``) or last (``end=-1``) piece as ``(start, (a, b, c, d))``,
+        ``X = a + b x + c x² + d x³`` with ``x = t - start``, coefficients ``(..., channels)``."""
+        raise NotImplementedError
+
+    def _extend(self, t: torch.Tensor, out: torch.Tensor, derivative: bool) -> torch.Tensor:
+        """Outside the knots, continue the first / last piece, as torchcde does (the torchnde
+        paths are constant there)."""
+        below, above = t < self._t[0], t > self._t[-1]
+        if not bool((below | above).any()):
+            return out
+        for mask, end in ((below, 0), (above, -1)):
+            if not bool(mask.any()):
+                continue
+            start, coeffs = self._piece(end)
+            a, b, c, d = (v.reshape(*v.shape[:-1], *([1] * t.ndim), v.shape[-1]) for v in coeffs)
+            x = (t - start).to(out.dtype).reshape(*t.shape, 1)
+            value = b + x * (2 * c + 3 * d * x) if derivative else a + x * (b + x * (c + x * d))
+            out = torch.where(mask.reshape(*t.shape, 1), value, out)
+        return out
 
 
 class LinearInterpolation(_OnPath):
@@ -315,6 +362,13 @@ class LinearInterpolation(_OnPath):
         self.register_buffer("_coeffs", coeffs)
         self._dtype = coeffs.dtype
         self.path = _Linear(t, coeffs.movedim(-2, 0))
+
+    def _piece(self, end: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        i, j = (0, 1) if end == 0 else (-2, -1)
+        knots, t = self._coeffs, self._t
+        slope = (knots[..., j, :] - knots[..., i, :]) / (t[j] - t[i]).to(knots.dtype)
+        zero = torch.zeros_like(slope)
+        return t[end], (knots[..., end, :], slope, zero, zero)
 
 
 class CubicSpline(_OnPath):
@@ -336,6 +390,11 @@ class CubicSpline(_OnPath):
         # the layout change as one re-traversable node: adjoints walk back through it many times
         (pieces,) = reusable(lambda c: (_from_cubic_layout(c),), coeffs)
         self.path = _PiecewiseCubic(t, pieces)
+
+    def _piece(self, end: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        channels = self._coeffs.size(-1) // 4
+        a, b, two_c, three_d = self._coeffs[..., end, :].split(channels, dim=-1)
+        return self._t[0 if end == 0 else -2], (a, b, two_c / 2, three_d / 3)
 
 
 #: torchcde's deprecated name for :class:`CubicSpline`
@@ -465,7 +524,10 @@ def _check(X: Any, func: Callable, z0: Any, t: torch.Tensor) -> tuple[bool, bool
 
 
 class _VectorField(torch.nn.Module):
-    """``dz/dt = func(t, z) · dX/dt(t)`` (or ``func.prod(t, z, dX/dt)``), torchdiffeq's way."""
+    """``dz/dt = func(t, z) · dX/dt(t)`` (or ``func.prod(t, z, dX/dt)``), torchdiffeq's way; for
+    ``backend="torchsde"`` also an SDE with drift ``f`` and zero diffusion ``g`` (one Brownian
+    channel), of ``func``'s ``sde_type``/``noise_type`` (default Stratonovich, additive), as
+    torchcde builds it."""
 
     def __init__(self, X: Any, func: Callable, is_tensor: bool, is_prod: bool):
         super().__init__()
@@ -473,6 +535,14 @@ class _VectorField(torch.nn.Module):
         self.func = func
         self.is_tensor = is_tensor
         self.is_prod = is_prod
+        self.sde_type = getattr(func, "sde_type", "stratonovich")
+        self.noise_type = getattr(func, "noise_type", "additive")
+
+    def f(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self(t, z)
+
+    def g(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(z).unsqueeze(-1)
 
     def forward(self, t: torch.Tensor, z: Any) -> Any:
         dxdt = self.X.derivative(t)
@@ -505,7 +575,8 @@ def cdeint(
         t: 1-D times; the solve runs from ``t[0]`` to ``t[-1]``.
         adjoint: gradients by the continuous adjoint (:class:`torchnde.BacksolveAdjoint`, via
             ``odeint_adjoint``) rather than backpropagation through the solver.
-        backend: ``"torchdiffeq"`` (the only one here; see the module docstring).
+        backend: ``"torchdiffeq"``, or ``"torchsde"`` (torchsde's solvers on the same equation
+            with zero noise; ``kwargs`` are then torchsde's).
         **kwargs: torchdiffeq's ``rtol`` (default ``1e-4``), ``atol`` (``1e-6``), ``method``,
             ``options`` and, with ``adjoint``, ``adjoint_rtol``, ``adjoint_atol`` (default
             ``rtol``, ``atol``), ``adjoint_method``, ``adjoint_options``, ``adjoint_params``.
@@ -513,16 +584,10 @@ def cdeint(
     Returns:
         ``(..., len(t), hidden)`` (a tuple of such for a tuple state).
     """
-    if backend == "torchsde":
+    if backend not in ("torchdiffeq", "torchsde"):
         raise ValueError(
-            "backend='torchsde' is not available in torchnde.compat.torchcde: torchcde's torchsde "
-            "backend ignores the noise and solves the same ODE, so use backend='torchdiffeq' with "
-            "its methods (method='euler', 'midpoint', 'rk4', 'dopri5', …); for reversible Heun "
-            "use torchnde.solve(ControlTerm(func, path).to_ode(), torchnde.ReversibleHeun(), ..., "
-            "adjoint=torchnde.ReversibleAdjoint())"
+            f"Unrecognised backend={backend!r}; use backend='torchdiffeq' or backend='torchsde'"
         )
-    if backend != "torchdiffeq":
-        raise ValueError(f"Unrecognised backend={backend}; use backend='torchdiffeq'")
     kwargs.setdefault("atol", 1e-6)
     kwargs.setdefault("rtol", 1e-4)
     if adjoint:
@@ -530,8 +595,14 @@ def cdeint(
         kwargs.setdefault("adjoint_rtol", kwargs["rtol"])
     is_tensor, is_prod = _check(X, func, z0, t)
     field = _VectorField(X, func, is_tensor, is_prod)
-    odeint = _torchdiffeq.odeint_adjoint if adjoint else _torchdiffeq.odeint
-    out = odeint(field, z0, t, **kwargs)
+    if backend == "torchsde":  # the same equation through the torchsde facade's solvers
+        from . import torchsde as _torchsde
+
+        sdeint = _torchsde.sdeint_adjoint if adjoint else _torchsde.sdeint
+        out = sdeint(field, z0, t, **kwargs)
+    else:
+        odeint = _torchdiffeq.odeint_adjoint if adjoint else _torchdiffeq.odeint
+        out = odeint(field, z0, t, **kwargs)
     if is_tensor:
         return _time_axis(out)
     return tuple(_time_axis(o) for o in out)
