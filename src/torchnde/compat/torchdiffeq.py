@@ -43,7 +43,9 @@ Options of adaptive methods: ``first_step`` (→ ``dt0``), ``step_t`` and ``jump
 ``max_num_steps`` (→ ``max_steps``), ``dtype`` (the time dtype) and ``norm`` (called, as in
 torchdiffeq, on a tensor shaped like ``y0`` or on the tuple state). Options of fixed-grid methods:
 ``step_size``, ``grid_constructor``, ``interp`` (``"linear"`` or ``"cubic"``) and
-``perturb=False``. Without ``step_size`` or ``grid_constructor`` a fixed-grid method steps from
+``perturb`` (``True``: evaluate ``func`` one ulp inside the step at the grid times, for
+fields discontinuous there, as torchdiffeq's ``Perturb`` does, also in ``odeint_adjoint``'s
+backward solve). Without ``step_size`` or ``grid_constructor`` a fixed-grid method steps from
 each time in ``t`` to the next (``StepTo(t)``), as torchdiffeq does.
 
 Deviations from torchdiffeq, each deliberate:
@@ -73,7 +75,7 @@ Deviations from torchdiffeq, each deliberate:
 * **min_step.** torchdiffeq silently accepts a step of ``min_step`` whatever its error; here a step
   that would have to shrink below it fails loudly (``SolveError``, ``Status.DTMIN``).
 * **Unsupported input raises.** Per-element or per-leaf ``rtol``/``atol`` tensors, tuple states of
-  mixed dtypes, ``perturb=True``, the backward-solve callbacks (``callback_step_adjoint`` …)
+  mixed dtypes, the backward-solve callbacks (``callback_step_adjoint`` …)
   under :func:`odeint_adjoint`, and options that the chosen method does not use (torchdiffeq
   warns and ignores those) raise an error that names the option.
 * **Events.** The crossing is located on the solver's dense output to floating-point accuracy
@@ -268,12 +270,8 @@ def _check_options(method: str, adaptive: bool, options: Any) -> dict[str, Any]:
             f"unknown option {key!r} for method {method!r}; the {kind} methods accept "
             f"{', '.join(own)}"
         )
-    if options.get("perturb", False):
-        raise ValueError(
-            "options['perturb']=True (evaluating just inside each step, for vector fields "
-            "discontinuous at the grid times) is not supported; use an adaptive method with "
-            "options={'jump_t': times_of_the_discontinuities}"
-        )
+    if not isinstance(options.get("perturb", False), bool):
+        raise TypeError(f"options['perturb'] must be True or False, got {options['perturb']!r}")
     interp = options.get("interp", "linear")
     if interp not in ("linear", "cubic"):
         raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {interp!r}")
@@ -670,8 +668,53 @@ def _grid(p: _Problem, t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+#: the fixed-grid methods with a stage at the end of the step (``c = 1``)
+_END_STAGE = ("heun2", "rk4")
+
+
+class _Perturbed:
+    """torchdiffeq's ``perturb=True``: ``func`` evaluated one ulp inside the current step at the
+    grid times, so a vector field discontinuous there is sampled on the step's own side.
+
+    A stage at a grid time ``g`` is the step's start (moved forwards, in the direction of travel)
+    unless the method has an end stage (``c = 1``) and the previous evaluation was elsewhere:
+    then it is that step's end (moved back towards it). The direction of travel is read from
+    consecutive evaluations, so the backward solve of :func:`odeint_adjoint`, which steps through
+    the same grid in reverse, is perturbed the same way."""
+
+    def __init__(self, f: Callable, grid: torch.Tensor, dtype: torch.dtype, end_stage: bool):
+        self.f, self.end_stage, self.dtype = f, end_stage, dtype
+        times = grid.detach().to(dtype).tolist()
+        self.index = {g: i for i, g in enumerate(times)}
+        self.times = times
+        self.last: float | None = None
+        self.direction = 1.0 if times[-1] > times[0] else -1.0
+        self.__name__ = getattr(f, "__name__", "func")
+
+    def _towards(self, s: float, k: int) -> float:
+        if k == 0 or k == len(self.times) - 1:
+            return self.times[1 if k == 0 else -2] - s
+        if self.end_stage and self.last is not None and self.last != s:
+            return self.last - s  # the end stage of the step just taken
+        return self.direction
+
+    def __call__(self, t, y, args):
+        s = float(t.to(self.dtype))
+        k = self.index.get(s)
+        if self.last is not None and s != self.last:
+            self.direction = math.copysign(1.0, s - self.last)
+        if k is not None:
+            towards = self._towards(s, k)
+            t = torch.nextafter(t.to(self.dtype), t.to(self.dtype) + math.copysign(1.0, towards))
+        self.last = s
+        return self.f(t, y, args)
+
+
 def _solve_grid(p: _Problem, t: torch.Tensor, adjoint: AbstractAdjoint) -> Any:
     grid = _grid(p, t)
+    if p.options.get("perturb", False):
+        field = _Perturbed(p.term.f, grid, p.real_dtype, p.method in _END_STAGE)
+        p.term = _ODETerm(field)
     run = {"controller": StepTo(grid), "max_steps": len(grid) - 1, "adjoint": adjoint}
     if p.options.get("interp", "linear") == "cubic":
         # the solver's interpolant is the cubic Hermite one torchdiffeq uses
