@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-installed
 
-.PHONY: demo test lint docs bench setup clean
+.PHONY: demo test lint docs bench setup clean compat-suites
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,14 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# the peers' own test suites against torchnde's facades (outside the gate; fetches nothing):
+# PEERS_SRC holds checkouts named torchdiffeq, torchsde, torchcde (see compat_suites/README.md)
+compat-suites: $(STAMP)
+	@test -n "$(PEERS_SRC)" || (echo "usage: make compat-suites PEERS_SRC=/path/to/checkouts"; exit 2)
+	-$(BIN)/python compat_suites/run.py --peer torchdiffeq --src $(PEERS_SRC)/torchdiffeq
+	-$(BIN)/python compat_suites/run.py --peer torchsde --src $(PEERS_SRC)/torchsde
+	-$(BIN)/python compat_suites/run.py --peer torchcde --src $(PEERS_SRC)/torchcde
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache site
