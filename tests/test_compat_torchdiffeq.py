@@ -687,3 +687,45 @@ def test_perturb_samples_each_step_on_its_own_side():
     torch.testing.assert_close(
         x0.grad, torch.full((2,), 1.0 + math.exp(-1.0), dtype=F64), rtol=1e-3, atol=0
     )
+
+
+def test_odeint_adjoint_event_time_is_differentiable():
+    """odeint_adjoint with event_fn: the event time has a gradient, and the gradients are those
+    of torchdiffeq's odeint_event through its odeint_adjoint (implicit function theorem)."""
+
+    class Spring(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.tensor(0.7, dtype=F64))
+
+        def forward(self, t, y):
+            return torch.stack([y[1], -self.a * y[0]])
+
+    def grads(lib, run):
+        func = Spring()
+        y0 = torch.tensor([1.0, 0.0], dtype=F64, requires_grad=True)
+        event_t, ys = run(lib, func, y0)
+        return torch.cat(
+            [g.reshape(-1) for g in torch.autograd.grad(event_t + ys[-1].sum(), (y0, func.a))]
+        )
+
+    def ours(lib, func, y0):
+        t = torch.tensor([0.0, 1.0], dtype=F64)
+        return lib.odeint_adjoint(
+            func, y0, t, event_fn=lambda s, y: y[0] - 0.2, rtol=1e-10, atol=1e-12
+        )
+
+    def theirs(lib, func, y0):
+        return lib.odeint_event(
+            func,
+            y0,
+            torch.tensor(0.0, dtype=F64),
+            event_fn=lambda s, y: y[0] - 0.2,
+            odeint_interface=lib.odeint_adjoint,
+            rtol=1e-10,
+            atol=1e-12,
+        )
+
+    want = grads(td, theirs)
+    torch.testing.assert_close(grads(nde, ours), want, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(grads(nde, theirs), want, rtol=1e-7, atol=1e-9)

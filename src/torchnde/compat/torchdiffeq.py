@@ -85,6 +85,10 @@ Deviations from torchdiffeq, each deliberate:
   torchdiffeq offers only through :func:`odeint_event`. torchdiffeq searches for the event with no
   end time; here adaptive methods search in segments of growing length, starting with
   ``|t[1] - t[0]|`` and doubling, until the event or ``max_num_steps``.
+* **odeint_adjoint with event_fn** returns a differentiable event time and the full gradient
+  (the event time's own gradient added by the implicit function theorem), which torchdiffeq gives
+  only through ``odeint_event(..., odeint_interface=odeint_adjoint)``; torchdiffeq's
+  ``odeint_adjoint`` alone holds the event time fixed.
 * **odeint_dense** accepts every method, tuple states, decreasing time and a 1-D ``t_eval``; the
   function it returns is valid on ``[t0, t1]`` (torchdiffeq's only for a 0-dim ``t_eval``).
 * **jump_t.** The vector field is evaluated at the jump time itself on both sides of it
@@ -1076,9 +1080,14 @@ def odeint_event(
     t0 = t0.reshape(-1)
     t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
     event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
-    if odeint_interface is odeint:
-        return event_t, solution  # the event time is differentiated inside the solve already
-    # odeint_adjoint holds the event time fixed: add its gradient, as torchdiffeq does
+    if odeint_interface in (odeint, odeint_adjoint):
+        return event_t, solution  # both give the event time its gradient already
+    return _with_event_gradient(func, event_fn, y0, t, event_t, solution)
+
+
+def _with_event_gradient(func, event_fn, y0, t, event_t, solution):
+    """``(event_t, solution)`` of a solve that held the event time fixed, with the event time's
+    gradient added (:class:`_EventGradient`), as torchdiffeq does."""
     is_tuple = not isinstance(y0, torch.Tensor)
     leaves = tuple(solution) if is_tuple else (solution,)
     with torch.no_grad():
@@ -1233,9 +1242,9 @@ def odeint_adjoint(
             requiring grad that it uses); an explicit tuple that misses a tensor ``func`` uses is
             an error rather than a silently lost gradient.
 
-    With ``event_fn`` the event is located without a graph and the gradient flows back from the
-    event state with the event time held fixed, as in torchdiffeq; :func:`odeint_event` adds the
-    event time's own gradient.
+    With ``event_fn`` the event is located without a graph, the solve to it is differentiated by
+    the adjoint with the event time held fixed, and the event time's own gradient is added
+    (implicit function theorem), so ``event_t`` and the event state are differentiable.
     """
     if method == SCIPY:
         if event_fn is not None:
@@ -1263,4 +1272,9 @@ def odeint_adjoint(
         adjoint_options,
         adjoint_params,
     )
-    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint)
+    out = _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint)
+    if event_fn is None:
+        return out
+    # the event is located without a graph and the solve to it holds its time fixed: add the
+    # event time's gradient (implicit function theorem), so event_t is differentiable too
+    return _with_event_gradient(func, event_fn, y0, _check_t(t, out[1].device), *out)
