@@ -653,6 +653,7 @@ DECLARED = [
     (tn.Midpoint(), 0.5, "stratonovich"),
     (tn.SRA1(), 1.5, "any"),
     (tn.SRI(), 1.5, "ito"),
+    (tn.LogODEMidpoint(), 0.5, "stratonovich"),
 ]
 
 
@@ -807,3 +808,33 @@ def test_step_doubling_checks_its_argument():
         tn.StepDoubling("milstein")
     with pytest.raises(TypeError, match="once"):
         tn.StepDoubling(tn.StepDoubling(tn.Euler()))
+
+
+def test_log_ode_midpoint_adds_the_levy_area_bracket_to_the_midpoint_step():
+    """For linear fields ``g_k(y) = B_k y`` one step is the midpoint step (its stage ``y'``)
+    plus ``Σ_jk A_jk B_k B_j y'``, ``A`` the path's Lévy-area approximation over the step; on
+    diagonal noise (commutative) it is the midpoint method."""
+    mats = torch.tensor([[[0.3, 0.5], [-0.2, 0.1]], [[0.0, -0.4], [0.6, 0.2]]], dtype=F64)
+    path = tn.BrownianGrid(0.0, 1.0, (2,), steps=4, levy_area="space-time", dtype=F64)
+    drift = lambda t, y, a: -0.5 * y  # noqa: E731
+    g = lambda t, y, a: torch.einsum("kij,j->ik", mats, y)  # noqa: E731
+    term = tn.MultiTerm(tn.ODETerm(drift), tn.ControlTerm(g, path, noise="general"))
+    y0 = torch.tensor([1.0, -0.5], dtype=F64)
+    t0, t1 = _t(0.25), _t(0.5)
+    for approximation in ("davie", "foster"):
+        step = tn.solve(term, tn.LogODEMidpoint(approximation), 0.25, 0.5, y0, dt0=0.25)
+        w, _, area = path.area_increment(t0, t1, approximation)
+        mid = y0 + 0.5 * (drift(0, y0, None) * 0.25 + g(0, y0, None) @ w)
+        plain = y0 + drift(0, mid, None) * 0.25 + g(0, mid, None) @ w
+        bracket = torch.einsum("jk,kab,jbc,c->a", area, mats, mats, mid)
+        torch.testing.assert_close(step.ys[-1], plain + bracket, rtol=1e-12, atol=1e-12)
+    diagonal = tn.MultiTerm(
+        tn.ODETerm(drift), tn.ControlTerm(lambda t, y, a: torch.sin(y), path, noise="diagonal")
+    )
+    ours = tn.solve(diagonal, tn.LogODEMidpoint(), 0.0, 1.0, y0, dt0=0.25).ys
+    torch.testing.assert_close(ours, tn.solve(diagonal, tn.Midpoint(), 0.0, 1.0, y0, dt0=0.25).ys)
+    with pytest.raises(ValueError, match="levy_area"):
+        tn.solve(tn.MultiTerm(tn.ODETerm(drift), tn.ControlTerm(g, _bm(), noise="general")),
+                 tn.LogODEMidpoint(), 0.0, 1.0, y0, dt0=0.25)  # fmt: skip
+    with pytest.raises(ValueError, match="approximation"):
+        tn.LogODEMidpoint("wiktorsson")

@@ -27,10 +27,10 @@ Methods (torchsde name → torchnde solver; the defaults are torchsde's):
 ``euler_heun``             ``EulerHeun``                 Stratonovich
 ``reversible_heun``        ``ReversibleHeun``            Stratonovich; with ``sdeint_adjoint`` its
                                                          gradients are exact
+``log_ode``                ``LogODEMidpoint``            Stratonovich; needs ``bm`` with
+                                                         ``'davie'`` or ``'foster'`` Lévy area
 ``adjoint_reversible_heun``  (``ReversibleAdjoint``)     only as ``adjoint_method``
 =========================  ============================  ==========================================
-
-``log_ode`` is not available and raises ``ValueError`` naming ``midpoint``.
 
 The Brownian motion: ``bm=None`` draws a fresh path, as torchsde does — with fixed steps that
 divide ``[ts[0], ts[-1]]`` a :class:`torchnde.BrownianGrid` on the step grid (sampled once, O(1)
@@ -157,6 +157,7 @@ class _Method:
     sde_types: tuple[str, ...]
     noise_types: tuple[str, ...] = NOISE_TYPES
     levy_area: bool = False  # needs the space-time Lévy area
+    area: bool = False  # needs a Lévy-area approximation (davie or foster)
     options: tuple[str, ...] = ()
 
 
@@ -175,6 +176,7 @@ METHODS: dict[str, _Method] = {
     "heun": _Method("Heun", ("stratonovich",)),
     "euler_heun": _Method("EulerHeun", ("stratonovich",)),
     "reversible_heun": _Method("ReversibleHeun", ("stratonovich",)),
+    "log_ode": _Method("LogODEMidpoint", ("stratonovich",), levy_area=True, area=True),
 }
 
 _NEAREST = {  # what to use instead, by SDE type
@@ -680,6 +682,14 @@ class _TorchsdeBrownian(AbstractPath):
         w, u = self.bm(b, a, return_U=True)
         return -w, u / (a - b) - 0.5 * w
 
+    def area_increment(self, t0: Any, t1: Any, approximation: str = "foster"):
+        """``(W, H, A)`` from the object's own ``return_A`` (its own approximation)."""
+        a, b = float(t0), float(t1)
+        lo, hi = min(a, b), max(a, b)
+        w, u, area = self.bm(lo, hi, return_U=True, return_A=True)
+        h = u / (hi - lo) - 0.5 * w if hi > lo else torch.zeros_like(w)
+        return (w, h, area) if a <= b else (-w, h, -area)
+
     def __repr__(self) -> str:
         return f"torchsde {self.bm!r}"
 
@@ -895,6 +905,8 @@ class _Setup:
     batch: int
     logqp: bool
     options: dict[str, Any] = field(default_factory=dict)
+    #: the Lévy-area approximation of ``bm`` (or torchsde's default for ``log_ode``)
+    approximation: str = "foster"
 
 
 def _check_sde(sde: Any) -> tuple[str, str]:
@@ -938,14 +950,8 @@ def _check_method(method: Any, sde_type: str, noise_type: str, adjoint: bool = F
             "adjoint_reversible_heun can only be used for adjoint_method (with "
             "method='reversible_heun' in sdeint_adjoint)."
         )
-    if method == "log_ode":
-        raise ValueError(
-            "method='log_ode' (the log-ODE midpoint method with an approximate Lévy area) is not "
-            "available in torchnde; use method='midpoint', the same Stratonovich midpoint scheme "
-            "without the Lévy-area term"
-        )
     if method not in METHODS:
-        known = [*METHODS, "adjoint_reversible_heun", "log_ode"]
+        known = [*METHODS, "adjoint_reversible_heun"]
         raise ValueError(f"Expected method in {known}, but found {method!r}.")
     spec = METHODS[method]
     if sde_type not in spec.sde_types:
@@ -1101,6 +1107,8 @@ def _setup(sde, y0, ts, bm, method, options, names, logqp, adaptive) -> tuple[_S
         logqp=logqp,
         options=options,
     )
+    if bm is not None and bm.levy_area_approximation in ("davie", "foster"):
+        setup.approximation = bm.levy_area_approximation
     return setup, bm
 
 
@@ -1149,6 +1157,12 @@ def _user_path(setup: _Setup, bm: Any, needs_levy: bool) -> AbstractPath:
             f"method={setup.method!r} requires one of ['space-time', 'davie', 'foster'] set as the "
             "`levy_area_approximation` on the Brownian motion; build `bm` with "
             "levy_area_approximation='space-time'"
+        )
+    if METHODS[setup.method].area and bm.levy_area_approximation not in ("davie", "foster"):
+        raise ValueError(
+            f"method={setup.method!r} requires one of ['davie', 'foster'] set as the "
+            "`levy_area_approximation` on the Brownian motion; build `bm` with "
+            "levy_area_approximation='foster'"
         )
     if isinstance(bm, BaseBrownian):
         return bm.path
@@ -1203,6 +1217,8 @@ def _solver(setup: _Setup, adaptive: bool) -> AbstractSolver:
     if setup.method == "milstein":
         grad_free = bool(setup.options.get("grad_free", False))
         solver = cls(interpretation=setup.sde_type, derivative_free=grad_free)
+    elif setup.method == "log_ode":
+        solver = cls(approximation=setup.approximation)
     else:
         solver = cls()
     if not adaptive or solver.error_order is not None:

@@ -35,6 +35,7 @@ Times passed to the paths are 0-dim tensors, or ``(batch,)`` tensors (one time p
 from __future__ import annotations
 
 import abc
+import collections
 import math
 
 import torch
@@ -654,6 +655,8 @@ class VirtualBrownianTree(AbstractBrownianPath):
         sample = torch.arange(self.batch, device=dev)[:, None]
         self._counter = sample * pairs + torch.arange(pairs, device=dev)  # (batch, pairs)
         self._ends = self._end_values(w1, h1)
+        # 2 · depth + 1 rows serve one query; a few queries' worth are kept
+        self._cache = _RowCache(8 * 2 * pairs, min_rows=4 * depth + 4)
 
     def _end_values(self, w1, h1) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``w1``/``h1`` as the root's normals ``(batch or 1, channels)``: the bridge from 0 to
@@ -803,16 +806,57 @@ class VirtualBrownianTree(AbstractBrownianPath):
                     h = (fb[stream + 2] - fa[stream + 2]) / (cells * safe) - fa[stream] - w / 2
                     weights[stream].append(sigma[stream] * w * sign)
                     weights[stream + 2].append(sigma[stream] * h if delta else 0.0)
-        lanes = [[_pcg((n & _MASK) ^ lane) for n in nodes] for lane in self._lanes_f]
-        if self.depth > 32:
-            lanes = [[_pcg(h ^ (n >> 32)) for h, n in zip(lane, nodes)] for lane in lanes]
         dev = self.device
-        z = self._condition(self._normals(torch.tensor(lanes, device=dev), self._counter[0]))
+        z = self._condition(self._node_normals(nodes))
         weights = torch.tensor(weights, dtype=self.dtype, device=dev)  # (W/H, stream, R)
         if self.levy_area is None:
             return self._out(_contract(weights[0], z, ()), ()), None
         w = self._out(_contract(weights[:2], z, ()), ())
         return w, self._out(_contract(weights[2:], z, ()), ()) if levy else None
+
+    def _node_normals(self, nodes: list[int]) -> torch.Tensor:
+        """The normals of ``nodes`` (one path): ``(R, channels)``, or ``(2, R, pairs)`` with Lévy
+        area. Rows are kept in a small least-recently-used cache: consecutive steps of a solve
+        share all but the finest levels' nodes (and every query shares the top levels), so a
+        fixed-step solve computes about two new rows per step instead of ``2 · depth + 1``."""
+        cache = self._cache
+        if cache.dtype != self.dtype:
+            cache.clear(self.dtype)
+        found = {n: cache.get(n) for n in nodes if n in cache.rows}
+        missing = [n for n in dict.fromkeys(nodes) if n not in found]
+        if missing:
+            lanes = [[_pcg((n & _MASK) ^ lane) for n in missing] for lane in self._lanes_f]
+            if self.depth > 32:
+                lanes = [[_pcg(h ^ (n >> 32)) for h, n in zip(lane, missing)] for lane in lanes]
+            fresh = self._normals(torch.tensor(lanes, device=self.device), self._counter[0])
+            axis = 0 if self.levy_area is None else 1
+            for n, row in zip(missing, fresh.unbind(axis)):
+                cache.put(n, row)
+                found[n] = row
+        rows = [found[n] for n in nodes]
+        return torch.stack(rows, 0 if self.levy_area is None else 1)
+
+
+class _RowCache:
+    """Least-recently-used rows of a tree's normals, keyed by node, for one dtype."""
+
+    def __init__(self, row_bytes: int, min_rows: int, budget: int = 64 * 2**20):
+        self.rows: collections.OrderedDict[int, torch.Tensor] = collections.OrderedDict()
+        self.capacity = max(min_rows, min(4096, budget // max(row_bytes, 1)))
+        self.dtype: torch.dtype | None = None
+
+    def clear(self, dtype: torch.dtype) -> None:
+        self.rows.clear()
+        self.dtype = dtype
+
+    def get(self, node: int) -> torch.Tensor:
+        self.rows.move_to_end(node)
+        return self.rows[node]
+
+    def put(self, node: int, row: torch.Tensor) -> None:
+        self.rows[node] = row
+        if len(self.rows) > self.capacity:
+            self.rows.popitem(last=False)
 
 
 def _host_time(t) -> float | None:

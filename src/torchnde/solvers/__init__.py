@@ -23,7 +23,15 @@ from ._nonlinear import AbstractNonlinearSolver, Chord, Newton, NewtonKrylov
 from ._reversible import ReversibleHeun
 from ._rosenbrock import AbstractRosenbrock, Rodas5P, Rosenbrock23, RosenbrockTableau
 from ._runge_kutta import AbstractExplicitRungeKutta, AbstractRungeKutta
-from ._sde import SRA1, SRI, AbstractSDESolver, EulerHeun, EulerMaruyama, Milstein
+from ._sde import (
+    SRA1,
+    SRI,
+    AbstractSDESolver,
+    EulerHeun,
+    EulerMaruyama,
+    LogODEMidpoint,
+    Milstein,
+)
 from ._switch import AutoSwitch, stability_boundary
 from ._tableau import ButcherTableau, Interpolant
 from ._tsit5 import Tsit5
@@ -59,6 +67,7 @@ __all__ = [
     "Kvaerno3",
     "Kvaerno4",
     "Kvaerno5",
+    "LogODEMidpoint",
     "Midpoint",
     "Milstein",
     "Newton",
