@@ -14,8 +14,9 @@ Two ways of running the loop under :func:`torch.compile` (``fullgraph=True``, st
   counted only the last iteration (``w`` cubed by three iterations gave ``dw = 0.5`` instead of
   ``1.5``), so loop mode runs only where no gradient is recorded.
 
-Compiled functions are cached per *structure*: the mode, the backend, and the classes of the
-term, solver and controller (:func:`cache_key`). Each structure gets a function of its own (its
+Compiled functions are cached per *structure*: the mode, the backend, the classes of the term
+(with its vector fields' code, or their module classes), solver and controller
+(:func:`cache_key`). Each structure gets a function of its own (its
 own copy of the code object, hence its own TorchDynamo cache), whose guards then decide whether
 a call reuses a compiled graph (same shapes, dtypes, devices, callables and constants) or
 compiles another. :func:`compile_info` lists the structures with their compilations, the seconds
@@ -89,7 +90,10 @@ def check(solver: Any, controller: Any, backend: str | None) -> None:
 
 def cache_key(mode: str, ctx: Context) -> tuple:
     """The structure a compiled function is cached for."""
-    terms = tuple(type(t).__qualname__ for t in walk(ctx.problem.term))
+    terms = tuple(
+        (type(t).__qualname__, *(_code(getattr(t, name, None)) for name in ("f", "g")))
+        for t in walk(ctx.problem.term)
+    )
     return (
         mode,
         ctx.compiled,
@@ -97,6 +101,17 @@ def cache_key(mode: str, ctx: Context) -> tuple:
         type(ctx.solver).__qualname__,
         type(ctx.controller).__qualname__,
     )
+
+
+def _code(fn: Any) -> Any:
+    """What identifies a vector field across calls: a function's code (a fresh lambda or closure
+    per call keeps it), a module's class, else its type."""
+    if fn is None:
+        return None
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return f"{code.co_filename}:{code.co_firstlineno}:{code.co_name}"
+    return type(fn).__qualname__
 
 
 def compile_info() -> list[dict[str, Any]]:
