@@ -17,7 +17,7 @@ runs). Counts are per subtest, or per test where a test has none (``plugin/compa
         --example ode_demo --compare -- --niters 200
 
 ``--example NAME`` runs ``examples/NAME.py`` (``example/`` for torchcde) with the arguments after
-``--`` under ``torch.manual_seed(--seed)``; ``--compare`` runs it through the library and then the
+``--`` under ``--seed`` (Python's, NumPy's and torch's generators); ``--compare`` runs it through the library and then the
 facade and prints both outputs' last lines.
 """
 
@@ -131,7 +131,13 @@ def run_suite(name: str, src: Path, facade: bool, extra: list[str], show: bool) 
         env = _env(facade, count_json)
         print(f"  [{name}] testing {_which(name, env)}")
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "compat_count", "-p", "no:cacheprovider"]
-        cmd += ["--rootdir", str(work), "--continue-on-collection-errors", *PEERS[name].pytest_args, *extra]
+        cmd += [
+            "--rootdir",
+            str(work),
+            "--continue-on-collection-errors",
+            *PEERS[name].pytest_args,
+            *extra,
+        ]
         if not any(not a.startswith("-") and (work / a).exists() for a in extra):
             cmd.append(PEERS[name].tests)
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=not show, text=True)
@@ -165,7 +171,8 @@ def run_example(name: str, src: Path, example: str, facade: bool, seed: int, ext
         known = ", ".join(sorted(p.stem for p in folder.glob("*.py")))
         raise SystemExit(f"no example {example!r} in {folder}; there are: {known}")
     code = (
-        "import runpy, sys, torch; torch.manual_seed(int(sys.argv[1])); "
+        "import random, runpy, sys, numpy, torch; seed = int(sys.argv[1]); "
+        "random.seed(seed); numpy.random.seed(seed); torch.manual_seed(seed); "
         "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     with tempfile.TemporaryDirectory(prefix=f"compat-{name}-example-") as tmp:
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", action="store_true", help="show pytest's own output")
     parser.add_argument("--example", help="run this example script instead of the tests")
     parser.add_argument("--compare", action="store_true", help="example: library, then facade")
-    parser.add_argument("--seed", type=int, default=0, help="example: torch.manual_seed")
+    parser.add_argument("--seed", type=int, default=0, help="example: random/numpy/torch seed")
     parser.add_argument("--lines", type=int, default=8, help="example: output lines shown")
     args = parser.parse_args(argv)
     names = list(PEERS) if args.peer == "all" else [args.peer]

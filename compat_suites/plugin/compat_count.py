@@ -31,7 +31,9 @@ def pytest_runtest_logreport(report) -> None:
             label = " ".join(
                 [context.msg or ""] + [f"{k}={v}" for k, v in (context.kwargs or {}).items()]
             ).strip()
-            entry["subtests"].append((label, report.outcome, _message(report) if report.failed else ""))
+            entry["subtests"].append(
+                (label, report.outcome, _message(report) if report.failed else "")
+            )
         return
     if report.failed and entry["own"] != "failed":
         entry["own"], entry["msg"] = "failed", _message(report)
