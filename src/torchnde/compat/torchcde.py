@@ -91,7 +91,6 @@ __all__ = [
     "linear_interpolation_coeffs",
     "logsig_windows",
     "logsignature_windows",
-    "misc",
     "natural_cubic_coeffs",
     "natural_cubic_spline_coeffs",
 ]
