@@ -77,7 +77,7 @@ from ..paths import NaturalCubicSpline as _Natural
 from ..paths import PiecewiseCubic as _PiecewiseCubic
 from ..paths import RectilinearInterpolation as _Rectilinear
 from ..paths._pieces import reusable
-from . import _torchcde_misc as misc
+from . import _torchcde_misc as misc  # noqa: F401 (torchcde.misc, kept out of __all__)
 from . import torchdiffeq as _torchdiffeq
 
 __all__ = [
