@@ -478,8 +478,10 @@ class Recorder:
             return
         dt = info.t1 - info.t0
         safe_dt = torch.where(dt == 0, torch.ones_like(dt), dt)
-        weights = self.ctx.dense_matrix[:, 1].to(info.y0.dtype)  # d/dθ at θ = 0, per row
-        slope = torch.einsum("r,brn->bn", weights, info.rows(self.ctx)) / safe_dt[:, None]
+        rows = info.rows(self.ctx)
+        weights = self.ctx.dense_matrix[:, 1].to(rows.dtype)  # d/dθ at θ = 0, per row
+        slope = torch.einsum("r,brn->bn", weights, rows) / safe_dt[:, None]
+        slope = slope.to(self.ts_out.dtype)
         slope = torch.where(torch.isfinite(slope), slope, torch.zeros_like(slope))
         k = self._at_start.shape[1]
         shift = (self.save_ts[:, :k] - info.t0[:, None])[:, :, None] * slope[:, None, :]
@@ -521,7 +523,7 @@ class Recorder:
         t_save = torch.where(inside, save_ts.gather(1, cols), t0[:, None])  # no inf
         theta = ((t_save - t0[:, None]) / safe_dt[:, None]).clamp(0, 1)
         values = interpolate(ctx.dense_matrix, info.rows(ctx)[which], theta)
-        self.ts_out[which[:, None], cols] = values
+        self.ts_out[which[:, None], cols] = values.to(self.ts_out.dtype)
         return dataclasses.replace(st, save_idx=idx.index_put((which,), end))
 
     def _save_host(self, st: LoopState, info: StepInfo, t_stop: float) -> LoopState:
@@ -546,7 +548,8 @@ class Recorder:
         dt = info.t1 - info.t0
         theta = [min(max((s - info.t0) / dt, 0.0), 1.0) for s in self.save_list[idx:end]]
         theta = torch.tensor([theta], dtype=ctx.dense_matrix.dtype, device=st.y.device)
-        self.ts_out[:, idx:end] = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
+        values = interpolate(ctx.dense_matrix, info.rows(ctx), theta)
+        self.ts_out[:, idx:end] = values.to(self.ts_out.dtype)
         return dataclasses.replace(st, save_idx=end)
 
 

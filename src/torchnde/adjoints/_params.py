@@ -96,7 +96,10 @@ def grad_inputs(
     arg_tensors = [
         x for x in tree_leaves(problem.args) if isinstance(x, torch.Tensor) and x.requires_grad
     ]
-    stop = {x.grad_fn for x in arg_tensors if x.grad_fn is not None}
+    # non-leaf tensors in args or in explicit params are inputs in their own right: the search
+    # for what the equation uses stops at them (it does not walk back through their history)
+    given = [p for p in (params or ()) if isinstance(p, torch.Tensor)]
+    stop = {x.grad_fn for x in [*arg_tensors, *given] if x.grad_fn is not None}
     t0, t1, y = ctx.t0.detach(), ctx.t_end.detach(), y0.detach()
     with torch.enable_grad():
         outputs = [problem.prod(problem.vf(t0, y), problem.contr(t0, t1))]

@@ -443,7 +443,9 @@ class _AugmentedField:
             y_ = y.detach().requires_grad_(True)
             f = vector_field(self.ctx, tau, y_)
             inputs = [y_, *self.params]
-            vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True)
+            # retain_graph: a parameter may be a non-leaf tensor (a path's coefficients computed
+            # from data that requires grad); its history must survive for the next evaluation
+            vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True, retain_graph=True)
         parts = [f.detach().reshape(-1)] if layout.with_y else []
         for v, x in zip(vjps, inputs):
             v = torch.zeros_like(x) if v is None else v
