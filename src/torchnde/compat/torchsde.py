@@ -140,9 +140,7 @@ __all__ = [
     "brownian_interval_like",
     "sdeint",
     "sdeint_adjoint",
-    "settings",
-    "types",
-]
+]  # `settings` and `types` are modules, attributes here (and `torchsde.settings` in a shim)
 
 NOISE_TYPES = ("diagonal", "additive", "scalar", "general")
 SDE_TYPES = ("ito", "stratonovich")
