@@ -54,6 +54,8 @@ def test_database_covers_every_exported_solver():
         and obj is not torchnde.ReversibleHeun
         # two tableaux and a switch between them: tested in test_implicit.py
         and obj is not torchnde.AutoSwitch
+        # a wrapper that makes any solver adaptive by step doubling: tested in test_sde_solvers.py
+        and obj is not torchnde.StepDoubling
     }
     # Rosenbrock methods have rows of their own (ROSENBROCK), run by test_rosenbrock.py
     assert exported == {m.name for m in METHODS + ROSENBROCK}
