@@ -140,6 +140,13 @@ def clear_compiled() -> None:
 
 
 def _entry(mode: str, ctx: Context, target: types.FunctionType) -> _Entry:
+    entry = ctx.compiled_entries.get(mode)
+    if entry is None:  # once per solve, not per step
+        entry = ctx.compiled_entries[mode] = _cached_entry(mode, ctx, target)
+    return entry
+
+
+def _cached_entry(mode: str, ctx: Context, target: types.FunctionType) -> _Entry:
     key = cache_key(mode, ctx)
     entry = _CACHE.get(key)
     if entry is None:

@@ -90,6 +90,8 @@ class Context:
     invalid: torch.Tensor | None = None
     #: the ``torch.compile`` backend of a compiled solve (see :mod:`torchnde._compiled`), or None
     compiled: str | None = None
+    #: the compiled functions this solve uses, by mode (looked up in the cache once per solve)
+    compiled_entries: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def ops(self) -> type[TensorOps] | type[HostOps]:

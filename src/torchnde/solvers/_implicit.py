@@ -39,6 +39,15 @@ STATISTICS = ("num_jacobians", "num_factorisations", "num_newton_iterations")
 # Jacobians
 
 
+def check_real(solver: Any, y0: torch.Tensor) -> None:
+    """Refuse a complex state: the solvers that factorise ``I - gamma h J`` work on real ones."""
+    if y0.is_complex():
+        raise TypeError(
+            f"`{type(solver).__name__}()` solves real states, got {y0.dtype}; split the state "
+            "into real and imaginary parts"
+        )
+
+
 def jacobian(
     problem: Problem, t: torch.Tensor, y: torch.Tensor, size: int | None = None
 ) -> torch.Tensor:
@@ -219,11 +228,7 @@ class AbstractDIRK(AbstractRungeKutta):
                 f"`ODETerm(quadratures=...)` must be an int in [0, {y0.shape[1]}) (the number of "
                 f"trailing state components that are integrals), got {q!r}"
             )
-        if y0.is_complex():
-            raise TypeError(
-                f"`{type(self).__name__}()` solves real states, got {y0.dtype}; split the state "
-                "into real and imaginary parts"
-            )
+        check_real(self, y0)
         return problem.flat(problem.vf(t0, y0)), 1
 
     def carry(self, y0: torch.Tensor, vf0: Any) -> tuple:

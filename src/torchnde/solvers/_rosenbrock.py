@@ -33,7 +33,7 @@ import torch
 
 from .._problem import Problem
 from ._base import AbstractSolver, StepResult
-from ._implicit import STATISTICS, jacobian
+from ._implicit import STATISTICS, check_real, jacobian
 from ._runge_kutta import combine
 
 __all__ = ["AbstractRosenbrock", "Rodas5P", "Rosenbrock23", "RosenbrockTableau"]
@@ -509,11 +509,7 @@ class AbstractRosenbrock(AbstractSolver):
     # -- start ---------------------------------------------------------------------------------
 
     def init(self, problem: Problem, t0: torch.Tensor, y0: torch.Tensor) -> tuple[Any, int]:
-        if y0.is_complex():
-            raise TypeError(
-                f"`{type(self).__name__}()` solves real states, got {y0.dtype}; split the state "
-                "into real and imaginary parts"
-            )
+        check_real(self, y0)
         return problem.flat(problem.vf(t0, y0)), 1
 
     def carry(self, y0: torch.Tensor, vf0: Any) -> tuple:
