@@ -316,38 +316,6 @@ def test_causal_weights_follow_the_cumulative_loss_of_earlier_slices():
     assert loss.last_causal_min == pytest.approx(float(weights.min()))
 
 
-def test_the_phase_loss_terms_equal_each_term_evaluated_alone():
-    """PhaseLoss.evaluate's terms (a second-order residual included) and their gradients equal
-    each term evaluated on its own points (a guard for any batching of the evaluations: one batch
-    for all points measured slower, 21.8 vs 18.4 ms per loss and gradient at 2000 collocation
-    points, 7.7 vs 4.0 ms at 300)."""
-    domain = _domain()
-    problem = pinn.PDEProblem(
-        domain,
-        lambda u, d, p: d(u, "t") - 0.3 * d(u, "x", "x") + u * d(u, "x"),
-        [pinn.InitialCondition(lambda x: torch.sin(x)), pinn.Dirichlet("x", "low", 0.0)],
-    )
-    torch.manual_seed(0)
-    model = pinn.PINNModel(domain, 1, pinn.Network(width=8, depth=2), dtype=F64)
-    points = domain.scale(torch.rand(32, 2, dtype=F64))
-    prepared = [c.prepare(domain, ("u",), 8, 0, F64, None) for c in problem.conditions]
-    loss = PhaseLoss(problem, points, prepared)
-    batched = loss.evaluate(model)
-    alone = {"residual": loss.residual_term(model)}
-    alone.update({c.term: c.loss(model) for c in prepared})
-    assert set(batched) == set(alone) and len(alone) == 3
-    params = list(model.parameters())
-    for name in alone:
-        torch.testing.assert_close(batched[name], alone[name], rtol=1e-12, atol=1e-14)
-        for a, b in zip(
-            torch.autograd.grad(batched[name], params, retain_graph=True, allow_unused=True),
-            torch.autograd.grad(alone[name], params, retain_graph=True, allow_unused=True),
-        ):
-            assert (a is None) == (b is None)
-            if a is not None:
-                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
-
-
 def test_adaptive_weights_follow_learning_rate_annealing():
     domain = _domain()
     problem = pinn.PDEProblem(domain, lambda u, d, p: d(u, "t"), [pinn.InitialCondition(1.0)])

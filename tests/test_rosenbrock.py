@@ -23,6 +23,7 @@ import pytest
 import test_solvers as generic
 import torch
 from solver_db import ROSENBROCK, Method, ids, observed_order
+from test_implicit import _linear_stiff
 
 import torchnde as tn
 from torchnde import ODETerm, PIDController, SaveAt, Status
@@ -452,16 +453,6 @@ def test_tuple_and_dict_states_in_float32_and_float64(dtype):
 
 # ------------------------------------------------------------------------------------------------
 # gradients
-
-
-def _linear_stiff(k: torch.Tensor, c: torch.Tensor):
-    """``y' = -k (y - sin t) + c y²``: stiff for large ``k``, with parameters ``k`` and ``c``."""
-
-    def field(t, y, args):
-        t = t[:, None] if t.ndim else t
-        return -k * (y - torch.sin(t)) + c * y * y
-
-    return field
 
 
 @pytest.mark.parametrize("method", ROSENBROCK, ids=ids(ROSENBROCK))
