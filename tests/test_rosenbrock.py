@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 from pathlib import Path
@@ -91,34 +90,6 @@ def _classical(tableau: tn.RosenbrockTableau):
     return alpha, big, b, b_hat
 
 
-def _tree_order(tree: tuple) -> int:
-    return 1 + sum(_tree_order(child) for child in tree)
-
-
-@functools.cache
-def _trees(order: int) -> tuple[tuple, ...]:
-    """The rooted trees with ``order`` nodes; a tree is the sorted tuple of its subtrees."""
-    if order == 1:
-        return ((),)
-    pool = [t for k in range(1, order) for t in _trees(k)]
-    out = []
-
-    def extend(start: int, remaining: int, chosen: list):
-        if remaining == 0:
-            out.append(tuple(chosen))
-            return
-        for i in range(start, len(pool)):
-            if _tree_order(pool[i]) <= remaining:
-                extend(i, remaining - _tree_order(pool[i]), [*chosen, pool[i]])
-
-    extend(0, order - 1, [])
-    return tuple(out)
-
-
-def _density(tree: tuple) -> int:
-    return _tree_order(tree) * math.prod(_density(child) for child in tree)
-
-
 def _residuals(weights, alpha, big, order: int) -> list[float]:
     """``Σ b_j Φ_j(τ) - 1/γ(τ)`` over the trees of one order, for a Rosenbrock method (Hairer &
     Wanner IV.7, Theorem 7.4 in the form with the diagonal included): a vertex with one child
@@ -134,11 +105,7 @@ def _residuals(weights, alpha, big, order: int) -> list[float]:
             return beta @ phi(tree[0])
         return np.prod([alpha @ phi(child) for child in tree], axis=0)
 
-    return [float(weights @ phi(t) - 1 / _density(t)) for t in _trees(order)]
-
-
-def test_rosenbrock_tree_counts():
-    assert [len(_trees(n)) for n in range(1, 7)] == [1, 1, 2, 4, 9, 20]
+    return [float(weights @ phi(t) - 1 / generic._gamma(t)) for t in generic._trees(order)]
 
 
 @pytest.mark.parametrize("method", ROSENBROCK, ids=ids(ROSENBROCK))
