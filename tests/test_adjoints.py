@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -297,6 +298,78 @@ def test_seminorm_saves_backward_steps():
         sol.ys.sum().backward()
         nfe[seminorm] = int(sol.stats["nfe_backward"])
     assert nfe[True] < nfe[False]
+
+
+def test_backsolve_norm_replaces_the_seminorm_and_sees_the_augmented_parts():
+    """``norm(y, a, g)`` gets the scaled error split like the augmented state; the RMS of y and
+    a alone is the seminorm (same steps), and a norm ten times larger takes more steps."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 4))
+    params = list(model.parameters())
+    y0 = torch.randn(3, 4)
+    seen = []
+
+    def rms_ya(y, a, g):
+        seen.append((tuple(y.shape), tuple(a.shape), [tuple(x.shape) for x in g]))
+        return torch.cat([y.reshape(-1), a.reshape(-1)]).pow(2).mean().sqrt()
+
+    def run(**kwargs):
+        sol = tn.solve(
+            tn.ODETerm(lambda t, y, a: model(y)),
+            tn.Dopri5(),
+            0.0,
+            2.0,
+            y0,
+            controller=tn.PIDController(rtol=1e-6, atol=1e-8),
+            adjoint=tn.BacksolveAdjoint(rtol=1e-6, atol=1e-8, **kwargs),
+        )
+        grads = torch.autograd.grad(sol.ys.sum(), params)
+        return int(sol.stats["nfe_backward"]), grads
+
+    nfe_semi, g_semi = run(seminorm=True)
+    nfe_user, g_user = run(norm=rms_ya)
+    nfe_large, g_large = run(norm=lambda y, a, g: 10 * rms_ya(y, a, g))
+    assert seen[0] == ((1, 12), (1, 12), [tuple(p.shape) for p in params])  # flat, no batch axis
+    assert nfe_user == nfe_semi and nfe_large > nfe_user
+    for a, b, c in zip(g_semi, g_user, g_large):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-6)
+    with pytest.raises(TypeError, match="norm"):
+        tn.BacksolveAdjoint(norm="seminorm")
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_backsolve_on_step_sees_every_backward_step(fixed):
+    """``on_step`` is called once per attempted backward step: the accepted ones tile [t1, t0]
+    (a fixed-step forward solve is replayed step for step), with the state at each step's
+    start."""
+    weight = torch.tensor([[0.3, -1.0], [1.0, 0.2]], requires_grad=True)
+    steps = []
+
+    def on_step(t0, t1, parts, accepted):
+        y, _, g = parts
+        steps.append((float(t0), float(t1), accepted, y.clone(), len(g)))
+
+    kwargs = {"dt0": 0.1} if fixed else {"controller": tn.PIDController(rtol=1e-7, atol=1e-9)}
+    sol = tn.solve(
+        tn.ODETerm(lambda t, y, args: torch.tanh(y @ weight.T)),
+        tn.RK4() if fixed else tn.Dopri5(),
+        0.0,
+        1.0,
+        torch.tensor([1.0, 2.0]),
+        adjoint=tn.BacksolveAdjoint(on_step=on_step),
+        **kwargs,
+    )
+    sol.ys.sum().backward()
+    accepted = [s for s in steps if s[2]]
+    assert accepted[0][0] == 1.0 and accepted[-1][1] == pytest.approx(0.0, abs=1e-12)
+    assert all(b[0] == a[1] for a, b in itertools.pairwise(accepted))
+    assert all(s[4] == 1 for s in steps)
+    torch.testing.assert_close(accepted[0][3][0], sol.ys[-1])  # y at the backward start
+    if fixed:
+        assert len(steps) == 10 and all(s[1] - s[0] == pytest.approx(-0.1) for s in steps)
+    with pytest.raises(TypeError, match="on_step"):
+        tn.BacksolveAdjoint(on_step=3)
 
 
 def test_cde_gradient_reaches_the_path_data():

@@ -207,12 +207,16 @@ def integrate(
     *,
     dt0: float | None = None,
     max_steps: int,
+    on_step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], None] | None = None,
 ) -> LoopOutput:
     """Solve ``problem`` (its state one problem, no batch axis) from ``t0`` to ``t1`` (0-dim user
     times, either order) and save the value at ``t1``: the backward solves of the adjoints, run
     on arguments they built themselves, with no validation and no gradient method of their own.
 
-    ``dt0`` is the first step size (positive, or None to let an adaptive controller choose)."""
+    ``dt0`` is the first step size (positive, or None to let an adaptive controller choose).
+    ``on_step(t0, t1, y0, accepted)``, if given, is called after every attempted step with its
+    start and end (0-dim, in the times of ``t0``/``t1``), the flat state at its start and whether
+    it was accepted."""
     tdtype = problem.time_dtype
     t0 = t0.detach().reshape(1).to(tdtype)
     t1 = t1.detach().reshape(1).to(tdtype)
@@ -221,6 +225,15 @@ def integrate(
     problem = problem.with_direction(direction)
     step = None if dt0 is None else torch.full_like(t0, abs(dt0))
     plan = SavePlan(False, True, None, False, False)
+    observe = None
+    if on_step is not None:
+
+        def observe(i: int, before: LoopState, after: LoopState, info: StepInfo) -> None:
+            accepted = bool(torch.as_tensor(info.accepted).all())
+            t_start = torch.as_tensor(info.t0).reshape(-1)[0] * sign
+            t_end = torch.as_tensor(info.t1).reshape(-1)[0] * sign
+            on_step(t_start, t_end, info.y0[0], accepted)
+
     return drive(
         build(
             problem,
@@ -232,7 +245,8 @@ def integrate(
             plan=plan,
             dt0=step,
             max_steps=max_steps,
-        )
+        ),
+        observe=observe,
     )
 
 

@@ -134,7 +134,12 @@ def forward_loop(
 def vector_field(ctx: Context, tau: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``dy/dτ`` in internal time, flat ``(batch, n)`` (``τ`` is ``(batch,)``)."""
     problem = ctx.problem
-    return problem.prod(problem.vf(tau, y), problem.contr(tau, tau + 1))
+    control = problem.contr(tau, tau + 1)
+    if isinstance(control, torch.Tensor) and control.is_floating_point():
+        # the times may be wider than the state (float64 times, float32 state): a 0-dim leaf of a
+        # tuple state times a 0-dim time would be promoted
+        control = control.to(y.real.dtype if y.is_complex() else y.dtype)
+    return problem.prod(problem.vf(tau, y), control)
 
 
 class ColumnGrads:

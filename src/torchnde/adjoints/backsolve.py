@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +89,18 @@ class BacksolveAdjoint(AbstractAdjoint):
             stable backwards; interpolating is SciML's "interpolating adjoint". ``None``
             (default): interpolate when the backward solver is implicit (a stiff problem). ODEs
             only.
+        norm: the error norm of an adaptive backward solve, replacing the ``seminorm`` choice:
+            called as ``norm(y, a, g)`` with the scaled error estimate (error over
+            ``atol + rtol·|value|``) split like the augmented state — ``y`` and ``a`` flat,
+            ``(batch, n)`` (``batch`` 1 and ``n`` the whole state's size without ``batch_axis``;
+            ``y`` is ``None`` when the backward pass interpolates it), ``g`` a tuple shaped like
+            the parameters — and returns a 0-dim tensor; a step is accepted when it is ≤ 1.
+            Unused when the backward pass replays the forward steps.
+        on_step: called after every attempted step of the backward solve as
+            ``on_step(t0, t1, (y, a, g), accepted)``: the step's start and end (0-dim, in the
+            problem's time, so ``t1 < t0``), the augmented state at its start split as for
+            ``norm`` (views: do not modify them) and whether the step was accepted — to monitor
+            or count the backward steps.
 
     Needs saved values at ``t0``/``ts``/``t1``; with ``batch_axis=0`` every sample must share ``t0``,
     ``t1`` and ``ts`` (the backward pass solves the whole batch as one system, since the parameter
@@ -102,6 +114,8 @@ class BacksolveAdjoint(AbstractAdjoint):
     params: Sequence[torch.Tensor] | None = None
     max_steps: int | None = None
     interpolate: bool | None = None
+    norm: Callable[..., torch.Tensor] | None = None
+    on_step: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
@@ -117,6 +131,12 @@ class BacksolveAdjoint(AbstractAdjoint):
                 f"`BacksolveAdjoint(solver=...)` must be a solver instance such as `Dopri5()`, "
                 f"got {self.solver!r}"
             )
+        for name in ("norm", "on_step"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"`BacksolveAdjoint({name}=...)` must be a callable or None, got {value!r}"
+                )
 
     def replays(self, ctx) -> bool:
         """Whether the backward pass steps through the forward pass's step times in reverse —
@@ -263,9 +283,13 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
         part = x[:, :size]
         return torch.linalg.vector_norm(part, dim=1) / math.sqrt(size)
 
-    controller = PIDController(
-        rtol=adjoint.rtol, atol=adjoint.atol, norm=seminorm if adjoint.seminorm else None
-    )
+    def user_norm(x: torch.Tensor) -> torch.Tensor:
+        value = torch.as_tensor(adjoint.norm(*layout.split(x[0])), device=x.device)
+        return value.real.to(x.real.dtype).reshape(1)
+
+    norm = user_norm if adjoint.norm is not None else seminorm if adjoint.seminorm else None
+    controller = PIDController(rtol=adjoint.rtol, atol=adjoint.atol, norm=norm)
+    on_step = _step_hook(adjoint, layout)
     solver = adjoint.solver or ctx.solver
     max_steps = adjoint.max_steps or ctx.max_steps
     problem = None
@@ -288,6 +312,7 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
             state,
             dt0=None if dt_next is None else min(dt_next, span),
             max_steps=max_steps,
+            on_step=on_step,
         )
         run.nfe_backward += out.state.nfe
         _check_backward(ctx, out, t_from, t_to, max_steps)
@@ -315,18 +340,32 @@ def _replay_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
         term = _AugmentedTerm(ctx, run.params, layout)
     grid = run.step_times.grid()
     max_steps = adjoint.max_steps or ctx.max_steps
+    on_step = _step_hook(adjoint, layout)
 
     def backwards(t_from, t_to, state):
         inner = grid[(grid < t_from) & (grid > t_to)].flip(0)
         steps = torch.cat([t_from.reshape(1), inner, t_to.reshape(1)])
         bound = max(max_steps, steps.shape[0])
         problem = flat_problem(term, state, ctx.problem.time_dtype)
-        out = integrate(problem, solver, StepTo(steps), t_from, t_to, state, max_steps=bound)
+        out = integrate(
+            problem, solver, StepTo(steps), t_from, t_to, state, max_steps=bound, on_step=on_step
+        )
         run.nfe_backward += out.state.nfe
         _check_backward(ctx, out, t_from, t_to, bound)
         return out.ys[0, -1]
 
     return backwards
+
+
+def _step_hook(adjoint: BacksolveAdjoint, layout: _Layout):
+    """``integrate``'s step hook calling ``adjoint.on_step`` with the augmented state split."""
+    if adjoint.on_step is None:
+        return None
+
+    def hook(t0, t1, state, accepted) -> None:
+        adjoint.on_step(t0, t1, layout.split(state), accepted)
+
+    return hook
 
 
 def _check_backward(ctx, out, t_from, t_to, max_steps: int) -> None:
@@ -358,29 +397,6 @@ def _check_backward(ctx, out, t_from, t_to, max_steps: int) -> None:
     )
 
 
-class _AugmentedJacobian:
-    """For implicit backward solvers: the Jacobian of the augmented field's ``(y, a)`` part,
-    ``[[J, 0], [C, -Jᵀ]]`` with ``J = ∂(dy/dτ)/∂y`` per forward sample (block-diagonal over the
-    batch), dropping the second-derivative block ``C = -∂(aᵀJ)/∂y``: the chord iteration only needs
-    an approximate matrix, and with ``C`` strictly below the diagonal it still converges. The
-    parameter part ``g`` is a quadrature (its rate does not depend on ``g``)."""
-
-    def __init__(self, ctx, layout: _Layout):
-        self.ctx, self.layout = ctx, layout
-        self.__name__ = "adjoint_jacobian"
-
-    def __call__(self, t, state, args) -> torch.Tensor:
-        from ..solvers._implicit import jacobian
-
-        layout, problem = self.layout, self.ctx.problem
-        y = layout.y(state)
-        jac = jacobian(problem, t.expand(layout.batch), y)  # of f; dy/dτ = direction · f
-        if problem.direction is not None:
-            jac = jac * problem.direction.reshape(-1, 1, 1)
-        block = torch.block_diag(*jac) if layout.batch > 1 else jac[0]
-        return torch.block_diag(block, -block.T)
-
-
 class _Layout:
     """Where ``y: (batch, n)`` (unless the backward pass interpolates it), ``a: (batch, n)`` and
     each parameter gradient sit in the flat augmented state."""
@@ -408,6 +424,10 @@ class _Layout:
 
     def a(self, state):
         return state[self.start : self.start + self.batch * self.n].view(self.batch, self.n)
+
+    def split(self, state) -> tuple:
+        """``(y or None, a, g)``: the flat state's parts, ``g`` a tuple shaped like the params."""
+        return (self.y(state) if self.with_y else None, self.a(state), tuple(self.g(state)))
 
     def g(self, state) -> list[torch.Tensor]:
         out, pos = [], self.start + self.batch * self.n
