@@ -35,7 +35,10 @@ Solver callbacks defined on ``func`` are called as torchdiffeq calls them:
 ``callback_step(t0, y0, dt)`` for every step (every attempt of an adaptive method), then
 ``callback_accept_step`` or ``callback_reject_step`` with the same arguments (adaptive methods);
 the others warn. They are called once the step has been judged (torchdiffeq calls
-``callback_step`` before taking it).
+``callback_step`` before taking it). Under :func:`odeint_adjoint` the backward solve calls
+``callback_step_adjoint``, ``callback_accept_step_adjoint`` and ``callback_reject_step_adjoint``
+the same way (``BacksolveAdjoint(on_step=...)``), with ``y0`` the augmented state
+``(t, y, adj_y, *adj_params)``.
 
 Options of adaptive methods: ``first_step`` (→ ``dt0``), ``step_t`` and ``jump_t`` (→
 ``PIDController(step_ts=..., jump_ts=...)``), ``safety``, ``ifactor`` (→ ``factormax``),
@@ -75,9 +78,8 @@ Deviations from torchdiffeq, each deliberate:
 * **min_step.** torchdiffeq silently accepts a step of ``min_step`` whatever its error; here a step
   that would have to shrink below it fails loudly (``SolveError``, ``Status.DTMIN``).
 * **Unsupported input raises.** Per-element or per-leaf ``rtol``/``atol`` tensors, tuple states of
-  mixed dtypes, the backward-solve callbacks (``callback_step_adjoint`` …)
-  under :func:`odeint_adjoint`, and options that the chosen method does not use (torchdiffeq
-  warns and ignores those) raise an error that names the option.
+  mixed dtypes, and options that the chosen method does not use (torchdiffeq warns and ignores
+  those) raise an error that names the option.
 * **Events.** The crossing is located on the solver's dense output to floating-point accuracy
   (torchdiffeq bisects to ``atol``; for fixed-grid methods on its linear interpolant by default,
   here always on the cubic Hermite one, so ``interp`` does not move the event). Under plain
@@ -94,12 +96,16 @@ Deviations from torchdiffeq, each deliberate:
 * **jump_t.** The vector field is evaluated at the jump time itself on both sides of it
   (torchdiffeq perturbs the time by one ulp), so a vector field that is discontinuous exactly at
   ``jump_t`` is not yet handled as well as by torchdiffeq; a kink (a jump in a derivative) is.
-* **odeint_adjoint** runs :class:`torchnde.BacksolveAdjoint`. Its backward solve is adaptive, so a
-  fixed-grid ``adjoint_method`` raises (pass ``adjoint_method='dopri5'``, or use :func:`odeint`,
-  which backpropagates through the fixed-grid steps exactly). Of ``adjoint_options`` it takes
-  ``norm='seminorm'`` and ``max_num_steps``; its default norm is the RMS of the whole adjoint state
-  (torchdiffeq's: the largest RMS of its parts). Other adjoint options raise; inherited from
-  ``options`` (the default) they shape the forward solve only, with a warning.
+* **odeint_adjoint** runs :class:`torchnde.BacksolveAdjoint`. A fixed-grid ``adjoint_method``
+  steps through the forward pass's grid in reverse (torchdiffeq builds its backward grid from
+  ``adjoint_options['step_size']``). Of ``adjoint_options`` it takes ``norm`` and
+  ``max_num_steps``: ``norm`` is torchdiffeq's — by default the largest of ``|t|``, the state
+  norm of ``y`` and of ``adj_y`` and the RMS of each parameter gradient, ``'seminorm'`` without
+  the parameter gradients, or a callable on the tuple ``(t, y, adj_y, *adj_params)`` (a tuple
+  state split into its tensors) — and is exposed, and replaceable before ``backward``, as
+  ``out.grad_fn.adjoint_options['norm']``. The ``t`` entry (the adjoint of time) is always 0:
+  torchnde computes time gradients apart from the backward solve. Other adjoint options raise;
+  inherited from ``options`` (the default) they shape the forward solve only, with a warning.
   ``adjoint_params=None`` works for any ``func`` (torchnde finds the tensors it uses); explicit
   ``adjoint_params`` that miss a tensor ``func`` uses raise instead of losing its gradient.
 """
@@ -355,13 +361,13 @@ def _vector_field(
     return f
 
 
-def _setup(func, y0, rtol, atol, method, options, backward: bool = False) -> _Problem:
+def _setup(func, y0, rtol, atol, method, options) -> _Problem:
     if not callable(func):
         raise TypeError(f"`func` must be callable as func(t, y), got {type(func).__name__}")
     shapes = _check_y0(y0)
     name, solver, adaptive = _method(method)
     options = _check_options(name, adaptive, options)
-    callbacks = _callbacks(func, name, adaptive, backward)
+    callbacks = _callbacks(func, name, adaptive)
     first = y0 if shapes is None else y0[0]
     real_dtype = first.abs().dtype if first.is_complex() else first.dtype
     dtypes = None if shapes is None else tuple(leaf.dtype for leaf in y0)
@@ -382,28 +388,30 @@ def _setup(func, y0, rtol, atol, method, options, backward: bool = False) -> _Pr
     )
 
 
-def _callbacks(func: Callable, method: str, adaptive: bool, backward: bool) -> dict[str, Any]:
+def _callbacks(func: Callable, method: str, adaptive: bool) -> dict[str, Any]:
     """The forward-solve callbacks ``func`` defines that ``method`` calls (torchdiffeq warns about
-    the others); the backward-solve ones cannot be called here and raise under
-    :func:`odeint_adjoint` (:func:`odeint` ignores them, as torchdiffeq does)."""
-    found = {name: getattr(func, name) for name in _CALLBACKS if hasattr(func, name)}
-    if backward and any(name.endswith("_adjoint") for name in found):
-        names = ", ".join(n for n in found if n.endswith("_adjoint"))
-        raise ValueError(
-            f"`func` defines {names}, but torchnde's backward solve (BacksolveAdjoint) calls no "
-            "callbacks; drop them, or use odeint (backpropagation through the forward steps, "
-            "which do call callback_step / callback_accept_step / callback_reject_step)"
-        )
-    used = ("callback_step", "callback_accept_step", "callback_reject_step")
+    the others); :func:`_backsolve` takes the backward-solve ones (:func:`odeint` ignores them, as
+    torchdiffeq does)."""
+    found = {name: getattr(func, name) for name in _CALLBACKS[:3] if hasattr(func, name)}
+    return _used_callbacks(found, method, adaptive, "", stacklevel=6)
+
+
+def _used_callbacks(
+    found: dict[str, Any], method: str, adaptive: bool, suffix: str, stacklevel: int
+) -> dict[str, Any]:
+    """Of the callbacks ``found``, those ``method`` calls; the others warn, as in torchdiffeq."""
+    used = tuple(
+        name + suffix for name in ("callback_step", "callback_accept_step", "callback_reject_step")
+    )
     if method == SCIPY:
         used = ()
     elif not adaptive:
-        used = ("callback_step",)
+        used = used[:1]
     for name in found:
-        if not name.endswith("_adjoint") and name not in used:
+        if name not in used:
             warnings.warn(
                 f"Solver {method!r} does not support callback {name!r}; it is not called",
-                stacklevel=5,
+                stacklevel=stacklevel,
             )
     return {name: fn for name, fn in found.items() if name in used}
 
@@ -956,8 +964,7 @@ def _fixed_until_event(p, t, sign, event, adjoint):
 
 
 def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint: AbstractAdjoint):
-    backward = isinstance(adjoint, BacksolveAdjoint)
-    p = _setup(func, y0, rtol, atol, method, options, backward)
+    p = _setup(func, y0, rtol, atol, method, options)
     t = _check_t(t, _device(p))
     if p.method == SCIPY and event_fn is not None:
         raise ValueError(
@@ -1136,6 +1143,7 @@ class _EventGradient(torch.autograd.Function):
 
 def _backsolve(
     func,
+    y0,
     rtol,
     atol,
     method,
@@ -1164,10 +1172,10 @@ def _backsolve(
         for key in ("step_size", "grid_constructor", "perturb"):
             adjoint_options.pop(key, None)
     norm = adjoint_options.pop("norm", None)
-    if norm is not None and norm != "seminorm":
-        raise ValueError(
-            "adjoint_options['norm'] may only be 'seminorm' here (BacksolveAdjoint(seminorm=True)); "
-            f"a custom adjoint norm ({norm!r}) is not supported: drop it to use the full norm"
+    if norm is not None and norm != "seminorm" and not callable(norm):
+        raise TypeError(
+            "adjoint_options['norm'] must be 'seminorm' or a callable taking the tuple "
+            f"(t, y, adj_y, *adj_params), got {norm!r}"
         )
     max_steps = adjoint_options.pop("max_num_steps", None)
     if max_steps is not None and (
@@ -1198,13 +1206,124 @@ def _backsolve(
     params = None
     if adjoint_params is not None:
         params = tuple(p for p in adjoint_params if p.requires_grad)
-    return BacksolveAdjoint(
+    shapes = _check_y0(y0)
+    view = _AdjointView(y0.shape if shapes is None else None, shapes, flat=not callable(norm))
+    if not callable(norm):
+        norm = _default_adjoint_norm(view, (options or {}).get("norm"), norm == "seminorm")
+    chosen = {"norm": norm}  # read at every backward step: replaceable on `grad_fn`
+    if max_steps is not None:
+        chosen["max_num_steps"] = max_steps
+    found = {name: getattr(func, name) for name in _CALLBACKS[3:] if hasattr(func, name)}
+    callbacks = _used_callbacks(found, name, adaptive, "_adjoint", stacklevel=4)
+    adjoint = BacksolveAdjoint(
         rtol=_tolerance("adjoint_rtol", rtol if adjoint_rtol is None else adjoint_rtol),
         atol=_tolerance("adjoint_atol", atol if adjoint_atol is None else adjoint_atol),
-        seminorm=norm == "seminorm",
         solver=solver,
         params=params,
         max_steps=MAX_NUM_STEPS if max_steps is None else max_steps,
+        norm=lambda y, a, g: chosen["norm"](view(y, a, g)),
+        on_step=_AdjointCallbacks(callbacks, view) if callbacks else None,
+    )
+    return adjoint, chosen
+
+
+class _AdjointView:
+    """The backward solve's augmented state ``(y, a, g)`` as torchdiffeq hands it to an adjoint
+    norm or callback: ``(t, y, adj_y, *adj_params)``, with ``y`` and ``adj_y`` shaped like ``y0``
+    (a tensor state), flattened (a tuple state, ``flat``: the norms torchdiffeq builds itself) or
+    split into the tuple's tensors (a user's norm), and ``t`` the time's adjoint — not part of
+    torchnde's backward solve (time gradients are computed separately), so always 0 here."""
+
+    def __init__(self, shape, shapes, flat: bool):
+        self.shape, self.shapes, self.flat = shape, shapes, flat
+
+    def __call__(self, y, a, g) -> tuple[torch.Tensor, ...]:
+        a = a.reshape(-1)
+        y = torch.zeros_like(a) if y is None else y.reshape(-1)
+        t = a.new_zeros(())
+        if self.shapes is None:
+            return (t, y.reshape(self.shape), a.reshape(self.shape), *g)
+        if self.flat:
+            return (t, y, a, *g)
+        return (t, *_split(y, self.shapes), *_split(a, self.shapes), *g)
+
+
+def _default_adjoint_norm(view: _AdjointView, forward_norm, seminorm: bool):
+    """torchdiffeq's adjoint norms: the largest of ``|t|``, the forward norm of ``y`` and of
+    ``adj_y`` and, unless ``seminorm``, the largest RMS of the parameter gradients (the forward
+    norm is the RMS for a tensor state, the largest RMS of its tensors for a tuple state)."""
+    shapes = view.shapes
+
+    def rms(x: torch.Tensor) -> torch.Tensor:
+        return x.abs().pow(2).mean().sqrt()
+
+    def state_norm(x: torch.Tensor) -> torch.Tensor:
+        if forward_norm is not None:
+            return torch.as_tensor(forward_norm(x if shapes is None else _split(x, shapes)))
+        if shapes is None:
+            return rms(x)
+        return torch.stack([rms(part) for part in _split(x, shapes) if part.numel()]).amax()
+
+    def norm(tensor_tuple: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        t, y, adj_y, *adj_params = tensor_tuple
+        parts = [t.abs(), state_norm(y), state_norm(adj_y)]
+        if not seminorm:
+            parts += [rms(g) for g in adj_params if g.numel()]
+        return torch.stack([part.to(y.dtype) for part in parts]).amax()
+
+    return norm
+
+
+class _AdjointCallbacks:
+    """``BacksolveAdjoint(on_step=...)`` calling torchdiffeq's backward-solve callbacks on
+    ``func``: ``callback_step_adjoint(t0, y0, dt)``, then ``callback_accept_step_adjoint`` or
+    ``callback_reject_step_adjoint``, with ``y0`` the augmented state as :class:`_AdjointView`
+    gives it and ``t0``, ``dt`` in the forward problem's time (the backward solve runs from
+    ``t[-1]`` to ``t[0]``, so ``dt`` has the opposite sign of the forward steps)."""
+
+    def __init__(self, callbacks: dict[str, Any], view: _AdjointView):
+        self.callbacks, self.view = callbacks, view
+
+    def __call__(self, t0, t1, parts, accepted: bool) -> None:
+        state = self.view(*parts)
+        if "callback_step_adjoint" in self.callbacks:
+            self.callbacks["callback_step_adjoint"](t0, state, t1 - t0)
+        name = "callback_accept_step_adjoint" if accepted else "callback_reject_step_adjoint"
+        if name in self.callbacks:
+            self.callbacks[name](t0, state, t1 - t0)
+
+
+class _AdjointOptions(torch.autograd.Function):
+    """The identity on :func:`odeint_adjoint`'s output whose node carries ``adjoint_options``,
+    as torchdiffeq's ``OdeintAdjointMethod`` node does (``xs.grad_fn.adjoint_options['norm']``
+    can be read and replaced before ``backward``)."""
+
+    @staticmethod
+    def forward(ctx, options, x):
+        ctx.adjoint_options = options
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, grad
+
+
+def _with_adjoint_options(p_shapes, out: Any, options: dict[str, Any]) -> Any:
+    """``out`` through :class:`_AdjointOptions`: a tensor directly, a tuple as one flat tensor
+    split back into its tensors (so ``xs[0].grad_fn.next_functions[0][0].next_functions[0][0]``
+    is the node, as in torchdiffeq)."""
+    leaves = (out,) if p_shapes is None else tuple(out)
+    if not torch.is_grad_enabled() or not any(leaf.requires_grad for leaf in leaves):
+        return out
+    if p_shapes is None:
+        return _AdjointOptions.apply(options, out)
+    steps = leaves[0].shape[0]
+    flat = _AdjointOptions.apply(
+        options, torch.cat([leaf.reshape(steps, -1) for leaf in leaves], 1)
+    )
+    sizes = [math.prod(shape) for shape in p_shapes]
+    return tuple(
+        part.view(steps, *shape) for part, shape in zip(flat.split(sizes, dim=1), p_shapes)
     )
 
 
@@ -1234,9 +1353,10 @@ def odeint_adjoint(
             through the forward pass's steps in reverse (torchdiffeq builds a grid from
             ``adjoint_options['step_size']`` instead; with the same step size the grids agree
             between output times that are multiples of it).
-        adjoint_options: ``{'norm': 'seminorm'}`` (measure the error on the state and its adjoint
-            only: fewer backward steps) and ``'max_num_steps'`` (per interval of ``t``). Default:
-            ``options`` less ``norm``; of those, step-size hints apply to the forward solve only.
+        adjoint_options: ``'norm'`` — ``'seminorm'`` (measure the error on the state and its
+            adjoint only: fewer backward steps) or a callable on ``(t, y, adj_y, *adj_params)`` —
+            and ``'max_num_steps'`` (per interval of ``t``). Default: ``options`` less ``norm``;
+            of those, step-size hints apply to the forward solve only.
         adjoint_params: the tensors to return gradients for besides ``y0`` and ``t``. ``None``
             finds them (the parameters of ``func`` if it is an ``nn.Module``, and any other tensor
             requiring grad that it uses); an explicit tuple that misses a tensor ``func`` uses is
@@ -1260,8 +1380,9 @@ def odeint_adjoint(
         if adjoint_options is not None:
             extra["adjoint_options"] = adjoint_options
         return _scipy_adjoint(func, y0, t, rtol, atol, options, extra)
-    adjoint = _backsolve(
+    adjoint, chosen = _backsolve(
         func,
+        y0,
         rtol,
         atol,
         method,
@@ -1274,7 +1395,7 @@ def odeint_adjoint(
     )
     out = _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint)
     if event_fn is None:
-        return out
+        return _with_adjoint_options(_check_y0(y0), out, chosen)
     # the event is located without a graph and the solve to it holds its time fixed: add the
     # event time's gradient (implicit function theorem), so event_t is differentiable too
     return _with_event_gradient(func, event_fn, y0, _check_t(t, out[1].device), *out)
