@@ -360,7 +360,7 @@ def test_euler_maruyama_moments_and_law_match_torchsde(monkeypatch):
 
 
 def test_own_brownian_interval_has_brownian_statistics():
-    """This module's ``BrownianInterval`` (a VirtualBrownianTree): increments over the steps are
+    """This module's ``BrownianInterval`` (an interval tree): increments over the steps are
     independent ``N(0, dt)``, the same from the same ``entropy``, and ``return_U`` gives
     torchsde's ``U = ∫(W - W_a)``, whose space-time Lévy area ``U/h - W/2`` is ``N(0, h/12)``
     independent of ``W``."""

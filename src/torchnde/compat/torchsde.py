@@ -35,8 +35,10 @@ Methods (torchsde name → torchnde solver; the defaults are torchsde's):
 The Brownian motion: ``bm=None`` draws a fresh path, as torchsde does — with fixed steps that
 divide ``[ts[0], ts[-1]]`` a :class:`torchnde.BrownianGrid` on the step grid (sampled once, O(1)
 per step), otherwise a :class:`torchnde.VirtualBrownianTree`. To fix the path pass a
-:class:`BrownianInterval` (this module's, with torchsde's constructor, backed by
-:class:`torchnde.VirtualBrownianTree`), or a torchsde Brownian object (``torchsde.BrownianInterval``,
+:class:`BrownianInterval` (this module's, with torchsde's constructor and structure: a tree of
+intervals split where it is queried, so its path depends on the order of queries as torchsde's
+does; ``halfway_tree=True`` gives the order-independent :class:`torchnde.VirtualBrownianTree`),
+or a torchsde Brownian object (``torchsde.BrownianInterval``,
 ``BrownianPath``, ``BrownianTree``), which is queried exactly as torchsde's solvers query it, so
 the same object gives the same increments to both libraries.
 
@@ -127,6 +129,7 @@ from .. import (
     solve,
 )
 from .. import solvers as _solvers
+from ..paths._brownian import BrownianIntervalTree
 
 __all__ = [
     "BaseBrownian",
@@ -425,6 +428,10 @@ class BaseBrownian:
         levy_area_approximation: str,
         w: torch.Tensor | None = None,
         h: torch.Tensor | None = None,
+        *,
+        interval: bool = False,
+        dt: float | None = None,
+        cache_size: int | None = 45,
     ) -> None:
         t0, t1 = _scalar("t0", t0), _scalar("t1", t1)
         if not t0 < t1:
@@ -449,6 +456,22 @@ class BaseBrownian:
         self._device = torch.device("cpu") if device is None else torch.device(device)
         self._entropy = int(entropy)
         self._approximation = levy_area_approximation
+        levy_area = None if levy_area_approximation == "none" else "space-time"
+        if interval:  # torchsde's BrownianInterval: split where queried, order-dependent
+            self.path = BrownianIntervalTree(
+                t0,
+                t1,
+                self._size,
+                seed=self._entropy,
+                levy_area=levy_area,
+                dtype=self._dtype,
+                device=self._device,
+                dt=dt,
+                cache_size=cache_size,
+                w1=w,
+                h1=h if levy_area is not None else None,
+            )
+            return
         # torchsde's tol=0 is "resolve to floating-point accuracy"; the tree's resolution is a
         # time (increments between its dyadic points are exact in law), here 2^-20 (t1 - t0)
         self.path = VirtualBrownianTree(
@@ -476,11 +499,16 @@ def _fresh_seed() -> int:
 
 
 class BrownianInterval(BaseBrownian):
-    """torchsde's ``BrownianInterval`` constructor on :class:`torchnde.VirtualBrownianTree`.
+    """torchsde's ``BrownianInterval``: a tree of intervals split where it is queried
+    (``torchnde.paths.BrownianIntervalTree``), or with ``halfway_tree=True`` a
+    :class:`torchnde.VirtualBrownianTree`.
 
-    The increment over any interval of ``[t0, t1]`` is a deterministic function of ``entropy``
-    and the interval (torchsde's ``halfway_tree=True`` behaviour, here always), so the backward
-    pass and rejected steps see the same path as the forward solve.
+    As in torchsde, the default path depends on the order of the queries: the same ``entropy``
+    and the same sequence of queries give the same values, and once an interval has been queried
+    it keeps its values (the backward pass and rejected steps see the forward solve's path), but
+    another order of queries draws another (equally Brownian) path. ``halfway_tree=True`` makes
+    the increment over any interval a function of ``entropy`` and the interval alone (dyadic
+    bisection down to ``tol``), at a cost of one normal per channel per level and query end.
 
     Args:
         t0, t1: the interval the motion lives on.
@@ -489,10 +517,13 @@ class BrownianInterval(BaseBrownian):
         dtype, device: of the increments (default: those of ``W``, else torch's default dtype
             and the CPU).
         entropy: the seed (default: fresh, drawn without touching torch's random stream).
-        dt, pool_size, cache_size, halfway_tree: tune torchsde's data structure; accepted, and
-            without effect here (the tree is always query-order independent).
-        tol: the time resolution, absolute as in torchsde; ``0`` (the default) means
-            ``2^-20 (t1 - t0)``.
+        dt: the expected step size: leaves are split at their midpoints down to about ``16 dt``
+            (without it, down to 16 widths of each query), which keeps the tree balanced.
+        cache_size: how many intervals' values are kept (torchsde's default 45; ``None``: all).
+        pool_size: accepted, without effect (torchsde's seed pool).
+        halfway_tree: the query-order independent :class:`torchnde.VirtualBrownianTree`.
+        tol: with ``halfway_tree=True``, the time resolution, absolute as in torchsde; ``0``
+            (the default) means ``2^-20 (t1 - t0)``. Without it the path is exact at any times.
         levy_area_approximation: ``"none"``, ``"space-time"`` (``return_U``, needed by
             ``method="srk"``), ``"davie"`` or ``"foster"`` (also ``return_A``).
         W: the increment over ``[t0, t1]``: the motion is then the Brownian bridge to it.
@@ -536,20 +567,35 @@ class BrownianInterval(BaseBrownian):
             levy_area_approximation,
             W,
             H,
+            interval=not halfway_tree,
+            dt=None if dt is None else _scalar("dt", dt),
+            cache_size=cache_size,
         )
 
 
 class BrownianPath(BaseBrownian):
     """torchsde's ``BrownianPath(t0, w0)``: a Brownian motion on ``[t0, t0 + 1]`` started at
-    ``w0`` (its shape, dtype and device are the samples'). ``window_size`` is unused, as in
-    torchsde."""
+    ``w0`` (its shape, dtype and device are the samples'): as in torchsde, a tree of intervals
+    split where it is queried that keeps every interval's values. ``window_size`` is unused, as
+    in torchsde."""
 
     def __init__(self, t0: Any, w0: torch.Tensor, window_size: int = 8):
         if not isinstance(w0, torch.Tensor):
             raise TypeError(f"`w0` must be a tensor, got {type(w0).__name__}")
         t0 = _scalar("t0", t0)
         self._w0 = w0
-        self._build(t0, t0 + 1, w0.shape, w0.dtype, w0.device, None, 0.0, "none")
+        self._build(
+            t0,
+            t0 + 1,
+            w0.shape,
+            w0.dtype,
+            w0.device,
+            None,
+            0.0,
+            "none",
+            interval=True,
+            cache_size=None,
+        )
 
 
 class BrownianTree(BaseBrownian):

@@ -1,6 +1,6 @@
 """Brownian motion as a control path: the driving noise of an SDE ``dy = f dt + g dW``.
 
-Two paths, both :class:`~torchnde.paths.AbstractPath` subclasses for
+Three paths, all :class:`~torchnde.paths.AbstractPath` subclasses for
 :class:`~torchnde.ControlTerm`:
 
 * :class:`BrownianGrid` — increments pre-sampled on a fixed grid of ``steps`` cells; O(1) per
@@ -10,8 +10,11 @@ Two paths, both :class:`~torchnde.paths.AbstractPath` subclasses for
   by Brownian-bridge bisection down to a resolution ``tol``; O(log((t1 - t0)/tol)) per query,
   nothing stored, so adaptive steps, rejected steps, the backward pass and recomputation all see
   the same path.
+* :class:`BrownianIntervalTree` — torchsde's ``BrownianInterval`` structure: a tree of intervals
+  split where it is queried, about one bridge sample per new query point (fast random access at
+  large batch); the path depends on the order of the queries.
 
-Both can also give the space-time Lévy area (``levy_area="space-time"``) that strong order 1.5
+All three can give the space-time Lévy area (``levy_area="space-time"``) that strong order 1.5
 methods for additive noise need. Its convention is diffrax's:
 
 .. math::
@@ -42,7 +45,7 @@ import torch
 
 from ._base import AbstractPath
 
-__all__ = ["AbstractBrownianPath", "BrownianGrid", "VirtualBrownianTree"]
+__all__ = ["AbstractBrownianPath", "BrownianGrid", "BrownianIntervalTree", "VirtualBrownianTree"]
 
 _LEVY_AREAS = (None, "space-time")
 
@@ -874,3 +877,312 @@ def _contract(weights: torch.Tensor, z: torch.Tensor, lead: tuple[int, ...]) -> 
     one more trailing axis (channels)."""
     prod = weights.to(z.dtype).unsqueeze(-1) * z
     return prod.sum(tuple(range(weights.ndim - len(lead))))
+
+
+# ------------------------------------------------------------------------------------------------
+# a tree of intervals split where it is queried (torchsde's BrownianInterval structure)
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser (Steele, Lea & Flood, *Fast splittable pseudorandom number
+    generators*, OOPSLA 2014): a bijection of 64-bit ints that scrambles every bit."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK64
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK64
+    return x ^ (x >> 31)
+
+
+class _Node:
+    """An interval ``[start, end]`` of the tree; once split, at ``mid``, it has two children.
+    ``seed`` seeds the normals that split it (the children's seeds derive from it)."""
+
+    __slots__ = ("end", "left", "mid", "parent", "right", "seed", "start")
+
+    def __init__(self, start: float, end: float, seed: int, parent: _Node | None):
+        self.start, self.end, self.seed, self.parent = start, end, seed, parent
+        self.mid: float | None = None
+        self.left: _Node | None = None
+        self.right: _Node | None = None
+
+    def split(self, mid: float) -> None:
+        self.mid = mid
+        self.left = _Node(self.start, mid, _mix64(self.seed ^ 0x9E3779B97F4A7C15), self)
+        self.right = _Node(mid, self.end, _mix64(self.seed ^ 0x6A09E667F3BCC909), self)
+
+
+class BrownianIntervalTree(AbstractBrownianPath):
+    """Brownian motion on a binary tree of intervals that is split where it is queried: the
+    structure of torchsde's ``BrownianInterval`` (Kidger et al., *Efficient and accurate
+    gradients for neural SDEs*, NeurIPS 2021, §4). Fast random access at large batch; the path
+    depends on the order of the queries.
+
+    The root is ``[t0, t1]`` with ``W`` (and, with ``levy_area="space-time"``, ``H``) drawn from
+    the seed. A query ``[a, b]`` walks down the tree; a leaf that holds ``a`` or ``b`` strictly
+    inside is split there (or, while the leaf is wider than 16 query widths — 16 ``dt`` when
+    ``dt`` is given — at its midpoint first, so that a solve's steps build a balanced tree: each
+    leaf then holds at most about 16 steps). The children of a split are drawn from their
+    conditional law given the parent's values, with normals from a ``torch.Generator`` seeded by
+    the parent's seed (children's seeds derive from it), and the answer combines the values of the
+    nodes that cover ``[a, b]``. So a query costs about one bridge sample per new split point
+    instead of one per level of a fixed-resolution tree, and increments are exact in law at any
+    times (no resolution ``tol``).
+
+    Splitting ``[s, u]`` (length ``h``) at ``s + r·h`` (``q = 1 - r``) given ``(W, H)``:
+
+    .. math::
+        W_1 = rW + 6rqH + \\sqrt{hrq}\\,σ Z_1, \\qquad
+        W_2 = qW - 6rqH - \\sqrt{hrq}\\,σ Z_1,
+
+        H_1 = r^2 H - \\frac{\\sqrt h\\, r^{5/2} q^{1/2}}{2σ} Z_1
+              + \\frac{\\sqrt{h/12}\\, r^{1/2} q^{3/2}}{σ} Z_2, \\qquad
+        H_2 = q^2 H - \\frac{\\sqrt h\\, r^{1/2} q^{5/2}}{2σ} Z_1
+              - \\frac{\\sqrt{h/12}\\, r^{3/2} q^{1/2}}{σ} Z_2,
+
+    with ``σ = sqrt(1 - 3rq)`` and ``Z_1, Z_2`` independent standard normals: the conditional law
+    of the halves given ``(W, H)`` (from the combination rule in the module docstring; at
+    ``r = 1/2`` it is :class:`VirtualBrownianTree`'s midpoint split). Without Lévy area only
+    ``W_1, W_2`` with ``H = 0`` and the ``Z_1`` term ``sqrt(hrq)``.
+
+    Reproducible for a given seed and sequence of queries, and consistent: once a query is
+    answered, the same interval (forwards or backwards, during a backward pass or a rejected
+    step's retry) gives the same values, and the increments of adjacent intervals add up. A
+    different order of queries draws a different (equally Brownian) path — use
+    :class:`VirtualBrownianTree` when the path must not depend on it. The values of recently used
+    nodes are kept in a least-recently-used cache of ``cache_size`` nodes; evicted ones are
+    recomputed from their ancestors, identically. The normals come from the device's
+    generator, so the same seed gives different paths on the CPU and on a GPU.
+
+    Args:
+        t0, t1: the interval, ``t0 < t1``; queries outside it are clamped to it.
+        shape: shape of ``W`` (all samples and channels; one time for all of them).
+        seed: the seed (any int, taken modulo ``2^64``).
+        levy_area: None, or ``"space-time"`` for :meth:`levy_increment`.
+        dtype: dtype of the increments; None (default): the real dtype of the state of the solve
+            that uses the path (float32 before any solve).
+        device: where the increments are computed.
+        dt: the step size of the solve that will query it, if known: the tree is then split at
+            midpoints down to leaves of about ``16·dt`` whatever the queries' widths.
+        cache_size: how many nodes' values are kept (None: all; default 45, torchsde's).
+        w1: condition the path on its end value ``W(t1) - W(t0) = w1`` (a tensor of ``shape``).
+        h1: with ``levy_area="space-time"``, also on the space-time Lévy area over ``[t0, t1]``.
+    """
+
+    #: a leaf wider than this many query widths (or ``dt``) is split at its midpoint first
+    _PIECE = 16
+    #: midpoint splits stop at leaves of ``(t1 - t0) · 2^-_MAX_HALVINGS``
+    _MAX_HALVINGS = 40
+
+    def __init__(
+        self,
+        t0: float,
+        t1: float,
+        shape: tuple[int, ...] | int,
+        *,
+        seed: int = 0,
+        levy_area: str | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        dt: float | None = None,
+        cache_size: int | None = 45,
+        w1: torch.Tensor | None = None,
+        h1: torch.Tensor | None = None,
+    ):
+        self._setup(t0, t1, shape, seed, levy_area, dtype, device, None)
+        span = self.t1 - self.t0
+        if dt is not None:
+            dt = _real("dt", dt)
+            if dt <= 0:
+                raise ValueError(f"`dt` must be positive (the solve's step size), got {dt}")
+        self.dt = dt
+        if cache_size is not None and (
+            isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1
+        ):
+            raise ValueError(f"`cache_size` must be a positive int or None, got {cache_size!r}")
+        self.cache_size = cache_size
+        self._min_leaf = span * 2.0**-self._MAX_HALVINGS
+        lanes = _seed_lanes(seed)
+        self._root = _Node(self.t0, self.t1, _mix64(lanes[0] << 32 | lanes[1]), None)
+        self._ends = self._end_values(w1, h1)
+        self._cache: collections.OrderedDict[_Node, tuple] = collections.OrderedDict()
+        self._root_values: tuple | None = None
+        self._generator: torch.Generator | None = None
+
+    def _end_values(self, w1, h1) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        out = []
+        for name, value in (("w1", w1), ("h1", h1)):
+            if value is None:
+                out.append(None)
+                continue
+            if name == "h1" and self.levy_area is None:
+                raise ValueError(
+                    '`h1` (the space-time Lévy area over [t0, t1]) needs levy_area="space-time"'
+                )
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != self.shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise ValueError(
+                    f"`{name}` must be a tensor of the path's shape {self.shape}, got {got}"
+                )
+            out.append(value.detach().to(device=self.device))
+        return out[0], out[1]
+
+    def __repr__(self) -> str:
+        levy = "" if self.levy_area is None else f", levy_area={self.levy_area!r}"
+        dt = "" if self.dt is None else f", dt={self.dt:g}"
+        return (
+            f"BrownianIntervalTree(t0={_fmt(self.t0)}, t1={_fmt(self.t1)}, shape={self.shape}"
+            f"{dt}{levy})"
+        )
+
+    # ---- values of the nodes -------------------------------------------------------------------
+
+    def _normals(self, seed: int, count: int) -> torch.Tensor:
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed & 0x7FFFFFFFFFFFFFFF)
+        return torch.randn(
+            (count, *self.shape), generator=self._generator, dtype=self.dtype, device=self.device
+        )
+
+    def _root_vals(self) -> tuple:
+        values = self._root_values
+        if values is None or values[0].dtype != self.dtype:
+            self._cache.clear()  # the path was given another dtype: start afresh
+            span = self.t1 - self.t0
+            # the root's own normals: a seed apart from the one that splits it
+            z = self._normals(
+                _mix64(self._root.seed ^ 0xB7E151628AED2A6B), 2 if self.levy_area else 1
+            )
+            w = z[0] * math.sqrt(span) if self._ends[0] is None else self._ends[0].to(self.dtype)
+            h = None
+            if self.levy_area is not None:
+                h = z[1] * math.sqrt(span / 12)
+                if self._ends[1] is not None:
+                    h = self._ends[1].to(self.dtype)
+            values = self._root_values = (w, h)
+        return values
+
+    def _values(self, node: _Node) -> tuple:
+        """``(W, H or None)`` over ``node``: from the cache, or drawn down from the nearest
+        ancestor whose values are known."""
+        root = self._root_vals()
+        if node is self._root:
+            return root
+        cache = self._cache
+        chain = []
+        while node is not self._root and node not in cache:
+            chain.append(node)
+            node = node.parent
+        values = root if node is self._root else cache[node]
+        if not chain:
+            cache.move_to_end(node)
+        for child in reversed(chain):
+            parent = child.parent
+            pair = self._children(parent, values)
+            values = pair[0] if child is parent.left else pair[1]
+        return values
+
+    def _children(self, node: _Node, values: tuple) -> tuple[tuple, tuple]:
+        """The values of ``node``'s two children given its own (the formulas in the class
+        docstring); both go into the cache."""
+        w, h = values
+        span = node.end - node.start
+        r = (node.mid - node.start) / span
+        q = (node.end - node.mid) / span
+        if self.levy_area is None:
+            z = self._normals(node.seed, 1)[0] * math.sqrt(span * r * q)
+            left, right = (w * r + z, None), (w * q - z, None)
+        else:
+            z = self._normals(node.seed, 2)
+            sigma = math.sqrt(1 - 3 * r * q)
+            root_h, root_h12 = math.sqrt(span), math.sqrt(span / 12)
+            drift = h * (6 * r * q)
+            noise = z[0] * (math.sqrt(span * r * q) * sigma)
+            left = (
+                w * r + drift + noise,
+                h * (r * r)
+                + z[0] * (-root_h * r**2.5 * q**0.5 / (2 * sigma))
+                + z[1] * (root_h12 * r**0.5 * q**1.5 / sigma),
+            )
+            right = (
+                w * q - drift - noise,
+                h * (q * q)
+                + z[0] * (-root_h * r**0.5 * q**2.5 / (2 * sigma))
+                - z[1] * (root_h12 * r**1.5 * q**0.5 / sigma),
+            )
+        cache = self._cache
+        cache[node.left], cache[node.right] = left, right
+        if self.cache_size is not None:
+            while len(cache) > self.cache_size:
+                cache.popitem(last=False)
+        return left, right
+
+    # ---- the nodes covering a query --------------------------------------------------------------
+
+    def _cover(self, a: float, b: float) -> list[_Node]:
+        """The nodes whose union is ``[a, b]`` (``a < b``), left to right, splitting leaves that
+        hold ``a`` or ``b`` strictly inside."""
+        piece = self._PIECE * (self.dt if self.dt is not None else b - a)
+        out: list[_Node] = []
+        stack = [(self._root, a, b)]
+        while stack:
+            node, lo, hi = stack.pop()
+            if lo == node.start and hi == node.end:
+                out.append(node)
+                continue
+            if node.mid is None:
+                width = node.end - node.start
+                if width > piece and width > self._min_leaf:
+                    node.split(node.start + width / 2)
+                else:
+                    node.split(lo if lo > node.start else hi)
+            mid = node.mid
+            if hi <= mid:
+                stack.append((node.left, lo, hi))
+            elif lo >= mid:
+                stack.append((node.right, lo, hi))
+            else:
+                stack.append((node.right, mid, hi))
+                stack.append((node.left, lo, mid))
+        return out
+
+    def _host_times(self, t0, t1) -> tuple[float, float, tuple[int, ...]]:
+        ta, tb = _host_time(t0), _host_time(t1)
+        if ta is not None and tb is not None:
+            return ta, tb, ()
+        ta, tb, lead, _ = self._times(t0, t1)
+        flat_a, flat_b = ta.detach().reshape(-1), tb.detach().reshape(-1)
+        if lead and not (bool((flat_a == flat_a[0]).all()) and bool((flat_b == flat_b[0]).all())):
+            raise ValueError(
+                f"{self!r} answers one interval at a time (the same times for every sample), but "
+                "was queried at several different times; use `VirtualBrownianTree(..., "
+                "batch_axis=0)` for per-sample times"
+            )
+        return float(flat_a[0]), float(flat_b[0]), lead
+
+    def _query(self, t0, t1, levy):
+        ta, tb, lead = self._host_times(t0, t1)
+        lo = min(max(min(ta, tb), self.t0), self.t1)
+        hi = min(max(max(ta, tb), self.t0), self.t1)
+        if lo == hi:
+            zero = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+            w, h = zero, zero if levy else None
+        else:
+            nodes = self._cover(lo, hi)
+            w, h = self._values(nodes[0])
+            start, end = nodes[0].start, nodes[0].end
+            for node in nodes[1:]:  # the combination rule of the module docstring
+                w2, h2 = self._values(node)
+                if levy:
+                    len1, len2 = end - start, node.end - node.start
+                    total = len1 + len2
+                    h = (h * len1 + h2 * len2 + (w * len2 - w2 * len1) / 2) / total
+                w, end = w + w2, node.end
+            if tb < ta:
+                w = -w
+            if not levy:
+                h = None
+        if lead:
+            w = w.expand(*lead, *self.shape)
+            h = None if h is None else h.expand(*lead, *self.shape)
+        return w, h
