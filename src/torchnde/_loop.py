@@ -92,6 +92,8 @@ class Context:
     compiled: str | None = None
     #: the compiled functions this solve uses, by mode (looked up in the cache once per solve)
     compiled_entries: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: compact the batch once at most this share of it is running (see :mod:`torchnde._compact`)
+    compact: float | None = None
 
     @property
     def ops(self) -> type[TensorOps] | type[HostOps]:

@@ -7,12 +7,13 @@ always increases; :class:`Problem` turns those into the user's tree and the user
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ._pytree import StateSpec
+from ._pytree import StateSpec, tree_map
 from .terms import AbstractTerm
 
 __all__ = ["Problem"]
@@ -111,6 +112,22 @@ class Problem:
 
     def with_args(self, args: Any) -> Problem:
         return Problem(self.term, self.spec, args, self.direction, self.time_dtype)
+
+    def restricted(self, idx: torch.Tensor) -> Problem:
+        """The problem of the samples ``idx`` of a batch (a compacted solve): the state layout,
+        the directions and the ``args`` leaves whose first axis is the batch, taken at ``idx``."""
+        batch = self.spec.batch
+
+        def rows(leaf):
+            if isinstance(leaf, torch.Tensor) and leaf.ndim and leaf.shape[0] == batch:
+                return leaf[idx]
+            return leaf
+
+        spec = dataclasses.replace(self.spec, batch=int(idx.shape[0]))
+        direction = None if self.direction is None else self.direction[idx]
+        problem = Problem(self.term, spec, tree_map(rows, self.args), direction, self.time_dtype)
+        problem.tolerances, problem.adaptive = self.tolerances, self.adaptive
+        return problem
 
     def with_direction(self, direction: torch.Tensor | None) -> Problem:
         return Problem(self.term, self.spec, self.args, direction, self.time_dtype)

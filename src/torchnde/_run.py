@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ._compact import advance_compacting
 from ._compiled import loop_applies, normalise, run_loop
 from ._loop import Context, HostBounds, LoopState, Recorder, StepInfo, finish, init_state, iteration
 from ._problem import Problem
@@ -100,12 +101,14 @@ def build(
     invalid: torch.Tensor | None = None,
     host: bool = True,
     compiled: str | None = None,
+    compact: float | None = None,
 ) -> Prepared:
     """A :class:`Prepared` solve from checked arguments: internal times ``tau0 < tau1`` per sample
     (``(batch,)``), the flat ``y0: (batch, n)`` and ``dt0`` (positive, ``(batch,)`` or None).
     ``host=False`` keeps the per-sample bookkeeping in tensors even where host mode would do;
     ``compiled`` names the ``torch.compile`` backend of a compiled solve (which keeps them in
-    tensors too)."""
+    tensors too); ``compact`` the share of running samples below which a batched solve continues
+    on the running ones only (:mod:`torchnde._compact`)."""
     tdtype, device = tau0.dtype, tau0.device
     batch = problem.spec.batch
     eps = torch.finfo(tdtype).eps
@@ -130,6 +133,7 @@ def build(
         dense_matrix=torch.tensor(solver.dense_matrix, dtype=tdtype, device=device),
         invalid=invalid,
         compiled=compiled,
+        compact=compact,
     )
     if (
         host
@@ -190,8 +194,11 @@ def drive(prep: Prepared, *, observe: Observer | None = None) -> LoopOutput:
     st = init_state(ctx, prep.y0, prep.dt0, prep.solver_state, prep.nfe0)
     rec = Recorder(ctx, plan.ts, plan.steps, plan.dense)
     st = rec.start(st)
-    whole = run_loop(ctx, st, rec) if observe is None and loop_applies(ctx, rec) else None
-    st = advance(ctx, st, rec, observe=observe) if whole is None else whole
+    if observe is None and ctx.compact is not None:
+        st = advance_compacting(ctx, st, rec)
+    else:
+        whole = run_loop(ctx, st, rec) if observe is None and loop_applies(ctx, rec) else None
+        st = advance(ctx, st, rec, observe=observe) if whole is None else whole
     st = finish(ctx, st)
     ys, ts = assemble(ctx, plan, st, rec, prep.y0)
     return LoopOutput(ys, ts, st, rec)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ._compact import check_compact
 from ._compiled import check as check_compile
 from ._compiled import resolve_backend
 from ._dense import DenseOutput
@@ -63,6 +64,7 @@ def solve(
     throw: bool = True,
     batch_axis: int | None = None,
     compile: bool | str = False,
+    compact: bool | float = False,
 ) -> Solution:
     """Solve a differential equation from ``t0`` to ``t1``.
 
@@ -91,6 +93,15 @@ def solve(
             compiled ``while_loop``; otherwise each step is one compiled call. Compiled once per
             structure and reused (see :func:`torchnde.compile_info`); explicit Runge-Kutta
             solvers with ``ConstantStepSize``/``PIDController`` only.
+        compact: under ``batch_axis=0``, once at most this share of the batch (``True``: half)
+            is still running, continue stepping the running samples only (gathered into a
+            smaller batch, scattered back at the end; repeatedly), so finished samples stop
+            costing vector-field evaluations. Each sample takes the same steps and gets the same
+            values (to rounding) and statistics. The vector field must treat the rows of ``y``
+            independently and take per-sample data from ``args`` (leaves whose first axis has
+            the batch size are gathered with the samples), not from a closure. ODE terms, no
+            events, no ``SaveAt(steps/dense)``, not with ``compile``; the forward passes of
+            ``CheckpointAdjoint``/``BacksolveAdjoint`` under autograd do not compact.
 
     Returns:
         A :class:`Solution`.
@@ -113,6 +124,7 @@ def solve(
         batch_axis=batch_axis,
         throw=throw,
         compile=compile,
+        compact=compact,
     )
     adjoint.check(prep)
     sol = solution(prep, adjoint.loop(prep))
@@ -138,6 +150,7 @@ def prepare(
     batch_axis: int | None = None,
     throw: bool = True,
     compile: bool | str = False,
+    compact: bool | float = False,
 ) -> Prepared:
     """Check the arguments of :func:`solve` and build the :class:`~torchnde._run.Prepared` solve
     an adjoint runs (the first half of :func:`solve`: validation, the problem in internal time,
@@ -163,6 +176,9 @@ def prepare(
     solver.check_terms(terms)
     backend = resolve_backend(compile)
     check_compile(solver, controller, backend)
+    fraction = check_compact(
+        compact, batched, terms.ode, events, saveat.steps, saveat.dense, backend
+    )
 
     problem = Problem(terms, spec, args, direction, tdtype)
     for path in paths(terms):  # before the first step, which may query them
@@ -184,6 +200,7 @@ def prepare(
         invalid=invalid,
         host=host,
         compiled=backend,
+        compact=fraction,
     )
 
 
