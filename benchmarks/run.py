@@ -29,6 +29,7 @@ CASES = {
     "PINN": "benchmarks.pinn_deepxde",
     "STIFF": "benchmarks.stiff_bench",
     "COMPILED": "benchmarks.compiled_bench",
+    "COMPACT": "benchmarks.compact_bench",
 }
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for name in args.case:
         module = importlib.import_module(CASES[name])
-        if name in ("MEM", "PINN", "STIFF", "COMPILED"):  # their own tables
+        if name in ("MEM", "PINN", "STIFF", "COMPILED", "COMPACT"):  # their own tables
             module.main(opts)
             continue
         case = module.build(opts)
