@@ -3,9 +3,11 @@ folder is complete, the metrics are finite, and what a quick run can already sho
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
+import torch
 
 from torchnde import reproduce
 
@@ -45,6 +47,29 @@ def test_latent_ode_quick_equal_parameter_budgets(tmp_path):
     m = quick("latent-ode-spirals", tmp_path)
     assert abs(m["params_gru"] / m["params_latent_ode"] - 1) < 0.05
     assert (tmp_path / "spirals.png").exists()
+
+
+def test_latent_ode_spirals_follow_one_law_in_two_directions():
+    """Every window lies on r = a + b·θ turning one way or the other (the paper's data), sweeps
+    the stated angle, and is observed only in its first half."""
+    spirals = importlib.import_module("torchnde.reproduce.entries.latent_ode_spirals")
+    ts, xy, obs_t, obs_x, idx = spirals._data(64, 30, seed=3)
+    xy = xy.double()
+    radius = xy.norm(dim=-1)
+    theta = (radius - spirals.RADIUS_A) / spirals.RADIUS_B  # the law gives the angle swept
+    angle = torch.atan2(xy[..., 1], xy[..., 0])
+    ccw = torch.remainder(angle - theta + math.pi, 2 * math.pi) - math.pi
+    cw = torch.remainder(angle + theta + math.pi, 2 * math.pi) - math.pi
+    on_ccw, on_cw = ccw.abs().amax(dim=1) < 1e-3, cw.abs().amax(dim=1) < 1e-3
+    assert (on_ccw ^ on_cw).all()  # each window on exactly one of the two mirror curves
+    assert 20 <= int(on_ccw.sum()) <= 44
+    swept = theta[:, -1] - theta[:, 0]
+    turns = torch.full_like(swept, 2 * math.pi * spirals.WINDOW_TURNS)
+    torch.testing.assert_close(swept, turns, rtol=0, atol=1e-5)  # float32 points
+    assert (idx < 50).all() and (idx[:, 1:] > idx[:, :-1]).all()
+    torch.testing.assert_close(obs_t, ts[idx])
+    noise = obs_x - torch.gather(xy.float(), 1, idx[..., None].expand(-1, -1, 2))
+    assert 0.04 < noise.std().item() < 0.06
 
 
 def test_neural_cde_quick_tells_the_spirals_apart(tmp_path):
