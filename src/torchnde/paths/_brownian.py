@@ -487,9 +487,15 @@ def _pcg(x):
     """The 32-bit PCG hash (Jarzynski & Olano, *Hash Functions for GPU Rendering*, JCGT 2020) of
     ``x`` in ``[0, 2^32)``, on Python ints or int64 tensors. Every product stays below ``2^63``
     (multipliers below ``2^30``), so int64 arithmetic never overflows."""
-    state = (x * 747796405 + 2891336453) & _MASK
-    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & _MASK
-    return (word >> 22) ^ word
+    if not isinstance(x, torch.Tensor):
+        state = (x * 747796405 + 2891336453) & _MASK
+        word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & _MASK
+        return (word >> 22) ^ word
+    # the same in place on two new tensors (each allocation of a large batch costs page faults)
+    state = x.mul(747796405).add_(2891336453).bitwise_and_(_MASK)
+    word = state.bitwise_right_shift(state.bitwise_right_shift(28).add_(4))
+    word.bitwise_xor_(state).mul_(277803737).bitwise_and_(_MASK)
+    return word.bitwise_xor_(state.copy_(word).bitwise_right_shift_(22))
 
 
 def _seed_lanes(seed: int) -> tuple[int, int]:
@@ -498,14 +504,17 @@ def _seed_lanes(seed: int) -> tuple[int, int]:
     return _pcg(_pcg(lo) ^ hi), _pcg(_pcg(lo ^ 0x9E3779B9) ^ hi ^ 0x7F4A7C15)
 
 
-def _box_muller(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Two independent standard normals ``(2, ...)`` from two 32-bit uniform integers ``u:
-    (2, ...)``, in float64 for float64 paths, else float32 (tails are cut at ``sqrt(2·32·ln 2) ≈ 6.7`` standard deviations, probability
-    ``2^-32``)."""
+def _box_muller(u: torch.Tensor, dtype: torch.dtype, axis: int = 0) -> torch.Tensor:
+    """Two independent standard normals from two 32-bit uniform integers ``u: (2, ...)``,
+    stacked at ``axis`` (``(2, ...)`` by default), in float64 for float64 paths, else float32
+    (tails are cut at ``sqrt(2·32·ln 2) ≈ 6.7`` standard deviations, probability ``2^-32``)."""
     u = u.to(torch.float64 if dtype == torch.float64 else torch.float32)
     r = u[0].add_(0.5).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
     angle = u[1].mul_(2.0 * math.pi * 2.0**-32)
-    return torch.stack([angle.cos(), angle.sin_()]).mul_(r)
+    out = torch.empty((*r.shape[:axis], 2, *r.shape[axis:]), dtype=u.dtype, device=u.device)
+    torch.cos(angle, out=out.select(axis, 0))
+    torch.sin(angle, out=out.select(axis, 1))
+    return out.mul_(r.unsqueeze(axis))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -809,19 +818,21 @@ class VirtualBrownianTree(AbstractBrownianPath):
                     h = (fb[stream + 2] - fa[stream + 2]) / (cells * safe) - fa[stream] - w / 2
                     weights[stream].append(sigma[stream] * w * sign)
                     weights[stream + 2].append(sigma[stream] * h if delta else 0.0)
-        dev = self.device
-        z = self._condition(self._node_normals(nodes))
-        weights = torch.tensor(weights, dtype=self.dtype, device=dev)  # (W/H, stream, R)
+        z = torch.stack(self._node_rows(nodes))  # (R, channels), or (R, stream, pairs)
         if self.levy_area is None:
-            return self._out(_contract(weights[0], z, ()), ()), None
-        w = self._out(_contract(weights[:2], z, ()), ())
-        return w, self._out(_contract(weights[2:], z, ()), ()) if levy else None
+            w = torch.tensor(weights[0], dtype=z.dtype, device=self.device) @ z
+            return self._out(w, ()), None
+        # one product: rows (R, stream) of z against the weights of W and H, in that order
+        rows = [[x for pair in zip(*weights[i : i + 2]) for x in pair] for i in (0, 2)]
+        wh = torch.tensor(rows, dtype=z.dtype, device=self.device) @ z.flatten(0, 1)
+        return self._out(wh[0], ()), self._out(wh[1], ()) if levy else None
 
-    def _node_normals(self, nodes: list[int]) -> torch.Tensor:
-        """The normals of ``nodes`` (one path): ``(R, channels)``, or ``(2, R, pairs)`` with Lévy
-        area. Rows are kept in a small least-recently-used cache: consecutive steps of a solve
-        share all but the finest levels' nodes (and every query shares the top levels), so a
-        fixed-step solve computes about two new rows per step instead of ``2 · depth + 1``."""
+    def _node_rows(self, nodes: list[int]) -> list[torch.Tensor]:
+        """The normals of ``nodes`` (one path), each ``(channels,)``, or ``(2, pairs)`` with
+        Lévy area, the root's conditioned on the end values. Rows are kept in a small
+        least-recently-used cache: consecutive steps of a solve share all but the finest levels'
+        nodes (and every query shares the top levels), so a fixed-step solve computes about two
+        new rows per step instead of ``2 · depth + 1``."""
         cache = self._cache
         if cache.dtype != self.dtype:
             cache.clear(self.dtype)
@@ -831,13 +842,27 @@ class VirtualBrownianTree(AbstractBrownianPath):
             lanes = [[_pcg((n & _MASK) ^ lane) for n in missing] for lane in self._lanes_f]
             if self.depth > 32:
                 lanes = [[_pcg(h ^ (n >> 32)) for h, n in zip(lane, missing)] for lane in lanes]
-            fresh = self._normals(torch.tensor(lanes, device=self.device), self._counter[0])
-            axis = 0 if self.levy_area is None else 1
-            for n, row in zip(missing, fresh.unbind(axis)):
+            lanes = torch.tensor(lanes, device=self.device)
+            # (missing, stream, pairs): each node's two streams side by side
+            fresh = _box_muller(_pcg(lanes.unsqueeze(-1) ^ self._counter[0]), self.dtype, axis=1)
+            if self.levy_area is None:  # the pair's two normals serve two channels
+                fresh = fresh.flatten(1)[:, : self.channels]
+            for n, row in zip(missing, fresh.unbind(0)):
                 cache.put(n, row)
                 found[n] = row
         rows = [found[n] for n in nodes]
-        return torch.stack(rows, 0 if self.levy_area is None else 1)
+        w1, h1 = self._ends
+        if w1 is not None or h1 is not None:  # the root (node 0) is conditioned
+            root = rows[0].clone()
+            if self.levy_area is None:
+                root.copy_(w1[0])
+            else:
+                if w1 is not None:
+                    root[0] = w1[0]
+                if h1 is not None:
+                    root[1] = h1[0]
+            rows[0] = root
+        return rows
 
 
 class _RowCache:
