@@ -173,7 +173,8 @@ def run_example(name: str, src: Path, example: str, facade: bool, seed: int, ext
     code = (
         "import random, runpy, sys, numpy, torch; seed = int(sys.argv[1]); "
         "random.seed(seed); numpy.random.seed(seed); torch.manual_seed(seed); "
-        "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+        "sys.argv = sys.argv[2:]; sys.path.insert(0, __import__('os').path.dirname(sys.argv[0])); "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     with tempfile.TemporaryDirectory(prefix=f"compat-{name}-example-") as tmp:
         shutil.copytree(folder, Path(tmp) / "examples")
