@@ -198,6 +198,17 @@ def test_a_solves_steps_build_a_balanced_tree():
             assert torch.equal(path.increment(a, b), w)
 
 
+def test_a_query_one_ulp_wide_far_from_zero_ends():
+    """Midpoints that round onto a leaf's end are not used: the leaf is split at the query."""
+    path = BrownianIntervalTree(1e6, 1e6 + 1, (3,), seed=11, dtype=F64)
+    a = 1e6 + 0.5
+    b = math.nextafter(a, 2e6)
+    w = path.increment(a, b)
+    assert torch.isfinite(w).all() and float(w.abs().max()) < 1e-3
+    whole = path.increment(1e6, a) + w + path.increment(b, 1e6 + 1)
+    torch.testing.assert_close(whole, path.increment(1e6, 1e6 + 1), rtol=0, atol=1e-12)
+
+
 def test_dtype_follows_the_state_and_float32_matches_the_law():
     path = BrownianIntervalTree(0.0, 1.0, (20000,), seed=8)
     assert path.increment(0.0, 0.5).dtype == torch.float32

@@ -1157,8 +1157,9 @@ class BrownianIntervalTree(AbstractBrownianPath):
                 continue
             if node.mid is None:
                 width = node.end - node.start
-                if width > piece and width > self._min_leaf:
-                    node.split(node.start + width / 2)
+                half = node.start + width / 2
+                if width > piece and width > self._min_leaf and node.start < half < node.end:
+                    node.split(half)
                 else:
                     node.split(lo if lo > node.start else hi)
             mid = node.mid
