@@ -10,7 +10,8 @@ Problems (float64, Dopri5, rtol 1e-6, atol 1e-8, 10 save times, inference: ``tor
   seed 0) in float32, one step size for the batch (diffrax: the same weights in ``jax.numpy``).
 
 Rows: torchnde eager (the default loop), torchnde compiled (inductor; the whole loop is one
-``torch.while_loop``), diffrax ``diffeqsolve`` under ``jax.jit`` (``PIDController`` with the
+``torch.while_loop``), torchode on ``vdp1024`` (per-sample steps, as in B3), diffrax
+``diffeqsolve`` under ``jax.jit`` (``PIDController`` with the
 same tolerances; its default safety factors differ slightly, so step counts can differ by a
 few). Compile time (the first call, minus one run) is printed apart and excluded from the
 medians. Clock: process CPU time, one torch thread, one XLA thread.
@@ -157,6 +158,28 @@ def _diffrax_runner(name: str):
     return run
 
 
+def _torchode_runner(name: str):
+    """torchode on the batched Van der Pol problem (per-sample steps), as in B3."""
+    try:
+        import torchode
+    except ImportError:
+        return None
+    if name != "vdp1024":
+        return None
+    _, y0, _, ts, mu, _ = _problem(name)
+    term = torchode.ODETerm(lambda t, y: _vdp(t, y, mu))
+    step = torchode.Dopri5(term=term)
+    controller = torchode.IntegralController(atol=ATOL, rtol=RTOL, term=term)
+    solver = torchode.AutoDiffAdjoint(step, controller)
+    t_eval = ts.expand(y0.shape[0], -1)
+
+    def run():
+        with torch.no_grad():
+            return solver.solve(torchode.InitialValueProblem(y0=y0, t_eval=t_eval))
+
+    return run
+
+
 def _time(run, repeats: int) -> tuple[float, float, float]:
     """(first-call seconds, median ms, spread) of CPU time."""
     start = time.process_time()
@@ -190,6 +213,7 @@ def main(opts=None, argv: list[str] | None = None) -> None:
             ("torchnde eager", _torch_runner(name, False)),
             ("torchnde compiled", _torch_runner(name, True)),
             ("diffrax (jit)", _diffrax_runner(name)),
+            ("torchode", _torchode_runner(name)),
         ):
             if run is None:
                 print(f"   {label:<24} (not installed)")
@@ -198,6 +222,9 @@ def main(opts=None, argv: list[str] | None = None) -> None:
             out = run()
             if isinstance(out, torchnde.Solution):
                 steps = int(out.stats["num_steps"].max())
+                ys = out.ys
+            elif label == "torchode":
+                steps = int(out.stats["n_steps"].max())
                 ys = out.ys
             else:
                 steps = int(out[1].max())
@@ -216,6 +243,8 @@ def main(opts=None, argv: list[str] | None = None) -> None:
             if "diffrax (jit)" in rows:
                 line += f"; compiled/diffrax {comp[0] / rows['diffrax (jit)'][0]:.2f}"
                 line += f"; eager/diffrax {eager[0] / rows['diffrax (jit)'][0]:.1f}"
+            if "torchode" in rows:
+                line += f"; compiled/torchode {comp[0] / rows['torchode'][0]:.2f}"
             print(line)
 
 
