@@ -488,6 +488,37 @@ def test_time_marching_hands_each_block_the_previous_prediction_at_its_start():
     assert isinstance(runner.predictor, pinn.PiecewiseInTime)
 
 
+def test_time_marching_can_scale_each_block_over_itself_with_an_exact_hand_over():
+    problem = pinn.reaction(rho=5.0, hard_initial=True)
+    runner = _StubRunner(problem, lambda s, i: 1e-5)
+    original = runner.phase
+
+    def phase(*args, **kwargs):
+        result = original(*args, **kwargs)
+        runner.model = _Linear()
+        return result
+
+    runner.phase = phase
+    pinn.TimeMarching(blocks=4, rescale=True).run(runner)
+    x = torch.linspace(0.0, 6.0, 5, dtype=F64)
+    for k, (_, block, kwargs) in enumerate(runner.calls):
+        low, high = k / 4, (k + 1) / 4
+        assert kwargs["scaling"] == block.domain  # the block's own box, not the whole span
+        model = pinn.PINNModel(
+            block.domain, 1, hard=block.hard_faces(), scaling=kwargs["scaling"], dtype=F64
+        )
+        points = torch.stack([x, torch.full_like(x, low)], dim=-1)
+        # the network sees the block's time span as [-1, 1] ...
+        features = model.features(torch.stack([x, torch.full_like(x, high)], dim=-1))
+        torch.testing.assert_close(features[:, 1], torch.ones_like(x))
+        torch.testing.assert_close(model.features(points)[:, 1], -torch.ones_like(x))
+        # ... and, whatever its weights, starts exactly from the previous block's prediction
+        expected = x + 10 * low if k else problem.conditions[0].value(x=x)
+        torch.testing.assert_close(model(points)[:, 0], expected)
+    with pytest.raises(TypeError, match="`rescale` must be True or False"):
+        pinn.TimeMarching(blocks=2, rescale="yes")
+
+
 def test_piecewise_predictor_uses_each_block_on_its_span():
     class Constant(nn.Module):
         def __init__(self, value):

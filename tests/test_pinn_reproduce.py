@@ -29,17 +29,21 @@ def test_convection_quick_runs_plain_and_every_curriculum_stage(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "label"), [("pinn-reaction", "ρ=5"), ("pinn-reaction-diffusion", "ν=3")]
+    ("name", "label", "suffix", "remedy"),
+    [
+        ("pinn-reaction", "ρ=5", "_h", "hard initial condition"),
+        ("pinn-reaction-diffusion", "ν=3", "_w", "initial weight 100"),
+    ],
 )
-def test_marching_entries_quick_run_whole_domain_and_blocks(tmp_path, name, label):
+def test_marching_entries_quick_run_whole_domain_and_blocks(tmp_path, name, label, suffix, remedy):
     result = _quick(name, tmp_path)
     metrics = result.per_seed[0]
-    keys = ("whole", "marching", "whole_w", "marching_w", "block0", "block1")
+    keys = ("whole", "marching", f"whole{suffix}", f"marching{suffix}", "block0", "block1")
     for key in keys:
         assert 0 < metrics[f"{key}_{label}"] < 10, key
-    # the error after the last block is the error of the whole (weighted) march
-    assert metrics[f"block1_{label}"] == pytest.approx(metrics[f"marching_w_{label}"])
-    assert "initial weight 100" in (tmp_path / "report.md").read_text()
+    # the error after the last block is the error of the whole march (with the remedy)
+    assert metrics[f"block1_{label}"] == pytest.approx(metrics[f"marching{suffix}_{label}"])
+    assert remedy in (tmp_path / "report.md").read_text()
     assert (tmp_path / "blocks.png").exists()
 
 

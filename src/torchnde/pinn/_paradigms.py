@@ -225,6 +225,10 @@ class TimeMarching(AbstractParadigm):
             not is trained again (``retries`` times, from where it stopped), then stops the
             march (None: no guard).
         retries: extra budgets a block above the tolerance gets.
+        rescale: scale each block's network inputs over the block's own box (time ``[t_k,
+            t_{k+1}]`` to ``[−1, 1]``) instead of the whole span's, where a block is a sliver
+            ``2/blocks`` wide; the warm start then starts from the previous block's weights
+            without continuing its solution.
     """
 
     name: ClassVar[str] = "time_marching"
@@ -232,6 +236,7 @@ class TimeMarching(AbstractParadigm):
     block: float | None = None
     tolerance: float | None = None
     retries: int = 0
+    rescale: bool = False
 
     def __post_init__(self) -> None:
         if (self.blocks is None) == (self.block is None):
@@ -243,6 +248,8 @@ class TimeMarching(AbstractParadigm):
         if self.tolerance is not None:
             check_positive(self.tolerance, "tolerance")
         check_count(self.retries, "retries", minimum=0)
+        if not isinstance(self.rescale, bool):
+            raise TypeError(f"`rescale` must be True or False, got {self.rescale!r}")
         if self.retries and self.tolerance is None:
             raise ValueError("`retries` needs a `tolerance` (the loss a block must reach)")
 
@@ -292,7 +299,7 @@ class TimeMarching(AbstractParadigm):
                     "block",
                     {"t0": low, "t1": high},
                     block,
-                    scaling=domain,
+                    scaling=block.domain if self.rescale else domain,
                     sample_key=k,
                     tolerance=self.tolerance,
                     so_far=so_far,

@@ -8,13 +8,16 @@ with the same budget (L-BFGS iterations on 1000 collocation points, 256 initial 
 periodic pairs; 4 × 50 tanh, float32). Error: relative L2 on a 256 × 101 grid against the closed
 form ``h e^{ρt} / (h e^{ρt} + 1 − h)``.
 
-Each is trained twice: with the paper's loss (every term weighted 1), and with the initial
-condition's term weighted 100 (torchnde.pinn's ``weights={"initial": 100}``). Time marching
-hands each block the previous block's prediction through that initial-condition term, so its
-weight sets how exactly the hand-over holds; with weight 1 the misfit of the first block
-(about 1e-2 here) is carried and amplified through the blocks. The weighted whole-domain run is
-reported too: the weight alone improves it, which says how much of this failure mode is one of
-loss balance.
+Each is trained twice: in the paper's setup (every term weighted 1, a soft initial condition,
+inputs scaled over the whole span), and with the hand-over made exact and each block's inputs
+scaled over the block (:data:`~._pinn_common.HARD`): ``u = u_k(x) + (t − t_k)/Δt · N(x, t)``
+with ``u_k`` the previous block's prediction at ``t_k``. The hand-over matters here more than
+anywhere: where ``u`` is small (the Gaussian's tails, ``h ≈ 3e-4`` at the ends) the logistic
+equation amplifies an error by ``e^{ρΔt}`` per block (2× at ρ = 7, 2.7× at ρ = 10), so a soft
+initial condition's misfit of 1e-3 grows through the blocks; and a block spans only 1/10 of the
+whole span's scaled input, so scaling per block gives the network the whole of [−1, 1] in time.
+The whole-domain run with the hard initial condition is reported too (the transform alone does
+not rescue it).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 from torchnde import pinn
 from torchnde.reproduce import Entry, Outcome, RunContext
 
-from ._pinn_common import PAPER, block_figure, marching_comparison, marching_rows
+from ._pinn_common import HARD, PAPER, block_figure, marching_comparison, marching_rows
 
 #: the paper's relative errors: whole domain, and time marching with Δt = 0.1
 PAPER_WHOLE = {"ρ=5": 0.979, "ρ=6": 0.988, "ρ=7": 0.992, "ρ=8": 0.994, "ρ=9": 0.995, "ρ=10": 0.996}
@@ -71,21 +74,22 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
         blocks=s["blocks"],
         points=s["points"],
         evaluation=s["evaluation"],
-        figure_for=_labels(s)[0],
+        figure_for=_labels(s)[-1],
+        remedy=HARD,
     )
 
 
 def summarise(per_seed: list[dict[str, float]], ctx: RunContext) -> Outcome:
     s = _settings(ctx.quick)
     labels = _labels(s)
-    rows, held = marching_rows(per_seed, labels, PAPER_WHOLE, PAPER_MARCHING)
+    rows, held = marching_rows(per_seed, labels, PAPER_WHOLE, PAPER_MARCHING, HARD)
     ctx.save_figure(block_figure(per_seed, labels, s["blocks"]), "blocks.png")
     figures = [ctx.out / "blocks.png"]
     if (ctx.out / "solutions-seed0.png").exists():
         figures.append(ctx.out / "solutions-seed0.png")
     details = {
         key: {label: [m[f"{key}_{label}"] for m in per_seed] for label in labels}
-        for key in ("whole", "marching", "whole_w", "marching_w")
+        for key in ("whole", "marching", f"whole{HARD.suffix}", f"marching{HARD.suffix}")
     }
     return Outcome(rows=rows, criterion_met=held, details=details, figures=figures)
 
@@ -103,7 +107,7 @@ ENTRY = Entry(
         "exp(−(x − π)² / 2(π/4)²); closed-form reference on a 256 × 101 grid"
     ),
     criterion=(
-        "time marching (initial condition weighted 100 in every block) reaches a mean error "
+        "time marching (hard initial condition, inputs scaled per block) reaches a mean error "
         "≤ 5e-2 for every ρ where whole-domain training with the paper's loss has a mean "
         "error ≥ 0.5, and whole-domain training does fail for at least one ρ; every block and "
         "the whole-domain run get the same budget"
