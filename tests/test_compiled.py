@@ -193,3 +193,69 @@ def test_a_loop_that_cannot_be_captured_whole_falls_back_to_compiled_steps():
     with torch.no_grad():
         again = tn.solve(tn.ODETerm(rotate), tn.Midpoint(), 0.0, 1.0, y0, compile=BACKEND, **kw)
     _same(again.ys, eager.ys)
+
+
+def _compilable_solvers():
+    return sorted(
+        name
+        for name, cls in vars(tn).items()
+        if isinstance(cls, type)
+        and issubclass(cls, tn.AbstractSolver)
+        and getattr(cls, "supports_compile", False)
+        and not name.startswith("Abstract")
+    )
+
+
+def _oscillator_state(layout: str, batched: bool):
+    """A damped oscillator's state as a tensor, a tuple or a dict, with or without a batch."""
+    x = torch.tensor([1.0, 0.5, -0.8], dtype=F64) if batched else torch.tensor(1.0, dtype=F64)
+    v = torch.zeros_like(x) + 0.3
+    if layout == "tensor":
+        return torch.stack([x, v], -1)
+    return (x, v) if layout == "tuple" else {"x": x, "v": v}
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        return list(tree.values())
+    return list(tree) if isinstance(tree, tuple) else [tree]
+
+
+def _oscillator(t, y, args):
+    if isinstance(y, torch.Tensor):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, -x - 0.1 * v * torch.cos(t)], -1)
+    x, v = (y["x"], y["v"]) if isinstance(y, dict) else y
+    out = (v, -x - 0.1 * v * torch.cos(t))
+    return {"x": out[0], "v": out[1]} if isinstance(y, dict) else out
+
+
+@pytest.mark.parametrize("index", range(len(_compilable_solvers())))
+def test_every_compilable_solver_runs_its_whole_loop_compiled_as_eager(index):
+    """The solver database: every explicit solver that declares ``supports_compile``, adaptive
+    when it has an error estimate and with constant steps otherwise, over tensor, tuple and dict
+    states with and without a batch axis (rotated through the solvers), compiled whole (loop
+    mode) gives the eager values, statuses and statistics."""
+    name = _compilable_solvers()[index]
+    solver = getattr(tn, name)()
+    layout = ("tensor", "tuple", "dict")[index % 3]
+    batched = index % 2 == 0
+    y0 = _oscillator_state(layout, batched)
+    kw = dict(
+        saveat=tn.SaveAt(t0=True, ts=torch.linspace(0.0, 3.0, 4, dtype=F64), t1=True),
+        batch_axis=0 if batched else None,
+    )
+    if solver.error_order is not None:
+        kw["controller"] = tn.PIDController(rtol=1e-6, atol=1e-8)
+    else:
+        kw["dt0"] = 0.05
+    with torch.no_grad():
+        eager = tn.solve(tn.ODETerm(_oscillator), solver, 0.0, 3.0, y0, **kw)
+        compiled = tn.solve(tn.ODETerm(_oscillator), solver, 0.0, 3.0, y0, compile=BACKEND, **kw)
+    for a, b in zip(_leaves(compiled.ys), _leaves(eager.ys)):
+        _same(a, b, rtol=1e-10)
+    assert compiled.statuses == eager.statuses
+    for stat, value in eager.stats.items():
+        assert torch.equal(torch.as_tensor(compiled.stats[stat]), torch.as_tensor(value)), stat
+    info = _info("loop", name, "_oscillator")
+    assert info is not None and info["failed"] is None and info["calls"] >= 1
