@@ -100,8 +100,14 @@ def grad_inputs(
     # for what the equation uses stops at them (it does not walk back through their history)
     given = [p for p in (params or ()) if isinstance(p, torch.Tensor)]
     stop = {x.grad_fn for x in [*arg_tensors, *given] if x.grad_fn is not None}
-    t0, t1, y = ctx.t0.detach(), ctx.t_end.detach(), y0.detach()
+    t0, t1 = ctx.t0.detach(), ctx.t_end.detach()
     with torch.enable_grad():
+        # a state that requires grad, as in the backward solve, so a field that differentiates
+        # with respect to it (e.g. an Itô-to-Stratonovich correction, ∂g/∂y·g) uses it rather
+        # than a leaf of its own, which would be taken for a parameter; not a leaf itself, so
+        # the search stops at it
+        y = y0.detach().requires_grad_(True).clone()
+        stop.add(y.grad_fn)
         outputs = [problem.prod(problem.vf(t0, y), problem.contr(t0, t1))]
         user_t, user_y = problem.user_time(t0), problem.spec.unflatten(y)
         outputs += [ev.cond(user_t, user_y, problem.args) for ev in ctx.events]
