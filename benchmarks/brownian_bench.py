@@ -32,7 +32,7 @@ import torch
 
 import torchnde
 from torchnde.compat import torchsde as facade
-from torchnde.paths._brownian import BrownianIntervalTree
+from torchnde.paths import BrownianIntervalTree
 
 from ._common import peer
 

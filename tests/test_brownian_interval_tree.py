@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 import torchnde
-from torchnde.paths._brownian import BrownianIntervalTree
+from torchnde.paths import BrownianIntervalTree
 
 F64 = torch.float64
 

@@ -376,7 +376,7 @@ def test_one_nan_initial_state_is_flagged_and_the_others_are_solved(adjoint):
         ),
         (lambda: PIDController(rtoll=1e-3), "did you mean `rtol`"),
         (lambda: SaveAt(t=torch.ones(2)), "`SaveAt` has no argument `t`; did you mean `ts`"),
-        (lambda: tn.BacksolveAdjoint(max_step=10), "did you mean `max_steps`?"),
+        (lambda: tn.BacksolveAdjoint(max_step=10), "did you mean `max_steps`"),
         (lambda: tn.CheckpointAdjoint(checkpoint=3), "did you mean `checkpoints`?"),
         (
             lambda: tn.solve(ODETerm(decay), tn.Dopri5(), 0.0, 1.0, torch.ones(1), rtol=1e-3),

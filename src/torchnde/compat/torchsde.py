@@ -129,7 +129,7 @@ from .. import (
     solve,
 )
 from .. import solvers as _solvers
-from ..paths._brownian import BrownianIntervalTree
+from ..paths import BrownianIntervalTree
 
 __all__ = [
     "BaseBrownian",

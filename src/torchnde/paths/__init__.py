@@ -2,7 +2,12 @@
 Brownian motion (SDEs)."""
 
 from ._base import AbstractPath
-from ._brownian import AbstractBrownianPath, BrownianGrid, VirtualBrownianTree
+from ._brownian import (
+    AbstractBrownianPath,
+    BrownianGrid,
+    BrownianIntervalTree,
+    VirtualBrownianTree,
+)
 from ._interpolation import (
     HermiteCubicSpline,
     NaturalCubicSpline,
@@ -17,6 +22,7 @@ __all__ = [
     "AbstractInterpolation",
     "AbstractPath",
     "BrownianGrid",
+    "BrownianIntervalTree",
     "HermiteCubicSpline",
     "LinearInterpolation",
     "NaturalCubicSpline",
