@@ -316,6 +316,46 @@ def test_causal_weights_follow_the_cumulative_loss_of_earlier_slices():
     assert loss.last_causal_min == pytest.approx(float(weights.min()))
 
 
+def test_conditions_of_values_share_one_network_pass_with_the_same_terms_and_gradients():
+    # initial + Dirichlet + value-periodic pairs go through one pass; a Neumann side (which
+    # needs a derivative) keeps its own
+    domain = pinn.Domain({"x": (0.0, 2.0), "t": (0.0, 1.0)}, time="t")
+    conditions = [
+        pinn.InitialCondition(lambda x: torch.sin(x)),
+        pinn.Dirichlet("x", "low", 0.5),
+        pinn.Neumann("x", "high", 0.25),
+    ]
+    problem = pinn.PDEProblem(domain, lambda u, d, p: d(u, "t"), conditions)
+    torch.manual_seed(0)
+    model = pinn.PINNModel(domain, 1, pinn.Network(width=8, depth=2), dtype=F64)
+    prepared = [c.prepare(domain, ("u",), 16, k, F64, None) for k, c in enumerate(conditions)]
+    assert [p.value_points is not None for p in prepared] == [True, True, False]
+    loss = PhaseLoss(problem, domain.scale(torch.rand(32, 2, dtype=F64)), prepared)
+    merged = loss.evaluate(model)
+    assert list(merged) == ["residual", "initial", "dirichlet_x", "neumann_x"]
+    params = list(model.parameters())
+    for condition in prepared:
+        alone = condition.loss(model)
+        torch.testing.assert_close(merged[condition.term], alone, rtol=1e-12, atol=0)
+        if condition.value_points is None:
+            continue  # evaluated as before, by its own loss()
+        for a, b in zip(
+            torch.autograd.grad(merged[condition.term], params, retain_graph=True),
+            torch.autograd.grad(alone, params),
+        ):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+    periodic = pinn.Periodic("x").prepare(_periodic_domain(), ("u",), 8, 0, F64, None)
+    assert periodic.value_points.shape == (16, 2)
+    with_derivative = pinn.Periodic("x", derivatives=1)
+    assert with_derivative.prepare(_periodic_domain(), ("u",), 8, 0, F64, None).value_points is None
+
+
+def _periodic_domain():
+    return pinn.Domain(
+        {"x": pinn.Interval(0.0, 2 * math.pi, periodic=True), "t": (0.0, 1.0)}, time="t"
+    )
+
+
 def test_adaptive_weights_follow_learning_rate_annealing():
     domain = _domain()
     problem = pinn.PDEProblem(domain, lambda u, d, p: d(u, "t"), [pinn.InitialCondition(1.0)])

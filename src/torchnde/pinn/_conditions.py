@@ -106,6 +106,17 @@ class PreparedCondition(abc.ABC):
     def loss(self, model: torch.nn.Module) -> torch.Tensor:
         """The mean squared mismatch, a 0-dim tensor."""
 
+    @property
+    def value_points(self) -> torch.Tensor | None:
+        """The points at which the loss needs the model's values only (no derivatives), or None
+        when it needs more. Conditions that have them are evaluated in one network pass
+        together (see :meth:`loss_from_values`)."""
+        return None
+
+    def loss_from_values(self, out: torch.Tensor) -> torch.Tensor:
+        """The term from the model's output ``out`` at :attr:`value_points`."""
+        raise NotImplementedError(f"{type(self).__name__} needs more than the model's values")
+
 
 @dataclass(frozen=True)
 class HardFace:
@@ -210,7 +221,19 @@ class _PointTargets(PreparedCondition):
     columns: tuple[int, ...]
 
     def loss(self, model):
-        return (model(self.points)[:, list(self.columns)] - self.targets).square().mean()
+        return self.loss_from_values(model(self.points))
+
+    @property
+    def value_points(self):
+        return self.points
+
+    def loss_from_values(self, out):
+        first, count = self.columns[0], len(self.columns)
+        if self.columns == tuple(range(first, first + count)):  # a slice: a view, no gather
+            out = out[:, first : first + count]
+        else:
+            out = out[:, list(self.columns)]
+        return (out - self.targets).square().mean()
 
 
 @dataclass(frozen=True)
@@ -445,7 +468,16 @@ class _PeriodicPairs(PreparedCondition):
 
     def loss(self, model):
         points = torch.cat([self.low, self.high]).detach().requires_grad_(self.derivatives > 0)
-        out = model(points)
+        return self._loss(points, model(points))
+
+    @property
+    def value_points(self):
+        return torch.cat([self.low, self.high]) if self.derivatives == 0 else None
+
+    def loss_from_values(self, out):
+        return self._loss(None, out)
+
+    def _loss(self, points, out):
         n = self.low.shape[0]
         total = 0.0
         for j in self.outputs:

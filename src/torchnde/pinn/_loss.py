@@ -141,6 +141,7 @@ class PhaseLoss:
         self._cache: _Evaluations | None = None
         if causal is not None:
             self._bins = _time_bins(problem, points, causal.bins)
+        self._value_points, self._value_rows = _merged_value_points(self.conditions)
 
     def coefficients(self, model: nn.Module) -> Coefficients:
         """The coefficients the residual reads: known values and the model's learnable ones."""
@@ -163,11 +164,18 @@ class PhaseLoss:
         return (weights * slices).mean()
 
     def evaluate(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Every term, name -> 0-dim tensor."""
+        """Every term, name -> 0-dim tensor. The conditions that need only the model's values
+        share one network pass over all their points (fewer, larger operations than a pass
+        each)."""
         values = {"residual": self.residual_term(model)}
+        if self._value_points is not None:
+            out = model(self._value_points)
+            for condition, (start, stop) in self._value_rows:
+                values[condition.term] = condition.loss_from_values(out[start:stop])
         for condition in self.conditions:
-            values[condition.term] = condition.loss(model)
-        return values
+            if condition.term not in values:
+                values[condition.term] = condition.loss(model)
+        return {name: values[name] for name in self.terms}
 
     def __call__(self, module: PhaseModule, batch: torch.Tensor | None = None) -> torch.Tensor:
         cache = self._cache_for(module)
@@ -176,7 +184,7 @@ class PhaseLoss:
             if self._record:
                 self.last_terms = dict(hit.terms)
                 self._record = False
-            return hit.surrogate()
+            return cache.answer(hit)
         self.evaluations += 1
         values = self.evaluate(module.model)
         if self._record:
@@ -186,10 +194,10 @@ class PhaseLoss:
             record = True
         else:
             record = False
-        terms = {name: float(value.detach()) for name, value in values.items()}
+        stacked = torch.stack([values[name] for name in self.terms])
+        terms = dict(zip(self.terms, stacked.detach().tolist()))  # one host sync for all terms
         if record:
             self.last_terms = terms
-        stacked = torch.stack([values[name] for name in self.terms])
         loss = (module.weights * stacked).sum()
         if cache is not None:
             cache.pending(module.weights, loss.detach(), terms)
@@ -240,6 +248,24 @@ class PhaseLoss:
                 module.weights[k] = (1 - alpha) * module.weights[k] + alpha * reference / mean
 
 
+def _merged_value_points(
+    conditions: Sequence[PreparedCondition],
+) -> tuple[torch.Tensor | None, list[tuple[PreparedCondition, tuple[int, int]]]]:
+    """The points of every condition that needs only the model's values, stacked (None if
+    fewer than two such conditions), and each one's rows in the stack."""
+    parts, rows, start = [], [], 0
+    for condition in conditions:
+        points = condition.value_points
+        if points is None:
+            continue
+        parts.append(points.detach())
+        rows.append((condition, (start, start + points.shape[0])))
+        start += points.shape[0]
+    if len(parts) < 2:
+        return None, []
+    return torch.cat(parts), rows
+
+
 def _time_bins(problem: PDEProblem, points: torch.Tensor, bins: int) -> torch.Tensor:
     domain = problem.domain
     if domain.time is None:
@@ -252,21 +278,33 @@ def _time_bins(problem: PDEProblem, points: torch.Tensor, bins: int) -> torch.Te
     return (fraction * bins).floor().clamp(0, bins - 1).to(torch.int64)
 
 
+class _Replay(torch.autograd.Function):
+    """The value of a stored evaluation as a function of the parameters, whose backward pass
+    hands back the stored gradients (scaled by the incoming gradient): one graph node instead
+    of evaluating the network again."""
+
+    @staticmethod
+    def forward(ctx, loss, grads, *params):
+        ctx.grads = grads
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return (None, None, *(grad_output * g for g in ctx.grads))
+
+
 @dataclass
 class _Evaluation:
-    parameters: list[torch.Tensor]
+    flat: torch.Tensor  # the parameters it was taken at, flattened into one vector
     weights: torch.Tensor
     loss: torch.Tensor
     terms: dict[str, float]
     grads: list[torch.Tensor | None]
-    live: list[torch.Tensor]
 
-    def surrogate(self) -> torch.Tensor:
-        """A tensor with this evaluation's loss as its value and its gradients as its gradient
-        (``loss + Σ p·g − stop_gradient(Σ p·g)``): what the trainer's backward pass needs,
-        without evaluating the network again."""
-        linear = sum((p * g).sum() for p, g in zip(self.live, self.grads) if g is not None)
-        return self.loss + (linear - linear.detach())
+    def surrogate(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """A tensor with this evaluation's loss as its value and its gradients as its gradient:
+        what the trainer's backward pass needs, without evaluating the network again."""
+        return _Replay.apply(self.loss, tuple(self.grads), *params)
 
 
 class _Evaluations:
@@ -284,20 +322,27 @@ class _Evaluations:
     def __init__(self, module: PhaseModule):
         self.module = module
         self.params = [p for p in module.parameters() if p.requires_grad]
+        self._index = {id(p): k for k, p in enumerate(self.params)}
         self.entries: list[_Evaluation] = []
         self._waiting: _Evaluation | None = None
+        self._flat: torch.Tensor | None = None  # the current parameters, flattened
         self._handles = [p.register_post_accumulate_grad_hook(self._collect) for p in self.params]
 
     def lookup(self, weights: torch.Tensor) -> _Evaluation | None:
         self._waiting = None
+        self._flat = torch.cat([p.detach().reshape(-1) for p in self.params])
         for entry in reversed(self.entries):
             if (
                 all(g is not None for g in entry.grads)
                 and torch.equal(entry.weights, weights)
-                and all(torch.equal(a, p) for a, p in zip(entry.parameters, self.params))
+                and torch.equal(entry.flat, self._flat)
             ):
                 return entry
         return None
+
+    def answer(self, entry: _Evaluation) -> torch.Tensor:
+        """The surrogate of a stored evaluation (see :meth:`_Evaluation.surrogate`)."""
+        return entry.surrogate(self.params)
 
     def close(self) -> None:
         """Remove the gradient hooks from the parameters."""
@@ -307,22 +352,18 @@ class _Evaluations:
         self.entries = []
 
     def pending(self, weights: torch.Tensor, loss: torch.Tensor, terms: dict[str, float]) -> None:
-        entry = _Evaluation(
-            [p.detach().clone() for p in self.params],
-            weights.detach().clone(),
-            loss,
-            terms,
-            [None] * len(self.params),
-            self.params,
-        )
+        flat = self._flat
+        if flat is None:  # not looked up first: flatten now
+            flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        entry = _Evaluation(flat, weights.detach().clone(), loss, terms, [None] * len(self.params))
         self.entries = [*self.entries[-(self.size - 1) :], entry]
         self._waiting = entry
+        self._flat = None
 
     def _collect(self, parameter: torch.Tensor) -> None:
         entry = self._waiting
         if entry is None or parameter.grad is None:
             return
-        for k, p in enumerate(self.params):
-            if p is parameter:
-                entry.grads[k] = parameter.grad.detach().clone()
-                break
+        k = self._index.get(id(parameter))
+        if k is not None:
+            entry.grads[k] = parameter.grad.detach().clone()

@@ -5,7 +5,6 @@ reference; a paradigm decides which phases to run."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -493,16 +492,18 @@ class _PhaseTraining:
         self, module: PhaseModule, loss: PhaseLoss, stages: Sequence[Stage], number: int
     ) -> tuple[PhaseStatus, str]:
         runner = self.runner
-        good = copy.deepcopy(module.state_dict())
+        # the state after the last finished step, for a phase that ends on a non-finite value:
+        # copied in place (one fused copy per step) from views that share the live storage
+        names, live = zip(*module.state_dict().items())
+        good = [tensor.clone() for tensor in live]
         offset = self.steps
 
         def on_step(record: StepRecord) -> None:
-            nonlocal good
             loss.step_done()
             module.steps += 1
             if record.stage_finished:
                 module.stage += 1
-            good = {k: v.clone() for k, v in module.state_dict().items()}
+            torch._foreach_copy_(good, live)
             self.history.append(
                 {
                     "step": offset + record.step,
@@ -511,7 +512,7 @@ class _PhaseTraining:
                     "optimizer": record.optimizer,
                     "loss": record.loss,
                     "terms": dict(loss.last_terms or {}),
-                    "weights": [float(w) for w in module.weights],
+                    "weights": module.weights.tolist(),
                     "evaluations": loss.evaluations,
                     "seconds": time.perf_counter() - self.started,
                     "cpu_seconds": time.thread_time() - self.started_cpu,
@@ -534,7 +535,7 @@ class _PhaseTraining:
         try:
             result = trainer.fit(resume=runner.resume)
         except FloatingPointError as error:
-            module.load_state_dict(good)
+            module.load_state_dict(dict(zip(names, good)))
             self.steps = self.history[-1]["step"] if self.history else offset
             return PhaseStatus.NONFINITE, str(error)
         finally:
