@@ -152,3 +152,31 @@ def test_compact_refusals(kwargs, match):
     kwargs = {"batch_axis": 0, **kwargs}
     with pytest.raises(ValueError, match=match):
         tn.solve(tn.ODETerm(lambda t, y, a: -y), tn.Dopri5(), 0.0, 1.0, y0, dt0=0.1, **kwargs)
+
+
+def test_compaction_keeps_stop_and_jump_times():
+    """Step and jump times of the controller (per sample after compaction) are kept: the
+    compacted solve takes the same steps through a forcing that jumps at t = 1.5."""
+    batch = 24
+    rate = torch.linspace(0.5, 12.0, batch, dtype=F64)
+
+    def field(t, y, rate):
+        forcing = torch.where(t >= 1.5, 1.0, 0.0).to(y.dtype)
+        return -rate[:, None] * y + forcing[:, None]
+
+    out = [
+        tn.solve(
+            tn.ODETerm(field),
+            tn.Dopri5(),
+            0.0,
+            3.0,
+            torch.ones(batch, 1, dtype=F64),
+            args=rate,
+            saveat=tn.SaveAt(ts=torch.linspace(0.0, 3.0, 7, dtype=F64)),
+            controller=tn.PIDController(rtol=1e-7, atol=1e-9, step_ts=[0.7], jump_ts=[1.5]),
+            batch_axis=0,
+            compact=compact,
+        )
+        for compact in (False, 0.95)
+    ]
+    _same(*out)

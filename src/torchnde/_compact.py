@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ._loop import Context, LoopState, Recorder, iteration
-from ._pytree import tree_map
+from ._pytree import take_rows, tree_map
 
 __all__ = ["advance_compacting", "check_compact"]
 
@@ -81,17 +81,6 @@ def advance_compacting(ctx: Context, st: LoopState, rec: Recorder) -> LoopState:
     return _merge_state(st, sub_st, idx, batch)
 
 
-def _rows(x: Any, idx: torch.Tensor, batch: int) -> Any:
-    """The rows ``idx`` of every tensor leaf whose first axis is the batch (others unchanged)."""
-
-    def take(leaf):
-        if isinstance(leaf, torch.Tensor) and leaf.ndim and leaf.shape[0] == batch:
-            return leaf[idx]
-        return leaf
-
-    return tree_map(take, x)
-
-
 def _put_rows(full: Any, part: Any, idx: torch.Tensor, batch: int) -> Any:
     """``full`` with the rows ``idx`` of its batch-leading leaves replaced by ``part``'s (out of
     place, so gradients flow through both)."""
@@ -105,20 +94,17 @@ def _put_rows(full: Any, part: Any, idx: torch.Tensor, batch: int) -> Any:
 
 
 def _restrict_context(ctx: Context, idx: torch.Tensor) -> Context:
-    batch = ctx.t0.shape[0]
-    problem = ctx.problem.restricted(idx)
-
     def rows(x):
         return None if x is None else x[idx]
 
     return dataclasses.replace(
         ctx,
-        problem=problem,
+        problem=ctx.problem.restricted(idx),
         t0=ctx.t0[idx],
         t_end=ctx.t_end[idx],
         snap_tol=ctx.snap_tol[idx],
         stops=rows(ctx.stops),
-        jumps=rows(ctx.jumps) if ctx.jumps is not None and ctx.jumps.shape[0] == batch else None,
+        jumps=rows(ctx.jumps),  # (batch, J), like stops
         invalid=rows(ctx.invalid),
         compiled_entries={},
     )
@@ -139,8 +125,8 @@ def _restrict_state(st: LoopState, idx: torch.Tensor, batch: int) -> LoopState:
         t=st.t[idx],
         y=st.y[idx],
         t_next=st.t_next[idx],
-        solver_state=_rows(st.solver_state, idx, batch),
-        ctrl_state=_rows(st.ctrl_state, idx, batch),
+        solver_state=take_rows(st.solver_state, idx, batch),
+        ctrl_state=take_rows(st.ctrl_state, idx, batch),
         running=st.running[idx],
         status=st.status[idx],
         fail_t=st.fail_t[idx],

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ._pytree import StateSpec, tree_map
+from ._pytree import StateSpec, take_rows
 from .terms import AbstractTerm
 
 __all__ = ["Problem"]
@@ -116,16 +116,10 @@ class Problem:
     def restricted(self, idx: torch.Tensor) -> Problem:
         """The problem of the samples ``idx`` of a batch (a compacted solve): the state layout,
         the directions and the ``args`` leaves whose first axis is the batch, taken at ``idx``."""
-        batch = self.spec.batch
-
-        def rows(leaf):
-            if isinstance(leaf, torch.Tensor) and leaf.ndim and leaf.shape[0] == batch:
-                return leaf[idx]
-            return leaf
-
         spec = dataclasses.replace(self.spec, batch=int(idx.shape[0]))
         direction = None if self.direction is None else self.direction[idx]
-        problem = Problem(self.term, spec, tree_map(rows, self.args), direction, self.time_dtype)
+        args = take_rows(self.args, idx, self.spec.batch)
+        problem = Problem(self.term, spec, args, direction, self.time_dtype)
         problem.tolerances, problem.adaptive = self.tolerances, self.adaptive
         return problem
 

@@ -52,6 +52,18 @@ def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     return tree_unflatten(tree, leaves)
 
 
+def take_rows(tree: Any, idx: torch.Tensor, batch: int) -> Any:
+    """The rows ``idx`` of every tensor leaf whose first axis has length ``batch`` (other leaves
+    unchanged): a tree's part for some samples of a batch."""
+
+    def take(leaf):
+        if isinstance(leaf, torch.Tensor) and leaf.ndim and leaf.shape[0] == batch:
+            return leaf[idx]
+        return leaf
+
+    return tree_map(take, tree)
+
+
 def tree_structure_str(tree: Any) -> str:
     """A short readable description of a tree's structure and leaf shapes, for error messages."""
     if isinstance(tree, (tuple, list)):
