@@ -338,36 +338,43 @@ def test_backsolve_norm_replaces_the_seminorm_and_sees_the_augmented_parts():
         tn.BacksolveAdjoint(norm="seminorm")
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("fixed", [False, True])
-def test_backsolve_on_step_sees_every_backward_step(fixed):
-    """``on_step`` is called once per attempted backward step: the accepted ones tile [t1, t0]
+def test_backsolve_on_step_sees_every_backward_step(fixed, reverse):
+    """``on_step`` is called once per attempted backward step, in the problem's time (also for a
+    solve backwards in time): the accepted ones tile the interval from its end back to its start
     (a fixed-step forward solve is replayed step for step), with the state at each step's
     start."""
     weight = torch.tensor([[0.3, -1.0], [1.0, 0.2]], requires_grad=True)
+    start, end = (1.0, 0.0) if reverse else (0.0, 1.0)
     steps = []
 
     def on_step(t0, t1, parts, accepted):
         y, _, g = parts
         steps.append((float(t0), float(t1), accepted, y.clone(), len(g)))
 
-    kwargs = {"dt0": 0.1} if fixed else {"controller": tn.PIDController(rtol=1e-7, atol=1e-9)}
+    if fixed:
+        kwargs = {"dt0": 0.1 * (end - start)}
+    else:
+        kwargs = {"controller": tn.PIDController(rtol=1e-7, atol=1e-9)}
     sol = tn.solve(
         tn.ODETerm(lambda t, y, args: torch.tanh(y @ weight.T)),
         tn.RK4() if fixed else tn.Dopri5(),
-        0.0,
-        1.0,
+        start,
+        end,
         torch.tensor([1.0, 2.0]),
         adjoint=tn.BacksolveAdjoint(on_step=on_step),
         **kwargs,
     )
     sol.ys.sum().backward()
     accepted = [s for s in steps if s[2]]
-    assert accepted[0][0] == 1.0 and accepted[-1][1] == pytest.approx(0.0, abs=1e-12)
+    assert accepted[0][0] == end and accepted[-1][1] == pytest.approx(start, abs=1e-6)
     assert all(b[0] == a[1] for a, b in itertools.pairwise(accepted))
     assert all(s[4] == 1 for s in steps)
     torch.testing.assert_close(accepted[0][3][0], sol.ys[-1])  # y at the backward start
     if fixed:
-        assert len(steps) == 10 and all(s[1] - s[0] == pytest.approx(-0.1) for s in steps)
+        size = 0.1 * (start - end)
+        assert len(steps) == 10 and all(s[1] - s[0] == pytest.approx(size) for s in steps)
     with pytest.raises(TypeError, match="on_step"):
         tn.BacksolveAdjoint(on_step=3)
 

@@ -98,7 +98,7 @@ class BacksolveAdjoint(AbstractAdjoint):
             Unused when the backward pass replays the forward steps.
         on_step: called after every attempted step of the backward solve as
             ``on_step(t0, t1, (y, a, g), accepted)``: the step's start and end (0-dim, in the
-            problem's time, so ``t1 < t0``), the augmented state at its start split as for
+            problem's time, running from the solve's end back to its start), the augmented state at its start split as for
             ``norm`` (views: do not modify them) and whether the step was accepted — to monitor
             or count the backward steps.
 
@@ -289,7 +289,7 @@ def _ode_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
 
     norm = user_norm if adjoint.norm is not None else seminorm if adjoint.seminorm else None
     controller = PIDController(rtol=adjoint.rtol, atol=adjoint.atol, norm=norm)
-    on_step = _step_hook(adjoint, layout)
+    on_step = _step_hook(ctx, adjoint, layout)
     solver = adjoint.solver or ctx.solver
     max_steps = adjoint.max_steps or ctx.max_steps
     problem = None
@@ -340,7 +340,7 @@ def _replay_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
         term = _AugmentedTerm(ctx, run.params, layout)
     grid = run.step_times.grid()
     max_steps = adjoint.max_steps or ctx.max_steps
-    on_step = _step_hook(adjoint, layout)
+    on_step = _step_hook(ctx, adjoint, layout)
 
     def backwards(t_from, t_to, state):
         inner = grid[(grid < t_from) & (grid > t_to)].flip(0)
@@ -357,13 +357,16 @@ def _replay_backwards(run: Run, adjoint: BacksolveAdjoint, layout: _Layout):
     return backwards
 
 
-def _step_hook(adjoint: BacksolveAdjoint, layout: _Layout):
-    """``integrate``'s step hook calling ``adjoint.on_step`` with the augmented state split."""
+def _step_hook(ctx, adjoint: BacksolveAdjoint, layout: _Layout):
+    """``integrate``'s step hook calling ``adjoint.on_step`` with the augmented state split and
+    the times in the user's time (the backward solve runs in the forward's internal time)."""
     if adjoint.on_step is None:
         return None
+    direction = ctx.problem.direction  # shared by the batch (checked)
+    sign = 1.0 if direction is None else float(direction.reshape(-1)[0])
 
     def hook(t0, t1, state, accepted) -> None:
-        adjoint.on_step(t0, t1, layout.split(state), accepted)
+        adjoint.on_step(t0 * sign, t1 * sign, layout.split(state), accepted)
 
     return hook
 
