@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 
+from torchnde import pinn
 from torchnde.cli import main
 from torchnde.cli._pinn import SHIPPED_PINN_CONFIGS, load_pinn_config, shipped_pinn_config
 
@@ -116,12 +117,24 @@ def test_keys_of_another_paradigm_and_options_a_problem_lacks_are_refused(tmp_pa
     text = BASE.replace('kind = "curriculum"', 'kind = "time_marching"')
     code, _, err = _run(capsys, _write(tmp_path, text))
     assert code == 2 and "`paradigm.coefficient`: is not used by kind = 'time_marching'" in err
+    text = BASE.replace("values = [5.0, 10.0]", "values = [5.0, 10.0]\nrescale = true")
+    code, _, err = _run(capsys, _write(tmp_path, text))
+    assert code == 2 and "`paradigm.rescale`: is not used by kind = 'curriculum'" in err
     text = BASE.replace(
         "coefficients = { beta = 10.0 }", 'coefficients = { beta = 10.0 }\ninitial = "sin"'
     )
     text = text.replace('equation = "convection"', 'equation = "burgers"')
     code, _, err = _run(capsys, _write(tmp_path, text))
     assert code == 2 and "problem" in err
+
+
+def test_time_marching_options_reach_the_paradigm(tmp_path):
+    text = BASE.replace(
+        'kind = "curriculum"\ncoefficient = "beta"\nvalues = [5.0, 10.0]',
+        'kind = "time_marching"\nblocks = 4\nrescale = true',
+    )
+    config = load_pinn_config(_write(tmp_path, text))
+    assert config.train_kwargs["paradigm"] == pinn.TimeMarching(blocks=4, rescale=True)
 
 
 @pytest.mark.parametrize("name", SHIPPED_PINN_CONFIGS)

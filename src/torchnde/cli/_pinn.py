@@ -132,6 +132,9 @@ class ParadigmConfig(_Section):
     retries: int = Field(0, ge=0)
     refine: int = Field(0, ge=0)
     blocks: int | None = Field(None, ge=1, description="time marching: the number of blocks")
+    rescale: bool = Field(
+        False, description="time marching: scale each block's inputs over the block itself"
+    )
     epsilons: list[float] | None = Field(None, description="causal: ε stage by stage")
     bins: int = Field(32, ge=2, description="causal: time slices")
 
@@ -356,6 +359,11 @@ def _paradigm(section: ParadigmConfig, problem: pinn.PDEProblem, error):
             raise error(
                 ("paradigm", key), f"is not used by kind = {kind!r}; delete the line or change kind"
             )
+    if section.rescale and kind != "time_marching":
+        raise error(
+            ("paradigm", "rescale"),
+            f"is not used by kind = {kind!r}; delete the line or change kind",
+        )
     try:
         if kind == "plain":
             paradigm = pinn.Plain()
@@ -374,7 +382,10 @@ def _paradigm(section: ParadigmConfig, problem: pinn.PDEProblem, error):
             if section.blocks is None:
                 raise error(("paradigm", "blocks"), "time marching needs `blocks`; add it")
             paradigm = pinn.TimeMarching(
-                blocks=section.blocks, tolerance=section.tolerance, retries=section.retries
+                blocks=section.blocks,
+                tolerance=section.tolerance,
+                retries=section.retries,
+                rescale=section.rescale,
             )
         else:
             epsilons = section.epsilons or pinn.Causal().epsilons
