@@ -25,7 +25,8 @@ Part C — ODE-derived recurrent cells, neural SDE models and diffusion:
 - :class:`CoRNN`, :class:`LEM`, :class:`LipschitzRNN`, :class:`NoisyRNN`, :class:`LTC`,
   :class:`CTRNN`, :class:`TanhRNN`; :func:`run_cell` / :class:`Recurrent` (the shared sequence
   runner) and :func:`integrate_cell` (the same cell through any torchnde solver).
-- :class:`ScoreModel` on :class:`VPSDE` / :class:`VESDE` with :class:`ScoreNetwork`: denoising
+- :class:`ScoreModel` on :class:`VPSDE` / :class:`VESDE` with :class:`ScoreNetwork` (wrapped in
+  :class:`GaussianResidual` to learn only the non-Gaussian part of the noise): denoising
   score matching, reverse-SDE and probability-flow sampling, exact likelihoods;
   :func:`sliced_wasserstein`.
 - :class:`LatentSDE` (Li et al. 2020) and :class:`SDEGAN` (Kidger et al. 2021: an
@@ -65,6 +66,7 @@ from ._diffusion import (
     VPSDE,
     AbstractDiffusionSDE,
     GaussianPrior,
+    GaussianResidual,
     ScoreModel,
     ScoreNetwork,
     sliced_wasserstein,
@@ -120,6 +122,7 @@ __all__ = [
     "ExactTrace",
     "FlowOutput",
     "GaussianPrior",
+    "GaussianResidual",
     "HutchinsonTrace",
     "HyperEuler",
     "HyperMidpoint",

@@ -35,6 +35,7 @@ __all__ = [
     "VPSDE",
     "AbstractDiffusionSDE",
     "GaussianPrior",
+    "GaussianResidual",
     "ScoreModel",
     "ScoreNetwork",
     "sliced_wasserstein",
@@ -215,6 +216,51 @@ class ScoreNetwork(nn.Module):
         for layer in self.hidden:
             h = nn.functional.silu(layer(torch.cat([h, emb], dim=1)))
         return self.out(torch.cat([h, emb], dim=1))
+
+
+class GaussianResidual(nn.Module):
+    """A noise predictor that is exact for Gaussian data and learns only the rest:
+
+        ε̂(x, t) = s(t) (x - m(t) μ) / (m(t)² σ² + s(t)²) + network(x, t),
+
+    the first term being ``E[z | x(t) = x]`` when the data are ``N(μ, diag σ²)`` (the skip
+    connection of Karras, Aittala, Aila & Laine 2022, written for the noise). Where the noise
+    dominates (``t`` near ``T``) it is already almost the exact answer, so the network's error
+    there, which the probability-flow ODE amplifies by ``½ g(t)² / s(t)`` with no noise to
+    correct it, stays small: an MLP trained plainly on 8×8 digits gives an ODE whose samples
+    drift far outside the data, while the reverse SDE from the same network is fine.
+
+    Args:
+        network: ``network(x, t) -> (batch, *event)``, e.g. :class:`ScoreNetwork`: the residual.
+        sde: the forward SDE the :class:`ScoreModel` uses (its ``marginal`` gives ``m, s``).
+        mean, std: the data's mean and standard deviation, floats or tensors broadcastable to
+            the event shape (e.g. per-pixel ``x.mean(0)``, ``x.std(0)``); ``std > 0``.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        sde: AbstractDiffusionSDE,
+        mean: float | torch.Tensor = 0.0,
+        std: float | torch.Tensor = 1.0,
+    ):
+        super().__init__()
+        if not isinstance(sde, AbstractDiffusionSDE):
+            raise TypeError(f"`sde` must be VPSDE(...) or VESDE(...), got {type(sde).__name__}")
+        mean, std = torch.as_tensor(mean), torch.as_tensor(std)
+        if not bool((std > 0).all()):
+            raise ValueError(
+                f"`std` must be positive everywhere, got min {std.min().item()!r}; clamp it, "
+                "e.g. `x.std(0).clamp_min(1e-3)`"
+            )
+        self.network, self.sde = network, sde
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        m, s = self.sde.marginal(_batch_time(t, x))
+        mean, var = self.mean.to(x.dtype), self.std.to(x.dtype) ** 2
+        return s * (x - m * mean) / (m**2 * var + s**2) + self.network(x, t)
 
 
 class _ProbabilityFlow(nn.Module):
