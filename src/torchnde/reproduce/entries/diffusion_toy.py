@@ -1,7 +1,8 @@
 """Song et al. 2021 (score-based generative modelling through SDEs) on small data: a VP-SDE
 score network per data set (swiss roll, two moons, 8×8 digits), sampled by the reverse-time SDE
 and by the probability-flow ODE from the same network; exact log-likelihood through the
-probability-flow ODE on eight Gaussians."""
+probability-flow ODE on eight Gaussians. The digits' network learns only the non-Gaussian part
+of the noise (``GaussianResidual``), which keeps the probability-flow ODE on the data."""
 
 from __future__ import annotations
 
@@ -76,11 +77,20 @@ def _train(model, draw, iterations, batch, ctx, gen, label):
             ctx.progress.set_postfix(data=label, loss=f"{loss.item():.3f}")
 
 
-def _model(dim: int):
-    from torchnde.nn import VPSDE, ScoreModel, ScoreNetwork
+def _model(dim: int, train: torch.Tensor | None = None):
+    """The score model; given the training data, its network learns only the non-Gaussian part
+    of the noise (:class:`~torchnde.nn.GaussianResidual` with the per-pixel mean and spread).
+    The digits need it: a plain network's noise error at large ``t`` (DSM loss about 0.9 at
+    ``t = 1`` where the exact answer is about 0) sends probability-flow samples far outside the
+    data (SW ratio about 6), while the reverse SDE, whose noise corrects it, stays near 1."""
+    from torchnde.nn import VPSDE, GaussianResidual, ScoreModel, ScoreNetwork
 
+    sde = VPSDE(0.1, 20.0)
     hidden = 256 if dim > 2 else 128
-    return ScoreModel(VPSDE(0.1, 20.0), ScoreNetwork(dim, hidden=hidden, layers=3, time_scale=4.0))
+    network = ScoreNetwork(dim, hidden=hidden, layers=3, time_scale=4.0)
+    if train is not None:
+        network = GaussianResidual(network, sde, train.mean(0), train.std(0).clamp_min(1e-3))
+    return ScoreModel(sde, network)
 
 
 def _distances(model, held, dim, cfg, gen, seed) -> dict[str, float]:
@@ -113,7 +123,7 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
             draw, held_draw = _sampler(name, gen)
             held = held_draw(2 * cfg["held"], torch.Generator().manual_seed(5000 + seed))
         dim = held.shape[1]
-        model = _model(dim)
+        model = _model(dim, train if name == "digits" else None)
         _train(model, draw, cfg["iterations"][name], cfg["batch"], ctx, gen, name)
         dist, by_sde, by_ode = _distances(model, held, dim, cfg, gen, seed)
         for k, v in dist.items():
