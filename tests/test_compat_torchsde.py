@@ -502,3 +502,37 @@ def _setup(method, sde_type="ito"):
     sde = SDE("diagonal", sde_type)
     setup, _ = nde._setup(sde, Y0, TS, None, method, None, None, False, False)
     return setup
+
+
+def test_sdeint_adjoint_differentiates_every_parameter_of_a_module_sde():
+    """As torchsde does: the parameters of an SDE module that require grad are inputs of the
+    adjoint even when the drift and diffusion do not use them (zero gradients), also through the
+    Itô-to-Stratonovich wrapper; a used parameter gets its gradient."""
+
+    class SDE(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def __init__(self):
+            super().__init__()
+            self.rate = torch.nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+            self.unused = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+        def f(self, t, y):
+            return -self.rate * y
+
+        def g(self, t, y):
+            return 0.1 * torch.sin(y)
+
+    sde = SDE()
+    y0 = torch.full((4, 3), 0.5, dtype=torch.float64)
+    ts = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    bm = nde.BrownianInterval(0.0, 0.5, size=(4, 3), dtype=torch.float64, entropy=1)
+    ys = nde.sdeint_adjoint(sde, y0, ts, bm=bm, method="milstein", dt=0.05)
+    ys[-1].sum().backward()
+    assert sde.unused.grad is not None and torch.equal(sde.unused.grad, torch.zeros(3).double())
+    assert sde.rate.grad is not None and float(sde.rate.grad) < 0  # decay lowers the sum
+    sde.rate.requires_grad_(False)  # nothing used requires grad: still differentiable, zeros
+    sde.unused.grad = None
+    ys = nde.sdeint_adjoint(sde, y0, ts, bm=bm, method="milstein", dt=0.05)
+    ys[-1].sum().backward()
+    assert torch.equal(sde.unused.grad, torch.zeros(3).double())

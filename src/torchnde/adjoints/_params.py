@@ -17,9 +17,10 @@ __all__ = ["grad_inputs"]
 
 
 def _modules_of(fn: Any, depth: int = 3, seen: set | None = None) -> list[nn.Module]:
-    """Modules reachable from a callable: itself, its bound ``self``, the arguments of a partial,
-    and its closure — following callables found there (a wrapper around the user's function,
-    such as :meth:`~torchnde.ControlTerm.to_ode`'s) up to ``depth`` levels."""
+    """Modules reachable from a callable: itself, its bound ``self`` (or the modules that object's
+    ``torchnde_modules()`` lists), the arguments of a partial, and its closure — following
+    callables found there (a wrapper around the user's function, such as
+    :meth:`~torchnde.ControlTerm.to_ode`'s) up to ``depth`` levels."""
     seen = set() if seen is None else seen
     if id(fn) in seen:
         return []
@@ -29,6 +30,11 @@ def _modules_of(fn: Any, depth: int = 3, seen: set | None = None) -> list[nn.Mod
     owner = getattr(fn, "__self__", None)
     if isinstance(owner, nn.Module):
         return [owner]
+    # an adapter around the user's model (the compat facades' wrappers) names the modules it
+    # calls: their unused parameters count too, as in the library the facade stands in for
+    modules = getattr(owner, "torchnde_modules", None)
+    if callable(modules):
+        return list(modules())
     if depth == 0:
         return []
     if isinstance(fn, functools.partial):

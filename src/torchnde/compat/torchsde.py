@@ -810,6 +810,11 @@ class _SDEFunctions:
                 + self._renamed_hint()
             )
 
+    def torchnde_modules(self) -> list[torch.nn.Module]:
+        """The user's SDE if it is a module: ``sdeint_adjoint`` differentiates with respect to all
+        its parameters that require grad, used or not, as torchsde does."""
+        return [self.sde] if isinstance(self.sde, torch.nn.Module) else []
+
     def _renamed_hint(self) -> str:
         return "; use `names={...}` to point at methods with other names"
 
@@ -838,6 +843,9 @@ class _LogqpFunctions:
     """torchsde's ``logqp=True``: the state gains a last channel ``∫ ½|u|² dt`` with
     ``u = g⁻¹ (f - h)`` (the KL divergence rate between the posterior and prior SDEs); its
     diffusion is zero."""
+
+    def torchnde_modules(self) -> list[torch.nn.Module]:
+        return self.base.torchnde_modules()
 
     def __init__(self, base: _SDEFunctions, noise_type: str):
         if base.h is None or base.f is None or base.g is None:
@@ -879,6 +887,9 @@ class _StratonovichForm:
         self.base = base
         self.f, self.g = base.f, base.g
         self.noise_type = noise_type
+
+    def torchnde_modules(self) -> list[torch.nn.Module]:
+        return self.base.torchnde_modules()
 
     @property
     def names(self) -> dict[str, str]:
