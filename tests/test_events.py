@@ -259,3 +259,28 @@ def test_event_time_gradient_matches_finite_differences_on_the_pendulum():
     for _ in range(30):
         a, b = (a + b) / 2, math.sqrt(a * b)
     assert float(event_time(theta0.detach())) == pytest.approx(math.pi / (2 * a), abs=1e-10)
+
+
+def test_a_condition_that_drops_to_zero_and_stays_fires_where_it_drops():
+    """A condition that jumps to exactly 0 at t = 1 and stays 0 (torchdiffeq's examples end a
+    search this way) fires at the jump, not at some later zero of the plateau nor at a step's
+    end; the condition's value there, with no slope, leaves the event time without a gradient
+    path instead of failing."""
+
+    def cond(t, y, args):
+        return torch.where(t > 1.0, torch.zeros_like(y[0]), y[0])
+
+    y0 = torch.tensor([1.0], dtype=F64, requires_grad=True)
+    sol = torchnde.solve(
+        ODETerm(lambda t, y, args: -0.1 * y),
+        torchnde.Dopri5(),
+        0.0,
+        5.0,
+        y0,
+        controller=PIDController(rtol=1e-8, atol=1e-10),
+        event=Event(cond, terminal=True),
+    )
+    assert sol.status == Status.EVENT
+    assert float(sol.event_t) == pytest.approx(1.0, abs=1e-12)
+    (grad,) = torch.autograd.grad(sol.ys.sum(), y0)  # no slope at the event: no failure
+    assert torch.isfinite(grad).all()

@@ -603,12 +603,13 @@ def _root(ctx, event, info, lo, hi, f_lo, f_hi, mask) -> torch.Tensor:
             mid = torch.where((mid > lo) & (mid < hi), mid, (lo + hi) / 2)
             y_mid = interpolate(ctx.dense_matrix, rows, ((mid - info.t0) / safe_dt).clamp(0, 1))
             f_mid = _cond(ctx, event, mid, y_mid)
-            left = (f_mid * f_hi) < 0  # root in [mid, hi]
-            exact = f_mid == 0
+            # mid on the start's side (f_lo ≠ 0: the condition was strictly on one side before
+            # the step): the crossing is in (mid, hi]. Otherwise it is in [lo, mid] — also when
+            # f(mid) = 0, so that a condition that drops to exactly 0 and stays there (a jump)
+            # gives the first such time, not any zero of the plateau
+            left = (f_mid * f_lo) > 0
             lo_new = torch.where(left, mid, lo)
-            hi_new = torch.where(left | exact, hi, mid)
-            hi_new = torch.where(exact, mid, hi_new)
-            lo_new = torch.where(exact, mid, lo_new)
+            hi_new = torch.where(left, hi, mid)
             # Illinois: halve the value at an end kept twice in a row
             f_lo = torch.where(left, f_mid, torch.where(side < 0, f_lo / 2, f_lo))
             f_hi = torch.where(left, torch.where(side > 0, f_hi / 2, f_hi), f_mid)
@@ -627,7 +628,11 @@ def _differentiable_time(ctx, event, info, t_star) -> torch.Tensor:
         tt = t_star.detach().requires_grad_(True)
         y = interpolate(ctx.dense_matrix, rows.detach(), (tt - info.t0.detach()) / safe_dt.detach())
         c = _cond(ctx, event, tt, y)
-        (slope,) = torch.autograd.grad(c.sum(), tt, allow_unused=True)
+        # a condition that does not depend on t or y there (e.g. a constant 0 past some time)
+        # has no slope to take
+        slope = None
+        if c.requires_grad:
+            (slope,) = torch.autograd.grad(c.sum(), tt, allow_unused=True)
     if slope is None:
         slope = torch.zeros_like(t_star)
     slope = torch.where(slope == 0, torch.ones_like(slope), slope).detach()
