@@ -17,7 +17,15 @@ from . import _rnn_tasks as tasks
 def _settings(quick: bool) -> dict:
     if quick:
         return dict(train=8, test=4, steps=20, hidden=8, iterations=10, batch=4)
-    return dict(train=128, test=64, steps=100, hidden=32, iterations=800, batch=32)
+    return dict(train=128, test=64, steps=100, hidden=32, iterations=2400, batch=32)
+
+
+#: Adam's learning rate per model: the best of the rates tried on seed 0 for each (test RMSE
+#: after 2400 iterations, cosine decay, clipping at 1), 3e-2 for both: LEM {3e-3: 0.0049,
+#: 9e-3: 0.0029 (near the authors' 0.00904), 2e-2: 0.0034, 3e-2: 0.0022}; LSTM {3e-3: 0.0087,
+#: 5e-3: 0.0051, 9e-3: 0.0037, 1e-2: 0.0032, 1.5e-2: 0.0031, 2e-2: 0.0024, 3e-2: 0.0018,
+#: 5e-2: 0.0024}.
+LEARNING_RATES = {"lem": 3e-2, "lstm": 3e-2}
 
 
 class OneStep(nn.Module):
@@ -54,16 +62,16 @@ def _data(cfg, seed):
 def run(ctx: RunContext, seed: int) -> dict[str, float]:
     cfg = _settings(ctx.quick)
     (x_train, y_train), (x_test, y_test) = _data(cfg, seed)
-    gen = torch.Generator().manual_seed(seed)
-    ctx.progress.reset(total=2 * cfg["iterations"])
+    ctx.progress.reset(total=len(LEARNING_RATES) * cfg["iterations"])
     metrics: dict[str, float] = {
         "rmse_persistence": (x_test[..., 1:] - y_test).pow(2).mean().sqrt().item()
     }
     curves = {}
-    for kind in ("lem", "lstm"):
+    for kind, lr in LEARNING_RATES.items():
         model = _model(kind, cfg["hidden"])
+        gen = torch.Generator().manual_seed(seed)  # every model sees the same batches
 
-        def batches(it):
+        def batches(it, gen=gen):
             index = torch.randint(0, len(x_train), (cfg["batch"],), generator=gen)
             return x_train[index], y_train[index]
 
@@ -75,7 +83,7 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
             model,
             batches,
             iterations=cfg["iterations"],
-            lr=3e-3,
+            lr=lr,
             progress=ctx.progress,
             evaluate=evaluate,
             every=max(cfg["iterations"] // 30, 1),
@@ -99,9 +107,18 @@ def run(ctx: RunContext, seed: int) -> dict[str, float]:
 def summarise(per_seed: list[dict[str, float]], ctx: RunContext) -> Outcome:
     lem, lstm = tasks.column(per_seed, "rmse_lem"), tasks.column(per_seed, "rmse_lstm")
     params = per_seed[0]
+    rates = LEARNING_RATES
     rows = [
-        Row("test RMSE, LEM", "2.0e-3 (their FitzHugh–Nagumo task)", mean_spread(lem)),
-        Row("test RMSE, LSTM of the same hidden size", "— (larger than LEM's)", mean_spread(lstm)),
+        Row(
+            f"test RMSE, LEM (lr {rates['lem']:g})",
+            "2.0e-3 (their FitzHugh–Nagumo task)",
+            mean_spread(lem),
+        ),
+        Row(
+            f"test RMSE, LSTM of the same hidden size (lr {rates['lstm']:g})",
+            "— (larger than LEM's)",
+            mean_spread(lstm),
+        ),
         Row(
             "test RMSE, persistence (x̂_{n+1} = x_n)",
             "—",
@@ -129,16 +146,25 @@ ENTRY = Entry(
     paper=tasks.LEM_PAPER,
     paper_result=(
         "FitzHugh–Nagumo (a multiscale dynamical system): LEM's test RMSE 2.0e-3, below the "
-        "LSTM baseline's"
+        "LSTM baseline's. Their set-up (the authors' code): constant current I = 0.5, ε = 1/50, "
+        "a = 0.7, b = 0.8, v(0) uniform in [-1, 1], w(0) = 0, 1000 steps over t in [0, 400]; "
+        "the network reads v and predicts the next v; 128 training sequences, hidden size 16, "
+        "Adam at lr 0.00904, 400 epochs of batch 32 (1600 iterations), model chosen on a "
+        "validation set"
     ),
     data=(
         "driven FitzHugh–Nagumo trajectories (ε = 0.08, a = 0.7, b = 0.8, smooth random "
         "currents and initial states) solved with torchnde RK4 and sampled every 0.5 time units: "
-        "256 training and 64 test trajectories of 120 steps; the task is to predict (v, w) one "
-        "sampling step ahead from the history of (I, v, w) (the paper's exact task set-up is not "
-        "reproduced: ours is stated here)"
+        "128 training and 64 test trajectories of 100 steps; the task is to predict (v, w) one "
+        "sampling step ahead from the history of (I, v, w). Shorter sequences than the paper's "
+        "(1000 steps) keep three seeds within CPU minutes; both networks see the whole state, "
+        "so the task needs little memory (reading (I, v) alone, both plateau at RMSE 0.033 on "
+        "seed 0: the first steps of a sequence cannot be predicted without w)"
     ),
-    criterion="LEM's mean test RMSE <= 0.01 and below the LSTM's (hidden size 32 both)",
+    criterion=(
+        "LEM's mean test RMSE <= 0.01 and below the LSTM's (hidden size 32 both, 2400 "
+        "iterations both, each at its best learning rate on seed 0)"
+    ),
     run=run,
     summarise=summarise,
     seeds=3,
