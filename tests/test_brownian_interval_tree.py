@@ -16,6 +16,7 @@ import random
 import pytest
 import torch
 from scipy import stats
+from test_brownian import assert_law, assert_uncorrelated
 
 import torchnde
 from torchnde.paths import BrownianIntervalTree
@@ -27,21 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tree(shape=(3,), *, seed=0, levy=None, dtype=F64, **kwargs):
     return BrownianIntervalTree(0.0, 1.0, shape, seed=seed, levy_area=levy, dtype=dtype, **kwargs)
-
-
-def assert_law(x: torch.Tensor, var: float, what: str = ""):
-    """Sample mean 0 and variance ``var`` within 5 standard errors."""
-    x = x.reshape(-1).to(F64)
-    n = x.numel()
-    assert abs(float(x.mean())) < 5 * math.sqrt(var / n), f"{what}: mean {float(x.mean()):.3g}"
-    ratio = float((x * x).mean()) / var
-    assert abs(ratio - 1) < 5 * math.sqrt(2 / n), f"{what}: variance ratio {ratio:.4f}"
-
-
-def assert_uncorrelated(x: torch.Tensor, y: torch.Tensor, what: str = ""):
-    x, y = x.reshape(-1).to(F64), y.reshape(-1).to(F64)
-    r = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
-    assert abs(r) < 5 / math.sqrt(x.numel()), f"{what}: correlation {r:.4f}"
 
 
 def combine(w1, h1, w2, h2, len1, len2):

@@ -500,8 +500,8 @@ class _Linear(nn.Module):
         return (points[:, 0] + 10 * points[:, 1])[:, None] + self.p
 
 
-def test_time_marching_hands_each_block_the_previous_prediction_at_its_start():
-    problem = pinn.reaction(rho=5.0)
+def _marching_runner(problem):
+    """A stub runner whose every phase ends with the model ``_Linear`` (u = x + 10 t)."""
     runner = _StubRunner(problem, lambda s, i: 1e-5)
     original = runner.phase
 
@@ -511,6 +511,12 @@ def test_time_marching_hands_each_block_the_previous_prediction_at_its_start():
         return result
 
     runner.phase = phase
+    return runner
+
+
+def test_time_marching_hands_each_block_the_previous_prediction_at_its_start():
+    problem = pinn.reaction(rho=5.0)
+    runner = _marching_runner(problem)
     pinn.TimeMarching(blocks=4).run(runner)
     names = [c[0] for c in runner.calls]
     assert names[0].startswith("block 1/4") and names[-1].startswith("block 4/4")
@@ -530,15 +536,7 @@ def test_time_marching_hands_each_block_the_previous_prediction_at_its_start():
 
 def test_time_marching_can_scale_each_block_over_itself_with_an_exact_hand_over():
     problem = pinn.reaction(rho=5.0, hard_initial=True)
-    runner = _StubRunner(problem, lambda s, i: 1e-5)
-    original = runner.phase
-
-    def phase(*args, **kwargs):
-        result = original(*args, **kwargs)
-        runner.model = _Linear()
-        return result
-
-    runner.phase = phase
+    runner = _marching_runner(problem)
     pinn.TimeMarching(blocks=4, rescale=True).run(runner)
     x = torch.linspace(0.0, 6.0, 5, dtype=F64)
     for k, (_, block, kwargs) in enumerate(runner.calls):
@@ -630,15 +628,7 @@ def test_time_marching_gives_each_block_only_its_observations():
     problem = base.replace(
         conditions=[*base.conditions, pinn.Observations(points, torch.zeros(3, dtype=F64))]
     )
-    runner = _StubRunner(problem, lambda s, i: 1e-5)
-    original = runner.phase
-
-    def phase(*args, **kwargs):
-        result = original(*args, **kwargs)
-        runner.model = _Linear()
-        return result
-
-    runner.phase = phase
+    runner = _marching_runner(problem)
     pinn.TimeMarching(blocks=4).run(runner)
     seen = []
     for _, block, _ in runner.calls:

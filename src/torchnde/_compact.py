@@ -121,41 +121,16 @@ def _restrict_recorder(rec: Recorder, ctx: Context, idx: torch.Tensor) -> Record
 
 
 def _restrict_state(st: LoopState, idx: torch.Tensor, batch: int) -> LoopState:
-    return LoopState(
-        t=st.t[idx],
-        y=st.y[idx],
-        t_next=st.t_next[idx],
-        solver_state=take_rows(st.solver_state, idx, batch),
-        ctrl_state=take_rows(st.ctrl_state, idx, batch),
-        running=st.running[idx],
-        status=st.status[idx],
-        fail_t=st.fail_t[idx],
-        num_steps=st.num_steps[idx],
-        num_accepted=st.num_accepted[idx],
-        num_rejected=st.num_rejected[idx],
-        nfe=st.nfe[idx],
-        save_idx=st.save_idx[idx],
-        counters={name: value[idx] for name, value in st.counters.items()},
-    )
+    """The loop state of the samples ``idx``: every field's batch-leading tensors at ``idx``."""
+    fields = {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
+    return LoopState(**{name: take_rows(value, idx, batch) for name, value in fields.items()})
 
 
 def _merge_state(st: LoopState, sub: LoopState, idx: torch.Tensor, batch: int) -> LoopState:
-    def put(full, part):
-        return _put_rows(full, part, idx, batch)
-
+    """``st`` with the samples ``idx`` replaced by ``sub``'s, field by field."""
     return LoopState(
-        t=put(st.t, sub.t),
-        y=put(st.y, sub.y),
-        t_next=put(st.t_next, sub.t_next),
-        solver_state=put(st.solver_state, sub.solver_state),
-        ctrl_state=put(st.ctrl_state, sub.ctrl_state),
-        running=put(st.running, sub.running),
-        status=put(st.status, sub.status),
-        fail_t=put(st.fail_t, sub.fail_t),
-        num_steps=put(st.num_steps, sub.num_steps),
-        num_accepted=put(st.num_accepted, sub.num_accepted),
-        num_rejected=put(st.num_rejected, sub.num_rejected),
-        nfe=put(st.nfe, sub.nfe),
-        save_idx=put(st.save_idx, sub.save_idx),
-        counters={name: put(value, sub.counters[name]) for name, value in st.counters.items()},
+        **{
+            f.name: _put_rows(getattr(st, f.name), getattr(sub, f.name), idx, batch)
+            for f in dataclasses.fields(st)
+        }
     )
