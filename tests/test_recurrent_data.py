@@ -79,6 +79,38 @@ def test_fitzhugh_nagumo_against_dopri5():
     assert (ref - states).abs().max() < 1e-4
 
 
+def test_fitzhugh_nagumo_constant_current_against_dopri5():
+    """Rusch et al.'s set-up (constant I = 0.5, ε = 1/50, v(0) ~ U[-1, 1], w(0) = 0): the
+    current is constant, the initial state is the generator's draws, Dopri5 at 1e-10 agrees."""
+    eps = 1 / 50
+    ts, current, states = fitzhugh_nagumo(
+        3, 51, dt=0.4, epsilon=eps, current=0.5, v0=(-1, 1), w0=0.0, seed=4, dtype=torch.float64
+    )
+    assert (current == 0.5).all() and current.shape == (3, 51, 1)
+    gen = torch.Generator().manual_seed(4)  # draws: v0, then w0 (a point range)
+    v0 = -1 + 2 * torch.rand((3,), generator=gen, dtype=torch.float64)
+    y0 = torch.stack([v0, torch.zeros(3, dtype=torch.float64)], dim=1)
+    torch.testing.assert_close(states[:, 0], y0)
+
+    def field(t, y, args):
+        v, w = y[:, 0], y[:, 1]
+        return torch.stack([v - v**3 / 3 - w + 0.5, eps * (v + 0.7 - 0.8 * w)], dim=1)
+
+    ref = tn.solve(
+        tn.ODETerm(field),
+        tn.Dopri5(),
+        0.0,
+        20.0,
+        y0,
+        saveat=tn.SaveAt(ts=ts),
+        controller=tn.PIDController(rtol=1e-10, atol=1e-10),
+    ).ys.transpose(0, 1)
+    assert (ref - states).abs().max() < 1e-4
+    for bad in [dict(v0=(1.0, -1.0)), dict(w0="0"), dict(current=float("nan"))]:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            fitzhugh_nagumo(2, 5, **bad)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("aeon") is None, reason="aeon not installed")
 def test_uea_sets():
     motions = load_uea("BasicMotions")

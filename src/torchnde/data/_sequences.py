@@ -81,6 +81,20 @@ def pixel_digits(
     )
 
 
+def _pair(name: str, value) -> tuple[float, float]:
+    """``(low, high)`` with finite ``low <= high`` (a number ``c`` means the point ``(c, c)``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value)
+    ok = isinstance(value, (tuple, list)) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok or not all(math.isfinite(v) for v in value) or value[0] > value[1]:
+        raise ValueError(
+            f"`{name}` must be a finite number or a range (low, high) with low <= high, got "
+            f"{value!r}"
+        )
+    return float(value[0]), float(value[1])
+
+
 def fitzhugh_nagumo(
     n: int,
     steps: int,
@@ -89,6 +103,9 @@ def fitzhugh_nagumo(
     epsilon: float = 0.08,
     a: float = 0.7,
     b: float = 0.8,
+    current: float | None = None,
+    v0: float | tuple[float, float] = (-2.0, 2.0),
+    w0: float | tuple[float, float] = (-1.0, 1.5),
     seed: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,10 +113,24 @@ def fitzhugh_nagumo(
 
         v' = v - v³/3 - w + I(t),    w' = ε (v + a - b w),
 
-    a fast–slow (multiscale, ε = 0.08) excitable system: spikes of ``v`` on a slow recovery
-    ``w``. Each trajectory has its own smooth current ``I(t) = c + d sin(ω t + φ)`` (c in [0.2,
-    0.8], d in [0, 0.4], ω in [0.05, 0.3]) and initial state in ``[-2, 2] × [-1, 1.5]``, and is
-    solved with RK4 at ``dt/10`` (torchnde) and sampled every ``dt``.
+    a fast–slow (multiscale for small ε) excitable system: spikes of ``v`` on a slow recovery
+    ``w``. By default each trajectory has its own smooth current ``I(t) = c + d sin(ω t + φ)``
+    (c in [0.2, 0.8], d in [0, 0.4], ω in [0.05, 0.3]); ``current=I`` holds it constant instead,
+    the same for every trajectory. The initial state is drawn uniformly from ``v0 × w0`` (a
+    number fixes that coordinate). Solved with RK4 at ``dt/10`` (torchnde), sampled every ``dt``.
+
+    Rusch et al. (2022, LEM)'s task is ``fitzhugh_nagumo(n, 1001, dt=0.4, epsilon=1/50,
+    current=0.5, v0=(-1, 1), w0=0)``: a relaxation oscillation (period ≈ 90 time units) whose
+    slow ``w`` a network reading only ``v`` has to carry in memory.
+
+    Args:
+        n, steps: trajectories and samples per trajectory (``t = 0, dt, …, (steps-1) dt``).
+        dt: sampling interval.
+        epsilon, a, b: the model's constants (ε: the ratio of the slow to the fast time scale).
+        current: a constant current ``I`` (``None``: the random smooth currents above).
+        v0, w0: the initial ``v`` and ``w``: a range ``(low, high)`` to draw from, or a number.
+        seed: of the draws (``None``: torch's global generator).
+        dtype: of the returned tensors (the solve runs in float64).
 
     Returns:
         ``ts: (steps,)``, ``current: (n, steps, 1)`` and ``states: (n, steps, 2)`` (``v``, ``w``).
@@ -107,20 +138,30 @@ def fitzhugh_nagumo(
     from .. import RK4, ODETerm, SaveAt, solve
 
     n, steps = _count("n", n), _count("steps", steps, 2)
+    v_range, w_range = _pair("v0", v0), _pair("w0", w0)
+    if current is not None:
+        _pair("current", current)  # a finite number
     gen = _generator(seed)
 
     def draw(low, high, shape=(n,)):
         return low + (high - low) * torch.rand(shape, generator=gen, dtype=torch.float64)
 
-    c, d, omega, phase = draw(0.2, 0.8), draw(0.0, 0.4), draw(0.05, 0.3), draw(0, 2 * math.pi)
-    y0 = torch.stack([draw(-2.0, 2.0), draw(-1.0, 1.5)], dim=1)
+    if current is None:
+        c, d, omega, phase = draw(0.2, 0.8), draw(0.0, 0.4), draw(0.05, 0.3), draw(0, 2 * math.pi)
 
-    def current(t):
-        return c + d * torch.sin(omega * t + phase)
+        def drive(t):
+            return c + d * torch.sin(omega * t + phase)
+    else:
+        constant = torch.full((n,), float(current), dtype=torch.float64)
+
+        def drive(t):
+            return constant
+
+    y0 = torch.stack([draw(*v_range), draw(*w_range)], dim=1)
 
     def field(t, y, args):
         v, w = y[:, 0], y[:, 1]
-        return torch.stack([v - v**3 / 3 - w + current(t), epsilon * (v + a - b * w)], dim=1)
+        return torch.stack([v - v**3 / 3 - w + drive(t), epsilon * (v + a - b * w)], dim=1)
 
     ts = dt * torch.arange(steps, dtype=torch.float64)
     sol = solve(
@@ -128,7 +169,7 @@ def fitzhugh_nagumo(
         max_steps=10 * steps + 10,
     )  # fmt: skip
     states = sol.ys.transpose(0, 1)
-    cur = torch.stack([current(t) for t in ts], dim=1).unsqueeze(-1)
+    cur = torch.stack([drive(t) for t in ts], dim=1).unsqueeze(-1)
     return ts.to(dtype), cur.to(dtype), states.to(dtype)
 
 
