@@ -21,11 +21,13 @@ def train_classifier(
     progress: Any,
     lr: float = 3e-3,
     batch: int = 128,
+    clip: float | None = None,
 ) -> float:
     """Train ``model`` on ``(x, y)``; returns the wall time in seconds.
 
     Adam with a one-cycle learning-rate schedule peaking at ``lr``, shuffled mini-batches drawn
-    from the global generator (seeded by the runner), one progress tick per batch.
+    from the global generator (seeded by the runner), one progress tick per batch. ``clip``: the
+    largest gradient norm (``clip_grad_norm_``; default ``None``, no clipping).
     """
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     per_epoch = (len(y) + batch - 1) // batch
@@ -41,6 +43,8 @@ def train_classifier(
             optimiser.zero_grad()
             loss = nn.functional.cross_entropy(model(x[index]), y[index])
             loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimiser.step()
             schedule.step()
             progress.update(1)
