@@ -115,6 +115,10 @@ class PhaseLoss:
         causal: causal weights, or None.
         first_order: per stage, whether its optimiser is first-order (adaptive weights move
             only then).
+        cached: per stage, whether to keep recent evaluations to answer torch's L-BFGS
+            evaluating its accepted point again at the start of each call (see
+            ``_Evaluations``); default: the stages that are not first-order. Not needed where
+            the trainer runs the iterations in stretches (``Trainer(fuse_lbfgs=True)``).
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class PhaseLoss:
         adaptive: AdaptiveWeights | None = None,
         causal: CausalWeights | None = None,
         first_order: Sequence[bool] = (True,),
+        cached: Sequence[bool] | None = None,
     ):
         self.problem = problem
         self.points = points
@@ -134,9 +139,11 @@ class PhaseLoss:
         self.adaptive = adaptive
         self.causal = causal
         self.first_order = list(first_order)
+        self.cached = [not f for f in self.first_order] if cached is None else list(cached)
         self.last_terms: dict[str, float] | None = None
         self.evaluations = 0  # loss evaluations so far (L-BFGS line searches take several)
         self.last_causal_min: float | None = None
+        self._seen: list[tuple[float, dict[str, float]]] = []  # (loss, terms) per evaluation
         self._record = True
         self._cache: _Evaluations | None = None
         if causal is not None:
@@ -184,6 +191,7 @@ class PhaseLoss:
             if self._record:
                 self.last_terms = dict(hit.terms)
                 self._record = False
+            self._seen.append((hit.value, hit.terms))
             return cache.answer(hit)
         self.evaluations += 1
         values = self.evaluate(module.model)
@@ -199,14 +207,31 @@ class PhaseLoss:
         if record:
             self.last_terms = terms
         loss = (module.weights * stacked).sum()
+        value = float(loss.detach())  # the value the trainer reports, bitwise
+        if len(self._seen) >= _SEEN_LIMIT:  # nobody asks for terms_at: keep the latest
+            del self._seen[: _SEEN_LIMIT // 2]
+        self._seen.append((value, terms))
         if cache is not None:
-            cache.pending(module.weights, loss.detach(), terms)
+            cache.pending(module.weights, loss.detach(), terms, value)
         return loss
+
+    def terms_at(self, value: float) -> dict[str, float]:
+        """The terms of the latest evaluation whose loss was ``value`` (the loss a trainer step
+        reports: under ``Trainer(fuse_lbfgs=True)`` several steps are reported after one call
+        of L-BFGS, each the value of one of its evaluations); earlier evaluations are then
+        forgotten. The terms of the step's first evaluation if none matches."""
+        for index in range(len(self._seen) - 1, -1, -1):
+            if self._seen[index][0] == value:
+                terms = self._seen[index][1]
+                del self._seen[:index]
+                return dict(terms)
+        self._seen.clear()
+        return dict(self.last_terms or {})
 
     def _cache_for(self, module: PhaseModule) -> _Evaluations | None:
         """The cache of recent evaluations while an L-BFGS stage runs, else None."""
-        stage = min(int(module.stage), len(self.first_order) - 1)
-        if self.first_order[stage]:
+        stage = min(int(module.stage), len(self.cached) - 1)
+        if not self.cached[stage]:
             return None
         if self._cache is None or self._cache.module is not module:
             self._cache = _Evaluations(module)
@@ -246,6 +271,10 @@ class PhaseLoss:
                 if not (torch.isfinite(mean) and mean > 0 and torch.isfinite(reference)):
                     continue
                 module.weights[k] = (1 - alpha) * module.weights[k] + alpha * reference / mean
+
+
+#: evaluations whose terms :meth:`PhaseLoss.terms_at` can still find
+_SEEN_LIMIT = 20_000
 
 
 def _merged_value_points(
@@ -300,6 +329,7 @@ class _Evaluation:
     loss: torch.Tensor
     terms: dict[str, float]
     grads: list[torch.Tensor | None]
+    value: float  # the loss as a Python float
 
     def surrogate(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
         """A tensor with this evaluation's loss as its value and its gradients as its gradient:
@@ -351,11 +381,15 @@ class _Evaluations:
         self._handles = []
         self.entries = []
 
-    def pending(self, weights: torch.Tensor, loss: torch.Tensor, terms: dict[str, float]) -> None:
+    def pending(
+        self, weights: torch.Tensor, loss: torch.Tensor, terms: dict[str, float], value: float
+    ) -> None:
         flat = self._flat
         if flat is None:  # not looked up first: flatten now
             flat = torch.cat([p.detach().reshape(-1) for p in self.params])
-        entry = _Evaluation(flat, weights.detach().clone(), loss, terms, [None] * len(self.params))
+        entry = _Evaluation(
+            flat, weights.detach().clone(), loss, terms, [None] * len(self.params), value
+        )
         self.entries = [*self.entries[-(self.size - 1) :], entry]
         self._waiting = entry
         self._flat = None

@@ -37,7 +37,7 @@ from ._result import StageResult, StepRecord, TrainResult
 from ._rng import capture_rng_state, check_seed, restore_rng_state, seed_everything
 from ._sampler import WindowSampler
 from ._signals import SignalGuard, TrainingInterrupted
-from ._stage import Stage
+from ._stage import LBFGS_DEFAULTS, Stage
 
 __all__ = ["Trainer"]
 
@@ -161,6 +161,22 @@ class Trainer:
             never written as a checkpoint.
         max_consecutive_skips: under ``nonfinite="skip"``, how many skipped steps in a row stop
             the run.
+        fuse_lbfgs: run an L-BFGS stage's iterations in one ``optimizer.step`` call per stretch
+            up to the next checkpoint boundary (at most ``checkpoint_every`` iterations) instead
+            of one call per iteration, which saves the per-call work (torch's L-BFGS evaluates
+            the loss again at the start of every call, and the trainer checks and reports
+            every call). Each iteration still counts as one step: the step counts, losses
+            (each the loss at the iteration's start), :class:`StepRecord` s (logged after the
+            stretch), checkpoints and resumption are those of one iteration per step, and the
+            iterates are the same unless a line search runs out of evaluations (the stretch's
+            call gets ``max_eval`` times its iterations, so one line search may use more than
+            ``max_eval``). Every evaluation is still checked for non-finite values (a
+            non-finite start stops or skips as usual; a non-finite trial point is reported to
+            the line search as far worse). Applies only where nothing has to happen between
+            iterations: no sampler, no scheduler, no early stopping (``patience``), no
+            ``val_fn``, one process, and ``max_iter`` 1 (the default); other stages run one
+            iteration per step as without it. A SIGTERM/SIGINT is answered at the end of the
+            stretch.
 
     Example:
         >>> trainer = Trainer(model, loss_fn, [Stage("adam", steps=300, lr=1e-2),
@@ -188,6 +204,7 @@ class Trainer:
         distributed: bool | None = None,
         nonfinite: str = "skip",
         max_consecutive_skips: int = 5,
+        fuse_lbfgs: bool = False,
     ):
         self.model = _check_model(model)
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -213,6 +230,9 @@ class Trainer:
         self.distributed = distributed
         self.nonfinite = check_policy(nonfinite)
         self.max_consecutive_skips = check_count(max_consecutive_skips, "max_consecutive_skips")
+        if not isinstance(fuse_lbfgs, bool):
+            raise TypeError(f"`fuse_lbfgs` must be True or False, got {fuse_lbfgs!r}")
+        self.fuse_lbfgs = fuse_lbfgs
 
     # ----------------------------------------------------------------------------- fit
 
@@ -320,6 +340,9 @@ class Trainer:
         stage = self.stages[run.stage_index]
         live = self._start_stage(stage, run)
         session.progress.stage(run.stage_index, len(self.stages), stage.optimizer)
+        if self._fused(stage, live, session):
+            self._run_fused_stage(stage, live, run, session)
+            return
         while True:
             lr = float(live.optimizer.param_groups[0]["lr"])
             loss, skipped = self._step(stage, live.optimizer, session, run)
@@ -339,6 +362,88 @@ class Trainer:
             self._end_step(run, session, None if finished else live)
             if finished:
                 return
+
+    def fuses(self, stage: Stage) -> bool:
+        """Whether ``stage`` runs its L-BFGS iterations in stretches (see ``fuse_lbfgs``) when
+        trained in one process."""
+        return (
+            self.fuse_lbfgs
+            and stage.optimizer == "lbfgs"
+            and {**LBFGS_DEFAULTS, **stage.options}["max_iter"] == 1
+            and stage.scheduler is None
+            and stage.patience is None
+            and self.val_fn is None
+            and self.sampler is None
+        )
+
+    def _fused(self, stage: Stage, live: _StageState, session: _Session) -> bool:
+        return self.fuses(stage) and not session.replica.distributed
+
+    def _run_fused_stage(
+        self, stage: Stage, live: _StageState, run: _Run, session: _Session
+    ) -> None:
+        """An L-BFGS stage in stretches of iterations up to each checkpoint boundary, every
+        iteration recorded as one step."""
+        group = live.optimizer.param_groups[0]
+        lr = float(group["lr"])
+        while True:
+            count = min(
+                stage.steps - run.stage_step,
+                self.checkpoint_every - run.global_step % self.checkpoint_every,
+            )
+            losses, skipped = self._stretch(stage, live.optimizer, session, run, count)
+            for k, loss in enumerate(losses):
+                run.losses.append(loss)
+                run.stage_step += 1
+                live.stopper.update(loss)  # no patience: it only keeps the best value
+                finished = run.stage_step >= stage.steps
+                last = k == len(losses) - 1
+                self._report(run, stage, loss, lr, None, finished, False, session, skipped and last)
+            if finished:
+                self._check_stage_updated(run, stage, session)
+                self._finish_stage(run, stage, False)
+            self._end_step(run, session, None if finished else live)
+            if finished:
+                return
+
+    def _stretch(
+        self,
+        stage: Stage,
+        optimizer: torch.optim.Optimizer,
+        session: _Session,
+        run: _Run,
+        count: int,
+    ) -> tuple[list[float], bool]:
+        """One ``optimizer.step`` call of up to ``count`` L-BFGS iterations; returns the loss at
+        the start of each iteration it took (one value when it took none: it stopped at once on
+        its tolerances, or its start was non-finite) and whether that one was skipped.
+
+        torch's L-BFGS keeps its iteration counter ``n_iter`` in the state of the first
+        parameter and raises it at the start of each iteration, before the line search; so the
+        evaluations of iteration ``i`` are those made while the counter reads ``start + i``. The
+        strong-Wolfe line search returns the lowest of the values it kept (the start's included),
+        so an iteration ends at the lowest value seen since it began: that is the next
+        iteration's start loss."""
+        group = optimizer.param_groups[0]
+        state = optimizer.state[group["params"][0]]
+        begin = int(state.get("n_iter", 0))
+        seen: list[tuple[int, float]] = []
+        saved = group["max_iter"], group["max_eval"]
+        group["max_iter"], group["max_eval"] = count, saved[1] * count
+        try:
+            loss, skipped = self._step(
+                stage, optimizer, session, run, lambda value: seen.append((state["n_iter"], value))
+            )
+        finally:
+            group["max_iter"], group["max_eval"] = saved
+        taken = int(state.get("n_iter", 0)) - begin
+        if skipped or taken == 0:
+            return [loss], skipped
+        losses = [loss]
+        for iteration in range(1, taken):
+            trials = [value for n, value in seen if n == begin + iteration]
+            losses.append(min([losses[-1], *trials]))
+        return losses, False
 
     def _start_stage(self, stage: Stage, run: _Run) -> _StageState:
         """The stage's optimiser, scheduler and early stopping, in their saved state if the
@@ -379,10 +484,16 @@ class Trainer:
     # ----------------------------------------------------------------------------- a step
 
     def _step(
-        self, stage: Stage, optimizer: torch.optim.Optimizer, session: _Session, run: _Run
+        self,
+        stage: Stage,
+        optimizer: torch.optim.Optimizer,
+        session: _Session,
+        run: _Run,
+        evaluated: Callable[[float], Any] | None = None,
     ) -> tuple[float, bool]:
         """One optimiser step on the next batch; returns the (global mean) loss before it and
-        whether its update was skipped (a non-finite loss or gradient, see ``nonfinite``)."""
+        whether its update was skipped (a non-finite loss or gradient, see ``nonfinite``).
+        ``evaluated`` is called with the value handed to the optimiser at every evaluation."""
         batch = self.sampler.next_batch() if self.sampler is not None else None
         shard, weight = session.replica.shard(batch)
         evaluations = 0
@@ -406,9 +517,14 @@ class Trainer:
                 # an L-BFGS line-search trial point: reported as far worse than the start (a
                 # finite value: an infinite one turns the line search's cubic fit into NaN)
                 optimizer.zero_grad(set_to_none=True)
-                return torch.full_like(loss, start_loss + 1e6 * max(1.0, abs(start_loss)))
+                worse = torch.full_like(loss, start_loss + 1e6 * max(1.0, abs(start_loss)))
+                if evaluated is not None:
+                    evaluated(float(worse))
+                return worse
             if first:
                 start_loss = float(loss)
+            if evaluated is not None:
+                evaluated(start_loss if first else float(loss))
             if stage.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self._params, stage.max_grad_norm)
             return loss
