@@ -55,11 +55,20 @@ def train_regression(
     every: int = 50,
     clip: float | None = 1.0,
     label: str = "",
+    schedule: str = "cosine",
 ) -> tuple[list[tuple[int, float]], float]:
-    """Adam with cosine decay on ``batches(i) -> (x, y)`` under the MSE; ``evaluate()`` every
-    ``every`` iterations gives the curve. Returns ``(curve, CPU seconds)``."""
+    """Adam on ``batches(i) -> (x, y)`` under the MSE, the gradient norm clipped at ``clip``
+    (``None``: not clipped), the learning rate decayed by a cosine to ``lr/20``
+    (``schedule="cosine"``) or held (``"constant"``); ``evaluate()`` every ``every`` iterations
+    gives the curve. Returns ``(curve, CPU seconds)``."""
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(
+            f"schedule must be 'cosine' or 'constant', got {schedule!r}; pass one of the two"
+        )
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations, eta_min=lr / 20)
+    sched = None
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations, eta_min=lr / 20)
     curve: list[tuple[int, float]] = []
     start = time.process_time()
     for it in range(iterations):
@@ -70,7 +79,8 @@ def train_regression(
         if clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         progress.update(1)
         if evaluate is not None and (it % every == every - 1 or it == iterations - 1):
             model.eval()
