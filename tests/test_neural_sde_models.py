@@ -94,6 +94,24 @@ def test_latent_sde_training_lowers_the_negative_elbo():
     assert model.sample_prior(ts, 7).shape == (7, 11, 1)
 
 
+def test_latent_sde_prior_samples_with_observation_noise():
+    """``observation_noise=True`` samples ``p(x | z)``: the same prior paths plus independent
+    ``N(0, obs_std²)`` noise, so each time's variance grows by ``obs_std²``."""
+    torch.manual_seed(0)
+    model = LatentSDE(1, 2, dt=0.1, obs_std=0.3)
+    ts = torch.linspace(0, 1, 11)
+    with torch.no_grad():
+        means = model.sample_prior(ts, 4000, seed=3, generator=torch.Generator().manual_seed(5))
+        noisy = model.sample_prior(
+            ts, 4000, seed=3, generator=torch.Generator().manual_seed(5), observation_noise=True
+        )
+    noise = noisy - means  # the paths are the same draws: only the noise differs
+    assert abs(noise.std().item() - 0.3) < 0.01 and abs(noise.mean().item()) < 0.01
+    steps = noise[:, 1:, 0] * noise[:, :-1, 0]
+    assert abs(steps.mean().item()) < 0.01  # independent across times: E[e_t e_s] = 0
+    torch.testing.assert_close(noisy.var(0), means.var(0) + 0.09, atol=0.02, rtol=0.0)
+
+
 def test_clipping_makes_each_layer_one_lipschitz():
     torch.manual_seed(4)
     disc = CDEDiscriminator(2, 8, 16)

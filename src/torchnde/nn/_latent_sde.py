@@ -203,10 +203,20 @@ class LatentSDE(nn.Module):
         return LatentSDEOutput(log_lik - kl_z0 - kl_path, log_lik, kl_z0, kl_path, zs, means)
 
     def sample_prior(
-        self, ts: torch.Tensor, n: int, *, seed: int = 0, generator: torch.Generator | None = None
+        self,
+        ts: torch.Tensor,
+        n: int,
+        *,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        observation_noise: bool = False,
     ) -> torch.Tensor:
-        """``n`` series from the generative model (prior SDE, decoded means, no observation
-        noise) at ``ts``: ``(n, T, data)``."""
+        """``n`` series from the generative model at ``ts``: ``(n, T, data)``.
+
+        The prior SDE's paths are decoded to their means ``W z + b``; with
+        ``observation_noise=True`` independent ``N(0, obs_std²)`` noise is added at every time,
+        so the series follow the model's full likelihood ``p(x | z)`` (its marginal variance is
+        the decoded latent variance plus ``obs_std²``)."""
         like = self.p_z0_mean
         eps = torch.randn(
             n, self.latent_size, dtype=like.dtype, device=like.device, generator=generator
@@ -220,7 +230,11 @@ class LatentSDE(nn.Module):
             return self.diffusion(t, z)
 
         zs = self._solve(drift, diffusion, ts.to(like.dtype), z0, seed)
-        return self.decoder(zs)
+        means = self.decoder(zs)
+        if not observation_noise:
+            return means
+        eps = torch.randn(means.shape, dtype=means.dtype, device=means.device, generator=generator)
+        return means + self.obs_std * eps
 
 
 def _normal_kl(m1, logs1, m2, logs2):
