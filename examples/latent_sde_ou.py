@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = {"elbo_first": elbos[0], "elbo_last": elbos[-1]}
     with torch.no_grad():
         for name, paths in (
-            ("latent SDE", latent.sample_prior(ts, cfg["samples"], seed=1, generator=gen)[..., 0]),
-            ("SDE-GAN", gan.sample(ts, cfg["samples"], generator=gen)[..., 0]),
+            ("latent SDE", ou.sample_latent(latent, ts, cfg["samples"], seed=1, generator=gen)),
+            ("SDE-GAN", gan.sample(cfg["samples"], generator=gen)),
         ):
             errors = ou._marginal_errors(paths, mean, std)
             results[name] = max(max(errors["mean"]), max(errors["std"]))
