@@ -557,6 +557,75 @@ def test_time_marching_can_scale_each_block_over_itself_with_an_exact_hand_over(
         pinn.TimeMarching(blocks=2, rescale="yes")
 
 
+def test_time_marching_hand_over_is_computed_once_per_point_set_and_agrees_with_recomputing():
+    """Block k's hard initial value is block k-1's model at t_k, which takes its own from block
+    k-2, and so on: recomputed at every evaluation, a block's loss passes through every earlier
+    network. The hand-over keeps the value and each derivative autograd asks for per point set,
+    so the earlier networks run a fixed number of times however many evaluations follow, and
+    the residual (with u_xx), the loss and its gradient equal those of recomputing."""
+    from torchnde.pinn import _paradigms
+
+    problem = pinn.reaction_diffusion(nu=3.0, rho=5.0, hard_initial=True)
+    edges = [0.0, 0.1, 0.2, 0.3]
+    calls = {"first": 0}
+
+    def chain(cache: bool) -> pinn.PINNModel:
+        torch.manual_seed(0)
+        model = None
+        for k in range(3):
+            conditions = pinn.TimeMarching._conditions(problem, model, edges[k], edges[k + 1])
+            for condition in conditions:
+                value = getattr(condition, "value", None)
+                if isinstance(value, _paradigms._ModelAt) and not cache:
+                    value.frozen = None
+            block = problem.replace(
+                domain=problem.domain.restrict("t", edges[k], edges[k + 1]), conditions=conditions
+            )
+            model = pinn.PINNModel(
+                block.domain,
+                1,
+                pinn.Network(width=12, depth=2),
+                hard=block.hard_faces(),
+                scaling=block.domain,
+                dtype=F64,
+            )
+            if k == 0:
+                first = model.forward
+
+                def counted(points, first=first):
+                    calls["first"] += 1
+                    return first(points)
+
+                model.forward = counted
+            if k < 2:
+                model.requires_grad_(False)
+        return model, block
+
+    last = problem.domain.restrict("t", 0.2, 0.3)
+    points = pinn.Points(collocation=64).collocation_points(last, dtype=F64)
+
+    def loss_and_gradient(model, block):
+        residual = block.evaluate_residual(model, points, pinn.Coefficients(block.coefficients))
+        loss = residual.square().mean()
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+        return residual.detach(), torch.cat([g.flatten() for g in grads])
+
+    results = {}
+    for cache in (False, True):
+        model, block = chain(cache)
+        calls["first"] = 0
+        runs = [loss_and_gradient(model, block) for _ in range(2)]
+        after_two = calls["first"]
+        runs += [loss_and_gradient(model, block) for _ in range(3)]
+        results[cache] = (runs, after_two, calls["first"])
+    (fresh, _, fresh_calls), (kept, kept_two, kept_five) = results[False], results[True]
+    for (r_fresh, g_fresh), (r_kept, g_kept) in zip(fresh, kept):
+        torch.testing.assert_close(r_kept, r_fresh, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(g_kept, g_fresh, rtol=1e-12, atol=1e-14)
+    assert fresh_calls >= 5  # recomputed: the first network runs at every evaluation
+    assert kept_five == kept_two  # kept: no more runs after the first evaluation
+
+
 def test_piecewise_predictor_uses_each_block_on_its_span():
     class Constant(nn.Module):
         def __init__(self, value):

@@ -192,21 +192,114 @@ class PiecewiseInTime(nn.Module):
 
 
 class _ModelAt:
-    """An initial condition's value taken from the previous block's model at time ``t``."""
+    """An initial condition's value taken from the previous block's model at time ``t``.
 
-    def __init__(self, model: nn.Module, names: Sequence[str], time: str, t: float, columns):
+    The previous model is frozen, and a block evaluates this value again and again at the same
+    points (its collocation and condition points, the evaluation grid); each previous model in
+    turn takes its own initial value from the block before it. Evaluated afresh, block ``k``
+    would pass through all ``k - 1`` earlier networks at every loss evaluation. So the value at
+    a point set, and each derivative along the space coordinates that autograd asks for, is
+    computed once (through the earlier networks) and kept (:class:`_Frozen`): the cost of a
+    block stays flat along the march, and the values and derivatives are those of the model.
+    ``cache=False`` evaluates the model every time (for tests)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        time: str,
+        t: float,
+        columns,
+        cache: bool = True,
+    ):
         self.model = model
         self.names = tuple(names)
         self.time = time
         self.t = t
         self.columns = list(columns)
+        self.space = tuple(name for name in self.names if name != time)
+        self.frozen = _Frozen(self._evaluate) if cache else None
 
     def __call__(self, **coordinates: torch.Tensor) -> torch.Tensor:
-        any_column = next(iter(coordinates.values()))
-        full = {**coordinates, self.time: torch.full_like(any_column, self.t)}
-        points = torch.stack([full[name] for name in self.names], dim=-1)
-        out = self.model(points)[:, self.columns]
+        space = torch.stack([coordinates[name] for name in self.space], dim=-1)
+        out = self._evaluate(space) if self.frozen is None else self.frozen(space)
         return out[:, 0] if out.shape[1] == 1 else out
+
+    def _evaluate(self, space: torch.Tensor) -> torch.Tensor:
+        """The model's outputs ``(n, len(columns))`` at the space points ``(n, s)`` and ``t``."""
+        columns = dict(zip(self.space, space.unbind(-1)))
+        columns[self.time] = torch.full_like(space[:, 0], self.t)
+        points = torch.stack([columns[name] for name in self.names], dim=-1)
+        return self.model(points)[:, self.columns]
+
+
+class _Frozen:
+    """A fixed row-wise function ``f: (n, s) -> (n, c)`` (each row's output depends only on
+    that row) whose values and partial derivatives are kept per point set.
+
+    ``frozen(x)`` has the value ``f(x)``, and autograd differentiates it as ``f``, to any order:
+    the derivative along coordinate ``i`` of the node for the multi-index ``α`` is the node for
+    ``α + (i,)`` (:class:`_FrozenValue`), whose values are computed by autograd through ``f``
+    the first time they are needed at a point set and then reused. A point set is recognised by
+    its values (``torch.equal``); the last few are kept per node.
+    """
+
+    size = 4  # point sets kept per derivative
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._values: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _FrozenValue.apply(x, self, ())
+
+    def value(self, x: torch.Tensor, index: tuple[int, ...]) -> torch.Tensor:
+        """``∂^index f`` at ``x`` (no graph), computed once per point set."""
+        kept = self._values.setdefault(index, [])
+        for points, values in kept:
+            if points.shape == x.shape and torch.equal(points, x):
+                return values
+        values = self._compute(x, index)
+        kept.append((x.detach().clone(), values))
+        del kept[: -self.size]
+        return values
+
+    def _compute(self, x: torch.Tensor, index: tuple[int, ...]) -> torch.Tensor:
+        with torch.enable_grad():
+            points = x.detach().requires_grad_(True)
+            out = self.fn(points)
+            for i in index:
+                columns = []
+                for c in range(out.shape[1]):
+                    if not out.requires_grad:  # constant along the space coordinates
+                        columns.append(torch.zeros_like(out[:, c]))
+                        continue
+                    (grad,) = torch.autograd.grad(
+                        out[:, c].sum(), points, create_graph=True, allow_unused=True
+                    )
+                    columns.append(torch.zeros_like(out[:, c]) if grad is None else grad[:, i])
+                out = torch.stack(columns, dim=-1)
+        return out.detach()
+
+
+class _FrozenValue(torch.autograd.Function):
+    """``∂^index f(x)`` from the cache of ``frozen``, differentiable in ``x`` through the next
+    derivatives' nodes."""
+
+    @staticmethod
+    def forward(ctx, x, frozen, index):
+        ctx.save_for_backward(x)
+        ctx.frozen, ctx.index = frozen, index
+        return frozen.value(x.detach(), index).clone()  # the kept tensor stays graph-free
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (x,) = ctx.saved_tensors
+        parts = [
+            (grad_output * _FrozenValue.apply(x, ctx.frozen, (*ctx.index, i))).sum(-1)
+            for i in range(x.shape[-1])
+        ]
+        return torch.stack(parts, dim=-1), None, None
 
 
 @dataclass(frozen=True)
