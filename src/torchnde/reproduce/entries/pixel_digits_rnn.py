@@ -55,9 +55,8 @@ def _model(name: str, hidden: int):
     if name.startswith("lipschitz"):
         scheme = "euler" if name.endswith("euler") else "rk2"
         # β = 0.75 (the paper's sMNIST value) and M ~ N(0, (6/N)²) (its code's default
-        # init_std); γ = 0.1 rather than its 0.001: the damping keeps Euler and Heun on the same
-        # dynamics at this step (seed 0, lr 3e-2: 0.2 and 0.0 points apart ordered / permuted;
-        # at dt 0.5, γ 0.001, init_std 1, unclipped: 2.4 and 3.6 points)
+        # init_std; 1 starts A and W near zero); γ = 0.1 rather than its 0.001 (seed 0, ordered,
+        # lr 1e-2 unclipped: 94.4 against 88.9 %)
         cell = LipschitzRNN(1, hidden, dt=0.25, beta=0.75, gamma=0.1, init_std=6.0, scheme=scheme)
         return Recurrent(cell, 10)
     return tasks.TorchRNN("gru", 1, hidden, 10)
