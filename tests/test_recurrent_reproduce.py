@@ -45,6 +45,7 @@ def test_lem_fitzhugh_nagumo_quick(tmp_path):
 
 
 def test_noisy_rnn_robustness_quick(tmp_path):
+    pytest.importorskip("aeon")
     m = quick("noisy-rnn-robustness", tmp_path)
     assert {"acc_noisy_0", "acc_noisy_0.2", "acc_deterministic_0.2"} <= m.keys()
     assert (tmp_path / "robustness.png").exists()
