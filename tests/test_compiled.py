@@ -107,6 +107,39 @@ def test_compiled_loop_keeps_per_sample_statuses_under_a_batch():
         assert torch.equal(compiled.stats[name], value), name
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_compiled_loop_saves_every_time_of_a_step_that_spans_several(batched):
+    """The compiled loop writes one save time per sample and iteration, and a sample whose step
+    holds several waits for them without being stepped: with far more save times than steps
+    (samples of different speeds, one that runs out of steps), values, statuses and every
+    statistic are the eager loop's."""
+    ts = torch.linspace(0.0, 4.0, 41, dtype=F64)
+    if batched:
+        y0 = torch.tensor([[2.0, 0.0], [0.5, 0.0], [1.0, -3.0]], dtype=F64)
+        args = torch.tensor([[0.2], [1.0], [8.0]], dtype=F64)
+        kw = dict(controller=tn.PIDController(rtol=1e-3, atol=1e-5), batch_axis=0, max_steps=25)
+    else:
+        y0, args = torch.tensor([2.0, 0.0], dtype=F64), 0.5
+        kw = dict(dt0=0.35)
+
+    def field(t, y, mu):
+        return _vdp(t, y, mu[..., 0] if isinstance(mu, torch.Tensor) else mu)
+
+    kw.update(args=args, saveat=tn.SaveAt(ts=ts, t1=True), throw=False)
+    with torch.no_grad():
+        eager = tn.solve(tn.ODETerm(field), tn.Dopri5(), 0.0, 4.0, y0, **kw)
+        compiled = tn.solve(tn.ODETerm(field), tn.Dopri5(), 0.0, 4.0, y0, compile=BACKEND, **kw)
+    assert int(eager.stats["num_accepted"].min()) < len(ts) // 2  # steps hold several saves
+    if batched:
+        assert Status.MAX_STEPS in eager.statuses and Status.SUCCESS in eager.statuses
+    assert compiled.statuses == eager.statuses
+    _same(compiled.ys, eager.ys)
+    for name, value in eager.stats.items():
+        assert torch.equal(torch.as_tensor(compiled.stats[name]), torch.as_tensor(value)), name
+    info = _info("loop", field="field")
+    assert info is not None and info["failed"] is None
+
+
 def test_compiled_steps_give_the_eager_gradients():
     """Step mode (autograd on): each step is one compiled call, and the gradients with respect
     to a parameter and y0 are the eager ones (fixed steps, a dict state)."""

@@ -104,7 +104,9 @@ class AbstractRungeKutta(AbstractSolver):
     def _stage_times(self, t0, t1) -> list:
         """``t0 + c_i (t1 - t0)`` for every stage (``t1`` itself where ``c_i == 1``); per-sample
         ``(batch,)`` tensors are computed in one operation."""
-        if not isinstance(t0, torch.Tensor):
+        if not isinstance(t0, torch.Tensor) or torch.compiler.is_compiling():
+            # compiled: no tensor of the c_i, which inductor (torch 2.13) fails to declare
+            # inside a while_loop once it is too large to inline (Dopri8's 16 stages)
             dt = t1 - t0
             return [t1 if c == 1.0 else t0 + c * dt for c in self._c]
         all_times = torch.addcmul(t0[:, None], (t1 - t0)[:, None], t0.new_tensor(self._c))
