@@ -266,21 +266,27 @@ def _fields(st: LoopState) -> dict[str, Any]:
 
 
 def _loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None, ts_out, *carry):
-    if save_ts is None:
+    if save_ts is not None and save_ts.shape[0] > 1:
+        return _saving_loop(ctx, layout, save_ts, ts_out, *carry)
 
-        def cond(ts_out, *carry):
-            return layout.state(carry).running.any()
+    def cond(ts_out, *carry):
+        return layout.state(carry).running.any()
 
-        def body(ts_out, *carry_in):
-            st, _ = attempt(ctx, layout.state(carry_in))
-            return _unaliased((ts_out, *layout.carry(st)), (ts_out, *carry_in))
+    def body(ts_out_in, *carry_in):
+        st, info = attempt(ctx, layout.state(carry_in))
+        ts_out = ts_out_in
+        if save_ts is not None:  # one sample: every save time inside its step, with no branch
+            inside = info.accepted[:, None] & (save_ts > info.t0[:, None])
+            inside = inside & (save_ts <= info.t1[:, None])
+            values = _interpolate(ctx.dense_matrix, info.rows(ctx), info.t0, info.t1, save_ts)
+            ts_out = torch.where(inside[:, :, None], values, ts_out_in)
+        return _unaliased((ts_out, *layout.carry(st)), (ts_out_in, *carry_in))
 
-        return torch.while_loop(cond, body, (ts_out, *carry))
-    return _saving_loop(ctx, layout, save_ts, ts_out, *carry)
+    return torch.while_loop(cond, body, (ts_out, *carry))
 
 
 def _saving_loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor, ts_out, *carry):
-    """The loop saving at ``ts`` one save time per sample and iteration, with no branch.
+    """The loop of a batch saving at ``ts``: one save time per sample and iteration, no branch.
 
     Each iteration first writes the next unwritten save time of each sample if it lies inside
     that sample's last accepted step (kept in the carry: its ``t0``, ``t1`` and dense rows),
