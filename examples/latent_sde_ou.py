@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.set_num_threads(1)
     cfg = ou._settings(False)
     if args.quick:
-        cfg.update(train=128, samples=500, latent_iters=60, gan_iters=10, batch=64, gan_batch=32)
+        cfg.update(train=128, samples=500, latent_iters=41, gan_iters=10, batch=64, gan_batch=32)
     ts = torch.linspace(0, 1, 21)
     data = ou.simulate(cfg["train"], ts, seed=100 + args.seed)
     gen = torch.Generator().manual_seed(args.seed)
