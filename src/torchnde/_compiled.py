@@ -339,13 +339,9 @@ def _due(save_ts, written, t1):
 def _hold(new: LoopState, old: LoopState, wait: torch.Tensor) -> LoopState:
     """``new`` with the waiting samples' rows of every per-sample tensor taken from ``old``."""
 
-    one = wait.shape[0] == 1  # without a batch axis, the solver's state has none either
-
     def pick(n, o):
         if not isinstance(n, torch.Tensor):
             return n
-        if one:
-            return torch.where(wait.reshape(()), o, n)
         if n.ndim == 0 or n.shape[0] != wait.shape[0]:  # a solver sharing state across samples
             raise NotImplementedError(f"a per-sample loop state of shape {tuple(n.shape)}")
         return torch.where(wait.view(-1, *(1,) * (n.ndim - 1)), o, n)
