@@ -100,28 +100,25 @@ def test_fused_stage_stops_on_a_non_finite_start_with_finite_parameters():
 
     model = nn.Module()
     model.w = nn.Parameter(torch.tensor([3.0, 3.0], dtype=F64))
-    trainer = Trainer(
-        model,
-        lambda m, b: loss_fn(m),
-        [Stage("lbfgs", steps=20)],
-        progress=False,
-        nonfinite="raise",
-        fuse_lbfgs=True,
-    )
-    result = trainer.fit()  # the NaN region is only ever a trial point: backed off from
+
+    def train():
+        stages = [Stage("lbfgs", steps=20)]
+        return Trainer(
+            model,
+            lambda m, b: loss_fn(m),
+            stages,
+            progress=False,
+            nonfinite="raise",
+            fuse_lbfgs=True,
+        ).fit()
+
+    result = train()  # the NaN region is only ever a trial point: backed off from
     assert result.skipped_steps == [] and torch.isfinite(model.w).all()
     assert all(math.isfinite(v) for v in result.losses)
 
     model.w.data = torch.tensor([0.5, 0.5], dtype=F64)  # a NaN start: stops, nothing applied
     with pytest.raises(NonFiniteError, match="loss is nan"):
-        Trainer(
-            model,
-            lambda m, b: loss_fn(m),
-            [Stage("lbfgs", steps=20)],
-            progress=False,
-            nonfinite="raise",
-            fuse_lbfgs=True,
-        ).fit()
+        train()
     assert torch.equal(model.w.detach(), torch.tensor([0.5, 0.5], dtype=F64))
 
 

@@ -340,7 +340,7 @@ class Trainer:
         stage = self.stages[run.stage_index]
         live = self._start_stage(stage, run)
         session.progress.stage(run.stage_index, len(self.stages), stage.optimizer)
-        if self._fused(stage, live, session):
+        if self.fuses(stage) and not session.replica.distributed:
             self._run_fused_stage(stage, live, run, session)
             return
         while True:
@@ -375,9 +375,6 @@ class Trainer:
             and self.val_fn is None
             and self.sampler is None
         )
-
-    def _fused(self, stage: Stage, live: _StageState, session: _Session) -> bool:
-        return self.fuses(stage) and not session.replica.distributed
 
     def _run_fused_stage(
         self, stage: Stage, live: _StageState, run: _Run, session: _Session
