@@ -57,6 +57,8 @@ class _Entry:
 
 
 _CACHE: dict[tuple, _Entry] = {}
+#: the most elements of any input of a compiled loop that counts as tiny (see `_cached_entry`)
+_TINY = 256
 
 
 def resolve_backend(compile: bool | str) -> str | None:
@@ -161,10 +163,17 @@ def _cached_entry(mode: str, ctx: Context, target: types.FunctionType) -> _Entry
             if mode == "loop" and ctx.compiled == "inductor":
                 # the while_loop's iterations run in inductor's wrapper: a C++ wrapper costs
                 # about half of the Python one per iteration (Van der Pol, one sample, 196
-                # steps: 11.7 -> 5.1 ms, `benchmarks.compiled_bench`)
+                # steps: 11.7 -> 5.1 ms, `benchmarks.compiled_bench`). For a tiny problem,
+                # concatenations (the packed carry, a field's `stack`) are computed inside the
+                # step's kernel rather than into buffers of their own, which each iteration
+                # would allocate (one sample: 3.6 -> 2.2 ms); for larger ones that recomputes
+                # too much (1024 samples: 43 -> 200 ms).
                 from torch._inductor import config as inductor_config
 
-                with inductor_config.patch(cpp_wrapper=True):
+                tiny = all(
+                    x.numel() <= _TINY for x in example_inputs if isinstance(x, torch.Tensor)
+                )
+                with inductor_config.patch(cpp_wrapper=True, force_pointwise_cat=tiny):
                     return inner(gm, example_inputs)
             return inner(gm, example_inputs)
 
@@ -282,7 +291,7 @@ def _loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None, ts_out, *
             ts_out = torch.where(inside[:, :, None], values, ts_out_in)
         return _unaliased((ts_out, *layout.carry(st)), (ts_out_in, *carry_in))
 
-    return torch.while_loop(cond, body, (ts_out, *carry))
+    return _packed_while_loop(cond, body, (ts_out, *carry))
 
 
 def _saving_loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor, ts_out, *carry):
@@ -324,8 +333,38 @@ def _saving_loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor, ts_out, *
         outs = (ts_out, written, t0, t1, rows, *layout.carry(st))
         return _unaliased(outs, (ts_out_in, written_in, t0_in, t1_in, rows_in, *carry_in))
 
-    out = torch.while_loop(cond, body, (ts_out, written, *last, *carry))
+    out = _packed_while_loop(cond, body, (ts_out, written, *last, *carry))
     return (out[0], *out[5:])
+
+
+def _packed_while_loop(cond, body, carry):
+    """``torch.while_loop(cond, body, carry)`` with the carried tensors packed into one flat
+    tensor per dtype and device. Inductor's wrapper allocates every output of the body afresh
+    in each iteration (about 0.3 µs each with the C++ wrapper): a loop state of a few dozen
+    small tensors cost more in allocations than its arithmetic."""
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(carry):
+        groups.setdefault((x.dtype, x.device), []).append(i)
+    order = list(groups.values())
+    sizes = [[carry[i].numel() for i in idx] for idx in order]
+
+    def pack(xs):
+        return tuple(torch.cat([xs[i].reshape(-1) for i in idx]) for idx in order)
+
+    def unpack(flats):
+        xs: list[Any] = [None] * len(carry)
+        for idx, size, flat in zip(order, sizes, flats):
+            for i, part in zip(idx, torch.split(flat, size)):
+                xs[i] = part.view(carry[i].shape)
+        return xs
+
+    def packed_cond(*flats):
+        return cond(*unpack(flats))
+
+    def packed_body(*flats):
+        return pack(body(*unpack(flats)))
+
+    return unpack(torch.while_loop(packed_cond, packed_body, pack(carry)))
 
 
 def _due(save_ts, written, t1):
