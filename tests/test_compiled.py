@@ -159,6 +159,30 @@ def test_compiled_steps_give_the_eager_gradients():
     assert _info("step", "RK4")["compiles"] == 1
 
 
+def test_compiled_steps_from_a_constant_start_compile_once():
+    """Training a field from data (``y0`` a constant, the parameters require grad): the first
+    step's state does not require grad, the later ones do. That step runs eagerly, so the
+    compiled step is built once, and the gradients are the eager ones."""
+    w = torch.tensor([[0.1, -1.0], [1.0, -0.2]], dtype=F64, requires_grad=True)
+
+    def field(t, y, args):
+        return torch.tanh(y @ w.T)
+
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    kw = dict(
+        saveat=tn.SaveAt(ts=torch.tensor([0.3, 1.0], dtype=F64)),
+        controller=tn.PIDController(rtol=1e-6, atol=1e-8),
+    )
+    grads = []
+    for compile in (False, GRAD_BACKEND, GRAD_BACKEND):
+        sol = tn.solve(tn.ODETerm(field), tn.Tsit5(), 0.0, 1.0, y0, compile=compile, **kw)
+        grads.append(torch.autograd.grad(sol.ys.square().sum(), w)[0])
+    _same(grads[1], grads[0])
+    _same(grads[2], grads[0])
+    info = _info("step", "Tsit5")
+    assert info["compiles"] == 1 and info["calls"] == 2 * (sol.stats["num_steps"] - 1)
+
+
 def test_compiled_steps_with_events_and_dense_output_equal_eager():
     """Events and dense output keep the eager event and save phases around the compiled step."""
     event = tn.Event(lambda t, y, args: y[0], terminal=True)
