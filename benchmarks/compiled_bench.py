@@ -8,16 +8,22 @@ Problems (float64, Dopri5, rtol 1e-6, atol 1e-8, 10 save times, inference: ``tor
   control (B3: torchnde ``batch_axis=0``; diffrax under ``jax.vmap``);
 * ``mlp`` — B1's neural ODE (``nn.Linear`` layers 32→64→64→32, tanh, batch 256, weights
   N(0, 2.5²/fan_in), seed 0) in float32, one step size for the batch (diffrax: the same weights
-  in ``jax.numpy``).
+  in ``jax.numpy``);
+* ``train`` — one training iteration of the demo's kind (autograd on): the hybrid Lotka–Volterra
+  field ``(1.1x + NN1(x, y), NN2(x, y) − θy)`` with two 2→32→32→1 tanh networks, 22 windows
+  of 8 observations solved together by Tsit5 at a fixed step 0.1 over [0, 0.7], float32; the
+  time is the forward solve plus the gradient of the mean squared error with respect to the
+  networks and θ (torchnde: ``DirectAdjoint``, compiled steps under autograd; diffrax:
+  ``jax.value_and_grad`` under ``jax.jit``, its default ``RecursiveCheckpointAdjoint``).
 
 Rows: torchnde eager (the default loop), torchnde compiled (inductor; the whole loop is one
-``torch.while_loop``), torchode on ``vdp1024`` (per-sample steps, as in B3), diffrax
+``torch.while_loop``, or for ``train`` one compiled call per step), torchode on ``vdp1024`` (per-sample steps, as in B3), diffrax
 ``diffeqsolve`` under ``jax.jit`` (``PIDController`` with the
 same tolerances; its default safety factors differ slightly, so step counts can differ by a
 few). Compile time (the first call, minus one run) is printed apart and excluded from the
 medians. Clock: process CPU time, one torch thread, one XLA thread.
 
-``python -m benchmarks.compiled_bench [--problems vdp1 vdp1024 mlp] [--repeats N]``, or
+``python -m benchmarks.compiled_bench [--problems vdp1 vdp1024 mlp train] [--repeats N]``, or
 ``python -m benchmarks.run --case COMPILED``.
 """
 
@@ -38,7 +44,7 @@ import torch
 import torchnde
 
 RTOL, ATOL = 1e-6, 1e-8
-PROBLEMS = ("vdp1", "vdp1024", "mlp")
+PROBLEMS = ("vdp1", "vdp1024", "mlp", "train")
 
 
 def _vdp(t, y, mu):
@@ -72,6 +78,50 @@ def _mlp_module(dtype) -> torch.nn.Sequential:
     return torch.nn.Sequential(*layers)
 
 
+def _hybrid_nets() -> torch.nn.ModuleList:
+    gen = torch.Generator().manual_seed(0)
+    nets = torch.nn.ModuleList()
+    for _ in range(2):
+        layers = [torch.nn.Linear(2, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32)]
+        layers += [torch.nn.Tanh(), torch.nn.Linear(32, 1)]
+        net = torch.nn.Sequential(*layers)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        nets.append(net)
+    return nets
+
+
+def _train_data():
+    """(y0 (22, 2), ts (8,), target (22, 8, 2)) of the ``train`` problem."""
+    gen = torch.Generator().manual_seed(1)
+    y0 = 5 + 10 * torch.rand(22, 2, generator=gen)
+    ts = torch.linspace(0.0, 0.7, 8)
+    return y0, ts, y0[:, None, :] + torch.randn(22, 8, 2, generator=gen)
+
+
+def _train_runner(compile: bool | str) -> Callable[[], torchnde.Solution]:
+    nets, theta = _hybrid_nets(), torch.nn.Parameter(torch.tensor(0.1))
+    y0, ts, target = _train_data()
+
+    def field(t, y, args):
+        x, v = y[..., :1], y[..., 1:]
+        return torch.cat([1.1 * x + nets[0](y), nets[1](y) - theta * v], -1)
+
+    term = torchnde.ODETerm(field)
+
+    def run():
+        sol = torchnde.solve(term, torchnde.Tsit5(), 0.0, 0.7, y0, dt0=0.1,
+                             saveat=torchnde.SaveAt(ts=ts), compile=compile)  # fmt: skip
+        loss = (sol.ys.transpose(0, 1) - target).square().mean()
+        nets.zero_grad()
+        theta.grad = None
+        loss.backward()
+        return sol
+
+    return run
+
+
 def _problem(name: str):
     """(field, y0, t1, ts, args, batch_axis) for torchnde."""
     if name.startswith("vdp"):
@@ -94,6 +144,8 @@ def _problem(name: str):
 
 
 def _torch_runner(name: str, compile: bool | str) -> Callable[[], torchnde.Solution]:
+    if name == "train":
+        return _train_runner(compile)
     field, y0, t1, ts, args, batch_axis = _problem(name)
     term, solver = torchnde.ODETerm(field), torchnde.Dopri5()
     controller = torchnde.PIDController(rtol=RTOL, atol=ATOL)
@@ -124,6 +176,8 @@ def _diffrax_runner(name: str):
     except ImportError:
         return None
     jax.config.update("jax_enable_x64", True)
+    if name == "train":
+        return _diffrax_train(diffrax, jax, jnp)
     _, y0, t1, ts, args, batch_axis = _problem(name)
     if name.startswith("vdp"):
 
@@ -165,6 +219,44 @@ def _diffrax_runner(name: str):
         out = fn(y)
         jax.block_until_ready(out)
         return out
+
+    return run
+
+
+def _diffrax_train(diffrax, jax, jnp):
+    """The ``train`` iteration in diffrax: the same networks, data and steps."""
+    params = [
+        [(jnp.asarray(m.weight.detach().numpy()), jnp.asarray(m.bias.detach().numpy()))
+         for m in net if isinstance(m, torch.nn.Linear)]
+        for net in _hybrid_nets()
+    ] + [jnp.asarray(0.1, dtype=jnp.float32)]  # fmt: skip
+    y0, ts, target = (jnp.asarray(x.numpy()) for x in _train_data())
+
+    def mlp(layers, y):
+        for k, (w, b) in enumerate(layers):
+            y = y @ w.T + b
+            if k < len(layers) - 1:
+                y = jnp.tanh(y)
+        return y
+
+    def vf(t, y, p):
+        x, v = y[..., :1], y[..., 1:]
+        return jnp.concatenate([1.1 * x + mlp(p[0], y), mlp(p[1], y) - p[2] * v], -1)
+
+    def loss(p):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf), diffrax.Tsit5(), 0.0, 0.7, 0.1, y0, args=p,
+            saveat=diffrax.SaveAt(ts=ts), max_steps=64,
+        )  # fmt: skip
+        ys = jnp.swapaxes(sol.ys, 0, 1)
+        return jnp.mean((ys - target) ** 2), (sol.ys, sol.stats["num_steps"])
+
+    fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+    def run():
+        (_, (ys, steps)), grads = fn(params)
+        jax.block_until_ready(grads)
+        return ys, steps
 
     return run
 
@@ -250,7 +342,7 @@ def main(opts=None, argv: list[str] | None = None) -> None:
             )
         if "torchnde compiled" in rows:
             eager, comp = rows["torchnde eager"], rows["torchnde compiled"]
-            diff = float((eager[1] - comp[1]).abs().max())
+            diff = float((eager[1] - comp[1]).detach().abs().max())
             line = f"   compiled/eager {comp[0] / eager[0]:.3f} (max |diff| {diff:.1e})"
             if "diffrax (jit)" in rows:
                 line += f"; compiled/diffrax {comp[0] / rows['diffrax (jit)'][0]:.2f}"
