@@ -140,9 +140,9 @@ def test_compiled_loop_saves_every_time_of_a_step_that_spans_several(batched):
     assert info is not None and info["failed"] is None
 
 
-def test_compiled_steps_give_the_eager_gradients():
-    """Step mode (autograd on): each step is one compiled call, and the gradients with respect
-    to a parameter and y0 are the eager ones (fixed steps, a dict state)."""
+def test_compiled_chunks_give_the_eager_gradients():
+    """Chunk mode (autograd on): the loop runs as calls of unrolled passes, and the gradients
+    with respect to a parameter and y0 are the eager ones (fixed steps, a dict state)."""
     w = torch.tensor([[0.1, -1.0], [1.0, -0.2]], dtype=F64, requires_grad=True)
 
     def field(t, y, args):
@@ -156,31 +156,56 @@ def test_compiled_steps_give_the_eager_gradients():
         grads.append(torch.autograd.grad(sol.ys["z"].square().sum(), (w, y0["z"])))
     for a, b in zip(*grads):
         _same(a, b)
-    assert _info("step", "RK4")["compiles"] == 1
+    assert _info("chunk", "RK4")["compiles"] == 1
 
 
-def test_compiled_steps_from_a_constant_start_compile_once():
+@pytest.mark.parametrize("mode", ["chunk", "step"])
+def test_training_from_a_constant_start_compiles_once(mode):
     """Training a field from data (``y0`` a constant, the parameters require grad): the first
-    step's state does not require grad, the later ones do. That step runs eagerly, so the
-    compiled step is built once, and the gradients are the eager ones."""
+    step's state does not require grad, the later ones do. Chunk mode runs eager passes until
+    that settles, step mode (here because of dense output) runs such steps eagerly, so each
+    compiles once over two solves, with the eager gradients."""
     w = torch.tensor([[0.1, -1.0], [1.0, -0.2]], dtype=F64, requires_grad=True)
 
     def field(t, y, args):
         return torch.tanh(y @ w.T)
 
     y0 = torch.tensor([1.0, 0.5], dtype=F64)
-    kw = dict(
-        saveat=tn.SaveAt(ts=torch.tensor([0.3, 1.0], dtype=F64)),
-        controller=tn.PIDController(rtol=1e-6, atol=1e-8),
-    )
+    saveat = tn.SaveAt(ts=torch.tensor([0.3, 1.0], dtype=F64), dense=mode == "step")
+    kw = dict(saveat=saveat, controller=tn.PIDController(rtol=1e-6, atol=1e-8))
     grads = []
     for compile in (False, GRAD_BACKEND, GRAD_BACKEND):
         sol = tn.solve(tn.ODETerm(field), tn.Tsit5(), 0.0, 1.0, y0, compile=compile, **kw)
         grads.append(torch.autograd.grad(sol.ys.square().sum(), w)[0])
     _same(grads[1], grads[0])
     _same(grads[2], grads[0])
-    info = _info("step", "Tsit5")
-    assert info["compiles"] == 1 and info["calls"] == 2 * (sol.stats["num_steps"] - 1)
+    info = _info(mode, "Tsit5")
+    assert info["compiles"] == 1
+    if mode == "step":
+        assert info["calls"] == 2 * (sol.stats["num_steps"] - 1)
+
+
+def test_compiled_chunks_of_a_batch_give_the_eager_gradients():
+    """Chunk mode with per-sample step control, samples of different speeds, and save times
+    that several steps span: values, statistics and gradients are the eager ones."""
+    mu = torch.tensor(2.0, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([[2.0, 0.0], [0.5, 0.1], [-1.0, 1.0]], dtype=F64)
+    kw = dict(
+        args=mu,
+        saveat=tn.SaveAt(ts=torch.linspace(0.0, 3.0, 41, dtype=F64)),
+        controller=tn.PIDController(rtol=1e-6, atol=1e-8),
+        batch_axis=0,
+    )
+    out = []
+    for compile in (False, GRAD_BACKEND):
+        sol = tn.solve(tn.ODETerm(_vdp), tn.Dopri5(), 0.0, 3.0, y0, compile=compile, **kw)
+        out.append((sol, torch.autograd.grad(sol.ys.square().sum(), mu)[0]))
+    (eager, g_eager), (comp, g_comp) = out
+    _same(comp.ys.detach(), eager.ys.detach(), rtol=1e-10)
+    for name in ("num_steps", "num_accepted", "nfe"):
+        assert torch.equal(comp.stats[name], eager.stats[name])
+    _same(g_comp, g_eager, rtol=1e-10)
+    assert _info("chunk", "Dopri5", "_vdp")["compiles"] == 1
 
 
 def test_compiled_steps_with_events_and_dense_output_equal_eager():

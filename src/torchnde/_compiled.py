@@ -1,6 +1,6 @@
 """The compiled solve: ``solve(..., compile=True)``.
 
-Two ways of running the loop under :func:`torch.compile` (``fullgraph=True``, static shapes):
+Three ways of running the loop under :func:`torch.compile` (``fullgraph=True``, static shapes):
 
 * **step mode** — the branch-free part of a step (:func:`~torchnde._loop.attempt`: propose, step,
   error estimate, controller, accept/reject, statuses and statistics) is one compiled call per
@@ -13,6 +13,11 @@ Two ways of running the loop under :func:`torch.compile` (``fullgraph=True``, st
   PyTorch 2.13, the gradient of a compiled ``while_loop`` whose body closes over a parameter
   counted only the last iteration (``w`` cubed by three iterations gave ``dw = 0.5`` instead of
   ``1.5``), so loop mode runs only where no gradient is recorded.
+* **chunk mode** — with autograd on and otherwise as loop mode: the loop's body unrolled
+  :data:`CHUNK` times per compiled call (a finished sample's passes change nothing), called
+  until no sample runs. Autograd goes through the unrolled passes; the ``while any sample runs``
+  test is one host check per chunk. Where a solve has events, jumps, dense output or per-step
+  records, autograd uses step mode.
 
 Compiled functions are cached per *structure*: the mode, the backend, the classes of the term
 (with its vector fields' code, or their module classes), solver and controller
@@ -52,6 +57,9 @@ class _Entry:
     #: why the whole loop could not be captured (loop mode then falls back to step mode)
     failed: str | None = None
     compiles: int = 0
+    compile_ids: set = dataclasses.field(default_factory=set)
+    #: chunk mode: per carry signature, the carried tensors the loop makes require grad
+    settled: dict = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
     calls: int = 0
 
@@ -159,7 +167,12 @@ def _cached_entry(mode: str, ctx: Context, target: types.FunctionType) -> _Entry
         inner = torch._dynamo.lookup_backend(ctx.compiled)
 
         def backend(gm, example_inputs):
-            entry.compiles += 1
+            # once per graph: TorchDynamo may restart an analysis and call the backend again
+            # for the same frame compilation
+            compile_id = torch._guards.CompileContext.current_compile_id()
+            if compile_id is None or compile_id not in entry.compile_ids:
+                entry.compile_ids.add(compile_id)
+                entry.compiles += 1
             if ctx.compiled != "inductor":
                 return inner(gm, example_inputs)
             # Inductor's C++ wrapper. In loop mode, the while_loop's iterations run in the
@@ -238,11 +251,10 @@ def compiled_attempt(ctx: Context, st: LoopState) -> tuple[LoopState, StepInfo]:
 
 
 def loop_applies(ctx: Context, rec: Recorder) -> bool:
-    """Whether the whole loop can be one compiled ``while_loop``: nothing is differentiated, no
-    event, jump, dense output or per-step record."""
+    """Whether the whole loop can be compiled (as one ``while_loop``, or in chunks under
+    autograd): no event, jump, dense output or per-step record."""
     return (
         ctx.compiled is not None
-        and not torch.is_grad_enabled()
         and not ctx.events
         and ctx.jumps is None
         and not rec.steps
@@ -281,9 +293,30 @@ def _fields(st: LoopState) -> dict[str, Any]:
     return {f.name: getattr(st, f.name) for f in dataclasses.fields(st)}
 
 
-def _loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None, ts_out, *carry):
-    if save_ts is not None and save_ts.shape[0] > 1:
-        return _saving_loop(ctx, layout, save_ts, ts_out, *carry)
+def _loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None, *carry):
+    """Loop mode: the whole loop as one ``while_loop`` (no autograd)."""
+    cond, body = _parts(ctx, layout, save_ts)
+    return _packed_while_loop(cond, body, carry)
+
+
+def _chunk(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None, k: int, *carry):
+    """Chunk mode: ``k`` passes of the loop's body, unrolled (a finished sample's passes change
+    nothing), so that autograd goes through them."""
+    _, body = _parts(ctx, layout, save_ts)
+    for _ in range(k):
+        carry = body(*carry)
+    return carry
+
+
+def _batched_saving(save_ts: torch.Tensor | None) -> bool:
+    return save_ts is not None and save_ts.shape[0] > 1
+
+
+def _parts(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None):
+    """``(cond, body)`` of the loop over the carry ``(ts_out, *extra, *state)``: the values
+    saved at ``ts`` so far, what a batch's saving keeps (:func:`_extra`) and the loop state."""
+    if _batched_saving(save_ts):
+        return _saving_parts(ctx, layout, save_ts)
 
     def cond(ts_out, *carry):
         return layout.state(carry).running.any()
@@ -298,10 +331,20 @@ def _loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor | None, ts_out, *
             ts_out = torch.where(inside[:, :, None], values, ts_out_in)
         return _unaliased((ts_out, *layout.carry(st)), (ts_out_in, *carry_in))
 
-    return _packed_while_loop(cond, body, (ts_out, *carry))
+    return cond, body
 
 
-def _saving_loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor, ts_out, *carry):
+def _extra(ctx: Context, st: LoopState, save_ts: torch.Tensor | None) -> list[torch.Tensor]:
+    """What the loop of a batch saving at ``ts`` carries besides the state: per sample, the
+    save times written so far and its last accepted step (``t0``, ``t1``, dense rows)."""
+    if not _batched_saving(save_ts):
+        return []
+    written = (save_ts <= ctx.t0[:, None]).sum(dim=1)  # the saves at t0 are done (Recorder)
+    rows = st.y.new_zeros(save_ts.shape[0], ctx.dense_matrix.shape[0], st.y.shape[1])
+    return [written, ctx.t0.clone(), ctx.t0.clone(), rows]
+
+
+def _saving_parts(ctx: Context, layout: _Layout, save_ts: torch.Tensor):
     """The loop of a batch saving at ``ts``: one save time per sample and iteration, no branch.
 
     Each iteration first writes the next unwritten save time of each sample if it lies inside
@@ -314,11 +357,6 @@ def _saving_loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor, ts_out, *
     interpolation itself: it splits the fused step kernel and materialises its operands
     (Van der Pol, 1024 samples, 10 save times: 100 ms with it, 55 ms without,
     ``benchmarks.compiled_bench``)."""
-    batch = save_ts.shape[0]
-    y = layout.state(carry).y
-    written = (save_ts <= ctx.t0[:, None]).sum(dim=1)  # the saves at t0 are done (Recorder)
-    rows = y.new_zeros(batch, ctx.dense_matrix.shape[0], y.shape[1])
-    last = (ctx.t0.clone(), ctx.t0.clone(), rows)  # the last accepted step: t0, t1, rows
 
     def cond(ts_out, written, t0, t1, rows, *carry):
         return layout.state(carry).running.any() | _due(save_ts, written, t1)[1].any()
@@ -340,8 +378,7 @@ def _saving_loop(ctx: Context, layout: _Layout, save_ts: torch.Tensor, ts_out, *
         outs = (ts_out, written, t0, t1, rows, *layout.carry(st))
         return _unaliased(outs, (ts_out_in, written_in, t0_in, t1_in, rows_in, *carry_in))
 
-    out = _packed_while_loop(cond, body, (ts_out, written, *last, *carry))
-    return (out[0], *out[5:])
+    return cond, body
 
 
 def _packed_while_loop(cond, body, carry):
@@ -419,31 +456,76 @@ def _interpolate(matrix, rows, t0, t1, save_ts):
 
 
 def run_loop(ctx: Context, st: LoopState, rec: Recorder) -> LoopState | None:
-    """Run the loop from ``st`` until no sample runs, as one compiled ``while_loop``; the values
-    saved at ``ts`` go to ``rec``. None (with a warning, once per structure) when TorchDynamo
-    cannot capture this loop whole; the caller then runs it step by step."""
-    entry = _entry("loop", ctx, _loop)
+    """Run the loop from ``st`` until no sample runs, compiled whole: with autograd off as one
+    ``while_loop`` (loop mode), with autograd on as calls of :data:`CHUNK` unrolled passes
+    (chunk mode, :func:`_chunks`). The values saved at ``ts`` go to ``rec``. None (with a
+    warning, once per structure) when TorchDynamo cannot capture the loop; the caller then runs
+    it step by step."""
+    grad = torch.is_grad_enabled()
+    mode = "chunk" if grad else "loop"
+    entry = _entry(mode, ctx, _chunk if grad else _loop)
     if entry.failed is not None:
         return None
-    layout, carry = _Layout.of(st)
-    carry = [x.clone(memory_format=torch.contiguous_format) for x in carry]
+    layout, state = _Layout.of(st)
     if rec.ts_out is None:
         ts_out, save_ts = st.y.new_zeros(0), None
     else:  # without the padding column (standard strides: a while_loop checks them)
-        ts_out = rec.ts_out[:, :-1].clone(memory_format=torch.contiguous_format)
+        ts_out = rec.ts_out[:, :-1]
         save_ts = rec.save_ts[:, :-1].clone(memory_format=torch.contiguous_format)
+    carry = [
+        x.clone(memory_format=torch.contiguous_format)
+        for x in (ts_out, *_extra(ctx, st, save_ts), *state)
+    ]
     try:
-        out = _call(entry, ctx, layout, save_ts, ts_out, *carry)
+        if grad:
+            carry = _chunks(entry, ctx, layout, save_ts, carry)
+        else:
+            carry = _call(entry, ctx, layout, save_ts, *carry)
     except torch._dynamo.exc.TorchDynamoException as error:
         entry.failed = str(error).strip().splitlines()[0][:300]
         warnings.warn(
-            f"compile: the solve's loop could not be captured as one torch.while_loop "
-            f"({type(error).__name__}: {entry.failed}); each step is compiled instead (this "
+            f"compile: the solve's loop could not be captured whole ({mode} mode; "
+            f"{type(error).__name__}: {entry.failed}); each step is compiled instead (this "
             "structure will not be tried again; see torchnde.compile_info())",
             stacklevel=5,
         )
         return None
     if save_ts is not None:
-        pad = rec.ts_out[:, -1:]
-        rec.ts_out = torch.cat([out[0], pad], dim=1)
-    return layout.state(out[1:])
+        rec.ts_out = torch.cat([carry[0], rec.ts_out[:, -1:]], dim=1)
+    return layout.state(carry[len(carry) - len(state) :])
+
+
+#: passes of the loop per compiled call in chunk mode (autograd on). A training iteration of
+#: the demo's kind (`benchmarks.compiled_bench`, ``train``: 7 steps) took 5.3 ms with 8 passes
+#: and 9.1 ms with 4 (eager 17 ms, one compiled call per step 14 ms); compiling costs about
+#: 50 s cold, 7 s with a warm inductor cache, on a 2-core machine.
+CHUNK = 8
+
+
+def _chunks(entry: _Entry, ctx: Context, layout: _Layout, save_ts, carry: list) -> list:
+    """Chunk mode's driver: calls of :data:`CHUNK` compiled passes until no sample runs.
+
+    A compiled graph is specialised to which of its inputs require grad, and the loop changes
+    that: a constant start does not require grad, its successors do (and the saved values once
+    written). On a structure's first solve, eager passes run until the pattern is settled, and
+    the entry learns which carried tensors the loop turns into ones that require grad. Later
+    solves start with those as leaves that require grad (their gradient is never read: the
+    originals did not ask for one), so they run compiled from the first pass and compile once.
+    """
+    cond, body = _parts(ctx, layout, save_ts)
+    signature = tuple((x.dtype, x.shape, x.requires_grad) for x in carry)
+    settled = entry.settled.get(signature)
+    if settled is None:
+        while bool(cond(*carry)):
+            before = [x.requires_grad for x in carry]
+            carry = list(body(*carry))
+            if [x.requires_grad for x in carry] == before:
+                break
+        entry.settled[signature] = {
+            i for i, (x, s) in enumerate(zip(carry, signature)) if x.requires_grad and not s[2]
+        }
+    else:
+        carry = [x.detach().requires_grad_() if i in settled else x for i, x in enumerate(carry)]
+    while bool(cond(*carry)):
+        carry = list(_call(entry, ctx, layout, save_ts, CHUNK, *carry))
+    return carry
