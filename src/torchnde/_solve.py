@@ -88,9 +88,10 @@ def solve(
         batch_axis: ``None`` (the whole state is one problem, one step size) or ``0`` (axis 0 of
             every leaf indexes independent problems with their own steps and statuses).
         compile: run the loop under ``torch.compile`` (``True``: the ``"inductor"`` backend;
-            ``"aot_eager"``/``"eager"`` also accepted). With autograd off (``torch.no_grad()``)
-            and no events, dense output or per-step saving, the whole adaptive loop is one
-            compiled ``while_loop``; otherwise each step is one compiled call. Compiled once per
+            ``"aot_eager"``/``"eager"`` also accepted). Without events, jumps, dense output or
+            per-step saving, the whole adaptive loop is one compiled ``while_loop`` with autograd
+            off (``torch.no_grad()``), and compiled calls of 8 unrolled steps with autograd on;
+            otherwise each step is one compiled call. Compiled once per
             structure and reused (see :func:`torchnde.compile_info`); explicit Runge-Kutta
             solvers with ``ConstantStepSize``/``PIDController`` only.
         compact: under ``batch_axis=0``, once at most this share of the batch (``True``: half)
