@@ -42,8 +42,9 @@ OBS_STD = 0.05
 # initialisation (so the untrained t = 0 spread is about the data's); the generator's linear readout
 # learns 10x faster (the older torchsde example scales its gradient by 100: its problem is convex);
 # reversible Heun, one step per observation interval; one backward pass per step for both players;
-# a large batch (per-step cost is mostly fixed overhead here); stochastic weight averaging of the
-# generator over the second half.
+# a large batch (512: 0.12 CPU s per step against 0.07 at 128); stochastic weight averaging of the
+# generator over the second half. None of this fits the marginals within 10 % here (see
+# docs/generative.md for what was tried): the GAN has not converged in this budget.
 GAN_TIME_SCALE = 20.0
 GAN_LR = (2e-4, 1e-3)  # generator, critic (Adam)
 GAN_READOUT_LR_MULT = 10.0
