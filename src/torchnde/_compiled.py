@@ -496,9 +496,9 @@ def run_loop(ctx: Context, st: LoopState, rec: Recorder) -> LoopState | None:
 
 
 #: passes of the loop per compiled call in chunk mode (autograd on). A training iteration of
-#: the demo's kind (`benchmarks.compiled_bench`, ``train``: 7 steps) took 5.3 ms with 8 passes
-#: and 9.1 ms with 4 (eager 17 ms, one compiled call per step 14 ms); compiling costs about
-#: 50 s cold, 7 s with a warm inductor cache, on a 2-core machine.
+#: the demo's kind (`benchmarks.compiled_bench`, ``train``: 7 steps) takes 4.4 ms with 8 passes
+#: (eager 16 ms, one compiled call per step 14 ms; a first version with 4 passes per call took
+#: 9 ms); compiling costs about 50 s cold, 7 s with a warm inductor cache, on a 2-core machine.
 CHUNK = 8
 
 
