@@ -2,10 +2,10 @@
 gradients as the eager loop, compiled once per structure.
 
 The suite compiles with the ``"eager"`` backend: TorchDynamo captures the same graphs as under
-``"inductor"`` (the whole ``while_loop`` in loop mode, one step in step mode: what fails to
-capture fails here too) and runs them without code generation, which costs minutes of compile
-time per structure on a 2-core machine; the gradient test uses ``"aot_eager"``, so AOTAutograd
-builds the step's backward as inductor does. The same checks under inductor:
+``"inductor"`` (the whole ``while_loop`` in loop mode, unrolled passes in chunk mode, one
+step in step mode: what fails to capture fails here too) and runs them without code generation,
+which costs minutes of compile time per structure on a 2-core machine; the gradient tests use
+``"aot_eager"``, so AOTAutograd builds the backward as inductor does. The same checks under inductor:
 ``TORCHNDE_COMPILE_BACKEND=inductor pytest tests/test_compiled.py``.
 """
 
