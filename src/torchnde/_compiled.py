@@ -170,9 +170,10 @@ def _cached_entry(mode: str, ctx: Context, target: types.FunctionType) -> _Entry
             # once per graph: TorchDynamo may restart an analysis and call the backend again
             # for the same frame compilation
             compile_id = torch._guards.CompileContext.current_compile_id()
-            if compile_id is None or compile_id not in entry.compile_ids:
-                entry.compile_ids.add(compile_id)
+            if compile_id not in entry.compile_ids:
                 entry.compiles += 1
+                if compile_id is not None:
+                    entry.compile_ids.add(compile_id)
             if ctx.compiled != "inductor":
                 return inner(gm, example_inputs)
             # Inductor's C++ wrapper. In loop mode, the while_loop's iterations run in the

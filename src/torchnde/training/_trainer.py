@@ -356,11 +356,7 @@ class Trainer:
             finished = stop or run.stage_step >= stage.steps
             stopped_early = stop and run.stage_step < stage.steps
             self._report(run, stage, loss, lr, val_loss, finished, stopped_early, session, skipped)
-            if finished:
-                self._check_stage_updated(run, stage, session)
-                self._finish_stage(run, stage, stopped_early)
-            self._end_step(run, session, None if finished else live)
-            if finished:
+            if self._close_step(run, stage, live, session, finished, stopped_early):
                 return
 
     def fuses(self, stage: Stage) -> bool:
@@ -396,12 +392,25 @@ class Trainer:
                 finished = run.stage_step >= stage.steps
                 last = k == len(losses) - 1
                 self._report(run, stage, loss, lr, None, finished, False, session, skipped and last)
-            if finished:
-                self._check_stage_updated(run, stage, session)
-                self._finish_stage(run, stage, False)
-            self._end_step(run, session, None if finished else live)
-            if finished:
+            if self._close_step(run, stage, live, session, finished, False):
                 return
+
+    def _close_step(
+        self,
+        run: _Run,
+        stage: Stage,
+        live: _StageState,
+        session: _Session,
+        finished: bool,
+        stopped_early: bool,
+    ) -> bool:
+        """End a step (or a fused stretch): close the stage if it is ``finished``, then the
+        step's checkpoint and bookkeeping. Returns ``finished``."""
+        if finished:
+            self._check_stage_updated(run, stage, session)
+            self._finish_stage(run, stage, stopped_early)
+        self._end_step(run, session, None if finished else live)
+        return finished
 
     def _stretch(
         self,
