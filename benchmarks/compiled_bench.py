@@ -13,11 +13,13 @@ Problems (float64, Dopri5, rtol 1e-6, atol 1e-8, 10 save times, inference: ``tor
   field ``(1.1x + NN1(x, y), NN2(x, y) − θy)`` with two 2→32→32→1 tanh networks, 22 windows
   of 8 observations solved together by Tsit5 at a fixed step 0.1 over [0, 0.7], float32; the
   time is the forward solve plus the gradient of the mean squared error with respect to the
-  networks and θ (torchnde: ``DirectAdjoint``, compiled steps under autograd; diffrax:
+  networks and θ (torchnde: ``DirectAdjoint``, the loop compiled in chunks of unrolled passes
+  under autograd; diffrax:
   ``jax.value_and_grad`` under ``jax.jit``, its default ``RecursiveCheckpointAdjoint``).
 
 Rows: torchnde eager (the default loop), torchnde compiled (inductor; the whole loop is one
-``torch.while_loop``, or for ``train`` one compiled call per step), torchode on ``vdp1024`` (per-sample steps, as in B3), diffrax
+``torch.while_loop``, or for ``train`` calls of 8 unrolled passes; ``tanh`` as in
+``torchnde._compiled._tanh``), torchode on ``vdp1024`` (per-sample steps, as in B3), diffrax
 ``diffeqsolve`` under ``jax.jit`` (``PIDController`` with the
 same tolerances; its default safety factors differ slightly, so step counts can differ by a
 few). Compile time (the first call, minus one run) is printed apart and excluded from the

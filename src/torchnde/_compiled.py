@@ -69,6 +69,25 @@ _CACHE: dict[tuple, _Entry] = {}
 _TINY = 256
 
 
+def _tanh(x: torch.Tensor) -> Any:
+    """``tanh`` on CPU in float32/float64 as ``sign(x)·(−e)/(2 + e)`` with ``e = expm1(−2|x|)``:
+    an exact identity, computed within 2.5 ulp of the true value (PyTorch's ``tanh``: 0.5 ulp),
+    that inductor vectorises 1.6× faster than its ``tanh`` (a 256×64 float32 block: 26 against
+    43 µs; B1's neural ODE compiled: 20 → 15 ms, ``benchmarks.compiled_bench``). Signed zeros,
+    infinities and NaN come out as ``tanh``'s. Elsewhere (GPU, other dtypes) inductor's own."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return NotImplemented
+    e = torch.expm1(x.abs() * -2.0)
+    return torch.copysign(-e / (e + 2.0), x)
+
+
+def _decompositions() -> dict:
+    """Inductor's decompositions, with :func:`_tanh` for ``aten.tanh``."""
+    from torch._inductor.decomposition import select_decomp_table
+
+    return {**select_decomp_table(), torch.ops.aten.tanh.default: _tanh}
+
+
 def resolve_backend(compile: bool | str) -> str | None:
     """The ``torch.compile`` backend named by ``solve``'s ``compile`` argument (None: eager)."""
     if compile is False or compile is None:
@@ -190,8 +209,10 @@ def _cached_entry(mode: str, ctx: Context, target: types.FunctionType) -> _Entry
             tiny = mode == "loop" and all(
                 x.numel() <= _TINY for x in example_inputs if isinstance(x, torch.Tensor)
             )
+            from torch._inductor.compile_fx import compile_fx
+
             with inductor_config.patch(cpp_wrapper=True, force_pointwise_cat=tiny):
-                return inner(gm, example_inputs)
+                return compile_fx(gm, example_inputs, decompositions=_decompositions())
 
         entry.fn = torch.compile(fresh, backend=backend, fullgraph=True, dynamic=False)
         _CACHE[key] = entry
