@@ -9,6 +9,10 @@ Problems (float64, Dopri5, rtol 1e-6, atol 1e-8, 10 save times, inference: ``tor
 * ``mlp`` — B1's neural ODE (``nn.Linear`` layers 32→64→64→32, tanh, batch 256, weights
   N(0, 2.5²/fan_in), seed 0) in float32, one step size for the batch (diffrax: the same weights
   in ``jax.numpy``);
+* ``b2`` — B1's neural ODE with gradients (B2): the loss ``sum(w * ys)`` for a fixed random
+  ``w`` and its gradient with respect to the network's weights (torchnde: ``DirectAdjoint``,
+  the loop compiled in chunks of unrolled passes under autograd; diffrax:
+  ``jax.value_and_grad`` under ``jax.jit``, its default ``RecursiveCheckpointAdjoint``);
 * ``train`` — one training iteration of the demo's kind (autograd on): the hybrid Lotka–Volterra
   field ``(1.1x + NN1(x, y), NN2(x, y) − θy)`` with two 2→32→32→1 tanh networks, 22 windows
   of 8 observations solved together by Tsit5 at a fixed step 0.1 over [0, 0.7], float32; the
@@ -25,7 +29,7 @@ same tolerances; its default safety factors differ slightly, so step counts can 
 few). Compile time (the first call, minus one run) is printed apart and excluded from the
 medians. Clock: process CPU time, one torch thread, one XLA thread.
 
-``python -m benchmarks.compiled_bench [--problems vdp1 vdp1024 mlp train] [--repeats N]``, or
+``python -m benchmarks.compiled_bench [--problems vdp1 vdp1024 mlp b2 train] [--repeats N]``, or
 ``python -m benchmarks.run --case COMPILED``.
 """
 
@@ -46,7 +50,7 @@ import torch
 import torchnde
 
 RTOL, ATOL = 1e-6, 1e-8
-PROBLEMS = ("vdp1", "vdp1024", "mlp", "train")
+PROBLEMS = ("vdp1", "vdp1024", "mlp", "b2", "train")
 
 
 def _vdp(t, y, mu):
@@ -140,14 +144,40 @@ def _problem(name: str):
     def mlp(t, y, args):
         return net(y)
 
+    mlp.net = net
+
     y0 = torch.randn(256, 32, generator=torch.Generator().manual_seed(1))
     ts = torch.linspace(0.0, 1.0, 10)
     return mlp, y0, 1.0, ts, None, None
 
 
+def _b2_weights() -> torch.Tensor:
+    """The fixed ``w`` of the ``b2`` loss ``sum(w * ys)``: ``(10, 256, 32)``."""
+    return torch.randn(10, 256, 32, generator=torch.Generator().manual_seed(2))
+
+
+def _b2_runner(compile: bool | str) -> Callable[[], torchnde.Solution]:
+    field, y0, t1, ts, _, _ = _problem("mlp")
+    net, w = field.net, _b2_weights()
+    term, solver = torchnde.ODETerm(field), torchnde.Dopri5()
+    controller = torchnde.PIDController(rtol=RTOL, atol=ATOL)
+
+    def run():
+        sol = torchnde.solve(term, solver, 0.0, t1, y0, saveat=torchnde.SaveAt(ts=ts),
+                             controller=controller, compile=compile)  # fmt: skip
+        net.zero_grad()
+        (w * sol.ys).sum().backward()
+        run.grads = [p.grad.clone() for p in net.parameters()]
+        return sol
+
+    return run
+
+
 def _torch_runner(name: str, compile: bool | str) -> Callable[[], torchnde.Solution]:
     if name == "train":
         return _train_runner(compile)
+    if name == "b2":
+        return _b2_runner(compile)
     field, y0, t1, ts, args, batch_axis = _problem(name)
     term, solver = torchnde.ODETerm(field), torchnde.Dopri5()
     controller = torchnde.PIDController(rtol=RTOL, atol=ATOL)
@@ -180,6 +210,8 @@ def _diffrax_runner(name: str):
     jax.config.update("jax_enable_x64", True)
     if name == "train":
         return _diffrax_train(diffrax, jax, jnp)
+    if name == "b2":
+        return _diffrax_b2(diffrax, jax, jnp)
     _, y0, t1, ts, args, batch_axis = _problem(name)
     if name.startswith("vdp"):
 
@@ -221,6 +253,39 @@ def _diffrax_runner(name: str):
         out = fn(y)
         jax.block_until_ready(out)
         return out
+
+    return run
+
+
+def _diffrax_b2(diffrax, jax, jnp):
+    """``b2`` in diffrax: the same weights, loss and tolerances."""
+    _, y0, t1, ts, _, _ = _problem("mlp")
+    params = [
+        (jnp.asarray(w.numpy()), jnp.asarray(b.numpy())) for w, b in _mlp_weights(torch.float32)
+    ]
+    w, y, ts = (jnp.asarray(x.numpy()) for x in (_b2_weights(), y0, ts))
+
+    def vf(t, y, layers):
+        for k, (a, b) in enumerate(layers):
+            y = y @ a.T + b
+            if k < len(layers) - 1:
+                y = jnp.tanh(y)
+        return y
+
+    def loss(p):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(vf), diffrax.Dopri5(), 0.0, t1, None, y, args=p,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL), max_steps=1000,
+        )  # fmt: skip
+        return jnp.sum(w * sol.ys), (sol.ys, sol.stats["num_steps"])
+
+    fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+    def run():
+        (_, (ys, steps)), grads = fn(params)
+        jax.block_until_ready(grads)
+        return ys, steps
 
     return run
 
@@ -335,7 +400,7 @@ def main(opts=None, argv: list[str] | None = None) -> None:
             else:
                 steps = int(out[1].max())
                 ys = torch.as_tensor(out[0].__array__())
-            rows[label] = (med, ys)
+            rows[label] = (med, ys, getattr(run, "grads", None))
             compile_s = max(first - med / 1e3, 0.0) if label != "torchnde eager" else 0.0
             print(
                 f"   {label:<24} {steps:>8} {med:>10.2f} {spread:>6.0%} {compile_s:>10.1f}"
@@ -345,7 +410,13 @@ def main(opts=None, argv: list[str] | None = None) -> None:
         if "torchnde compiled" in rows:
             eager, comp = rows["torchnde eager"], rows["torchnde compiled"]
             diff = float((eager[1] - comp[1]).detach().abs().max())
-            line = f"   compiled/eager {comp[0] / eager[0]:.3f} (max |diff| {diff:.1e})"
+            line = f"   compiled/eager {comp[0] / eager[0]:.3f} (max |diff| {diff:.1e}"
+            if eager[2] is not None:
+                worst = max(
+                    float((a - b).abs().max() / b.abs().max()) for a, b in zip(comp[2], eager[2])
+                )
+                line += f"; gradients: largest relative difference {worst:.1e}"
+            line += ")"
             if "diffrax (jit)" in rows:
                 line += f"; compiled/diffrax {comp[0] / rows['diffrax (jit)'][0]:.2f}"
                 line += f"; eager/diffrax {eager[0] / rows['diffrax (jit)'][0]:.1f}"
