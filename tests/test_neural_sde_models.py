@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchnde.nn import SDEGAN, CDEDiscriminator, LatentSDE, clip_lipschitz
+from torchnde.nn import SDEGAN, CDEDiscriminator, LatentSDE, clip_lipschitz, gradient_penalty
 
 
 @pytest.fixture(autouse=True)
@@ -185,3 +185,73 @@ def test_sde_gan_generator_learns_against_a_fixed_critic():
     after = scores()
     stderr = (before.var() / 512 + after.var() / 512).sqrt()
     assert after.mean() - before.mean() > 10 * stderr, (before.mean(), after.mean(), stderr)
+
+
+class _LinearCritic(nn.Module):
+    """``D(y) = Σ w·y``: its input gradient is ``w`` everywhere, of norm ``‖w‖``."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(shape, dtype=torch.float64))
+
+    def forward(self, ts, ys):
+        return (ys * self.w).sum((1, 2))
+
+
+def test_gradient_penalty_matches_its_formula():
+    """A linear critic gives ``(‖w‖ - 1)²`` whatever the interpolates, with the parameter
+    gradient ``2(‖w‖ - 1) w/‖w‖`` (the double backward); a quadratic critic ``½‖y‖²`` gives
+    ``mean (‖ŷ‖ - 1)²`` at ``ŷ = real`` when ``fake = real``."""
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(6, 5, 2, dtype=torch.float64, generator=gen)
+    fake = torch.randn(6, 5, 2, dtype=torch.float64, generator=gen)
+    ts = torch.linspace(0, 1, 5, dtype=torch.float64)
+    critic = _LinearCritic((5, 2))
+    pen = gradient_penalty(critic, ts, real, fake, generator=gen)
+    norm = critic.w.detach().norm()
+    torch.testing.assert_close(pen, (norm - 1) ** 2)
+    pen.backward()
+    torch.testing.assert_close(critic.w.grad, 2 * (norm - 1) * critic.w.detach() / norm)
+
+    class Quadratic(nn.Module):
+        def forward(self, ts, ys):
+            return 0.5 * ys.pow(2).sum((1, 2))
+
+    pen = gradient_penalty(Quadratic(), ts, real, real.clone(), generator=gen)
+    torch.testing.assert_close(pen, (real.flatten(1).norm(dim=1) - 1).pow(2).mean())
+
+
+def test_gradient_penalty_of_the_cde_critic_matches_finite_differences():
+    """The CDE critic's input gradient inside the penalty equals central differences of its
+    scores (float64), and the penalty reaches the critic's parameters."""
+    torch.manual_seed(3)
+    disc = CDEDiscriminator(1, hidden_size=4, mlp_size=8).double()
+    ts = torch.linspace(0, 1, 4, dtype=torch.float64)
+    real = torch.randn(1, 4, 1, dtype=torch.float64)
+    fake = real.clone()  # the interpolate is then `real`, whatever ε
+    fd = torch.zeros(4)
+    with torch.no_grad():
+        for k in range(4):
+            step = torch.zeros_like(real)
+            step[0, k, 0] = 1e-6
+            fd[k] = (disc(ts, real + step) - disc(ts, real - step)).item() / 2e-6
+    got = gradient_penalty(disc, ts, real, fake)
+    torch.testing.assert_close(got.detach(), (fd.double().norm() - 1) ** 2, rtol=1e-6, atol=1e-9)
+    got.backward()
+    assert disc.control[0].weight.grad.abs().sum() > 0
+    gan = SDEGAN(1, hidden_size=4, mlp_size=8, discriminator_hidden=4).double()
+    other = torch.randn(1, 4, 1, dtype=torch.float64)
+    a = gan.gradient_penalty(ts, real, other, generator=torch.Generator().manual_seed(1))
+    b = gradient_penalty(
+        gan.discriminator, ts, real, other, generator=torch.Generator().manual_seed(1)
+    )
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_gradient_penalty_refuses_mismatched_batches():
+    disc = CDEDiscriminator(1, hidden_size=4, mlp_size=8)
+    ts = torch.linspace(0, 1, 4)
+    with pytest.raises(ValueError, match="of one shape"):
+        gradient_penalty(disc, ts, torch.zeros(3, 4, 1), torch.zeros(2, 4, 1))
+    with pytest.raises(TypeError, match="must be tensors"):
+        gradient_penalty(disc, ts, [0.0], torch.zeros(2, 4, 1))

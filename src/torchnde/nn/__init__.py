@@ -30,7 +30,8 @@ Part C — ODE-derived recurrent cells, neural SDE models and diffusion:
   score matching, reverse-SDE and probability-flow sampling, exact likelihoods;
   :func:`sliced_wasserstein`.
 - :class:`LatentSDE` (Li et al. 2020) and :class:`SDEGAN` (Kidger et al. 2021: an
-  :class:`SDEGenerator` and a :class:`CDEDiscriminator`, :func:`clip_lipschitz`).
+  :class:`SDEGenerator` and a :class:`CDEDiscriminator`, :func:`clip_lipschitz` or
+  :func:`gradient_penalty`).
 """
 
 from ._augmented import AugmentedNeuralODE, SecondOrderNeuralODE
@@ -93,7 +94,7 @@ from ._regularisers import (
     RegularisedSolution,
     SolverHeuristic,
 )
-from ._sde_gan import SDEGAN, CDEDiscriminator, SDEGenerator, clip_lipschitz
+from ._sde_gan import SDEGAN, CDEDiscriminator, SDEGenerator, clip_lipschitz, gradient_penalty
 from ._sequence import Recurrent, SequenceOutput, integrate_cell, run_cell, sequence_mask
 
 __all__ = [
@@ -159,6 +160,7 @@ __all__ = [
     "clip_lipschitz",
     "discretised",
     "fit_hypersolver",
+    "gradient_penalty",
     "hypersolver_residuals",
     "integrate_cell",
     "neural_ode_from_resnet",
