@@ -89,8 +89,9 @@ def _tanh(x: torch.Tensor) -> Any:
     1.3 ulp of the true value (inductor's ``tanh``: 1 ulp, PyTorch's eager one 0.5), and
     inductor's code for it runs about twice as fast as for its ``tanh`` (0.67 against 1.5 ns a
     number; B1's neural ODE compiled: 20 → 16.4 ms, ``benchmarks.compiled_bench``). Signed
-    zeros, infinities and NaN come out as ``tanh``'s. Elsewhere (GPU, other dtypes) inductor's own ``tanh``. (Not ``expm1``: inductor's
-    C++ ``expm1`` is ``exp(x) − 1``, which loses every digit for tiny ``x``.)"""
+    zeros, infinities and NaN come out as ``tanh``'s. Elsewhere (GPU, other dtypes) inductor's
+    own ``tanh``. (Not ``expm1``: inductor's C++ ``expm1`` is ``exp(x) − 1``, which loses every
+    digit for tiny ``x``.)"""
     if x.device.type != "cpu" or x.dtype != torch.float32:
         return NotImplemented
     a = x.abs()
