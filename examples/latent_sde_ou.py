@@ -3,9 +3,9 @@
 The data are paths of ``dY = 2(sin 2πt - Y) dt + (0.2 + 0.4t) dW`` observed at 21 times. The
 latent SDE (Li et al. 2020) is trained by its evidence lower bound (posterior drift, prior drift,
 shared diffusion; the path KL integrated in the same solve); the SDE-GAN (Kidger et al. 2021) by
-the Wasserstein loss with a neural CDE critic. Both then generate fresh paths, whose mean and
-standard deviation are compared with the exact ones (the process is linear: its moments solve two
-ODEs).
+the Wasserstein loss with a neural CDE critic kept Lipschitz by a gradient penalty. Both then
+generate fresh paths, whose mean and standard deviation are compared with the exact ones (the
+process is linear: its moments solve two ODEs).
 
 Run ``python examples/latent_sde_ou.py`` (several minutes) or with ``--quick`` (seconds).
 """
