@@ -1,7 +1,8 @@
 """COMPILED — torchnde's compiled solve (``solve(..., compile=True)``) against its eager loop and
 diffrax (jitted), side by side in one process, as issue 13 asks.
 
-Problems (float64, Dopri5, rtol 1e-6, atol 1e-8, 10 save times, inference: ``torch.no_grad()``):
+Problems (Dopri5, rtol 1e-6, atol 1e-8, 10 save times; inference under ``torch.no_grad()``
+except ``b2`` and ``train``, which take a gradient):
 
 * ``vdp1`` — Van der Pol μ = 10 on [0, 10] from (2, 0), one problem (B3 with batch 1);
 * ``vdp1024`` — the same for 1024 initial conditions uniform in [-2, 2]² with per-sample step
