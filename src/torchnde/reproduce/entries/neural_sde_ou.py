@@ -61,7 +61,7 @@ def _settings(quick: bool) -> dict:
     if quick:
         return dict(train=32, samples=256, latent_iters=4, gan_iters=4, batch=16, gan_batch=8)
     return dict(
-        train=1024, samples=4096, latent_iters=1500, gan_iters=1200, batch=512, gan_batch=128
+        train=1024, samples=4096, latent_iters=1500, gan_iters=2400, batch=512, gan_batch=128
     )
 
 
