@@ -201,6 +201,24 @@ def _torch_runner(name: str, compile: bool | str) -> Callable[[], torchnde.Solut
     return run
 
 
+def _jax_mlp(layers, y):
+    """The tanh MLP of ``layers`` (``(weight, bias)`` pairs as jax arrays) applied to ``y``."""
+    import jax.numpy as jnp
+
+    for k, (w, b) in enumerate(layers):
+        y = y @ w.T + b
+        if k < len(layers) - 1:
+            y = jnp.tanh(y)
+    return y
+
+
+def _jax_mlp_weights(jnp) -> list:
+    """:func:`_mlp_weights` (float32) as jax arrays."""
+    return [
+        (jnp.asarray(w.numpy()), jnp.asarray(b.numpy())) for w, b in _mlp_weights(torch.float32)
+    ]
+
+
 def _diffrax_runner(name: str):
     try:
         import diffrax
@@ -221,16 +239,10 @@ def _diffrax_runner(name: str):
             return jnp.stack([v, mu * (1 - x * x) * v - x], -1)
 
     else:
-        weights = [
-            (jnp.asarray(w.numpy()), jnp.asarray(b.numpy())) for w, b in _mlp_weights(torch.float32)
-        ]
+        weights = _jax_mlp_weights(jnp)
 
         def vf(t, y, _):
-            for k, (w, b) in enumerate(weights):
-                y = y @ w.T + b
-                if k < len(weights) - 1:
-                    y = jnp.tanh(y)
-            return y
+            return _jax_mlp(weights, y)
 
     def one(y):
         sol = diffrax.diffeqsolve(
@@ -261,21 +273,12 @@ def _diffrax_runner(name: str):
 def _diffrax_b2(diffrax, jax, jnp):
     """``b2`` in diffrax: the same weights, loss and tolerances."""
     _, y0, t1, ts, _, _ = _problem("mlp")
-    params = [
-        (jnp.asarray(w.numpy()), jnp.asarray(b.numpy())) for w, b in _mlp_weights(torch.float32)
-    ]
+    params = _jax_mlp_weights(jnp)
     w, y, ts = (jnp.asarray(x.numpy()) for x in (_b2_weights(), y0, ts))
-
-    def vf(t, y, layers):
-        for k, (a, b) in enumerate(layers):
-            y = y @ a.T + b
-            if k < len(layers) - 1:
-                y = jnp.tanh(y)
-        return y
 
     def loss(p):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(vf), diffrax.Dopri5(), 0.0, t1, None, y, args=p,
+            diffrax.ODETerm(lambda t, y, layers: _jax_mlp(layers, y)), diffrax.Dopri5(), 0.0, t1, None, y, args=p,
             saveat=diffrax.SaveAt(ts=ts),
             stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL), max_steps=1000,
         )  # fmt: skip
@@ -300,16 +303,9 @@ def _diffrax_train(diffrax, jax, jnp):
     ] + [jnp.asarray(0.1, dtype=jnp.float32)]  # fmt: skip
     y0, ts, target = (jnp.asarray(x.numpy()) for x in _train_data())
 
-    def mlp(layers, y):
-        for k, (w, b) in enumerate(layers):
-            y = y @ w.T + b
-            if k < len(layers) - 1:
-                y = jnp.tanh(y)
-        return y
-
     def vf(t, y, p):
         x, v = y[..., :1], y[..., 1:]
-        return jnp.concatenate([1.1 * x + mlp(p[0], y), mlp(p[1], y) - p[2] * v], -1)
+        return jnp.concatenate([1.1 * x + _jax_mlp(p[0], y), _jax_mlp(p[1], y) - p[2] * v], -1)
 
     def loss(p):
         sol = diffrax.diffeqsolve(
