@@ -64,6 +64,41 @@ def test_neural_sde_ou_quick(tmp_path):
     assert (tmp_path / "paths.png").exists()
 
 
+class _GaussianPaths(torch.nn.Module):
+    """A stand-in generator: ``n`` constant paths ``loc + spread * N(0, 1)`` over ``ts``."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(()))
+        self.spread = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, ts, n, generator=None):
+        z = torch.randn(n, 1, 1, generator=generator, dtype=torch.float64)
+        return (self.loc + self.spread * z).expand(n, len(ts), 1)
+
+
+def test_neural_sde_ou_gan_sampler_draws_the_mixture_of_its_snapshots():
+    from torchnde.reproduce.entries.neural_sde_ou import GANSampler
+
+    module, states = _GaussianPaths(), []
+    for loc, spread in ((0.0, 1.0), (3.0, 2.0)):
+        with torch.no_grad():
+            module.loc.fill_(loc), module.spread.fill_(spread)
+        states.append({k: v.clone() for k, v in module.state_dict().items()})
+    sampler = GANSampler(module, states, torch.linspace(0, 1, 3), shift=1.0, scale=0.5)
+    x = sampler.sample(200_001, generator=torch.Generator().manual_seed(0))[:, 0]
+    # the equal mixture of N(0, 1) and N(3, 4), mapped by 1 + 0.5 y: mean 1.75, variance
+    # 0.25 * (mean of the variances 2.5 + variance of the means 2.25) = 1.1875
+    assert x.shape == (200_001,)
+    assert abs(x.mean().item() - 1.75) < 0.01
+    assert abs(x.var().item() - 1.1875) < 0.015
+    # each snapshot draws its share (100001 and 100000), shuffled: not one block after the other
+    assert ((x - 1.0).abs() > 1.5).float().mean().item() > 0.2
+    assert ((x[:1000] - 1.0).abs() > 1.5).any() and ((x[-1000:] - 1.0).abs() < 0.5).any()
+    with pytest.raises(ValueError, match="snapshot"):
+        GANSampler(module, [], torch.linspace(0, 1, 3), shift=0.0, scale=1.0)
+
+
 def test_diffusion_toy_quick(tmp_path):
     m = quick("diffusion-toy", tmp_path)
     assert m["sw_moons_halves"] < 0.3 and m["nll_8gaussians"] > 0
