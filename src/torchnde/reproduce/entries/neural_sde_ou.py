@@ -42,15 +42,14 @@ OBS_STD = 0.07
 # 1/GAN_TIME_SCALE, so the bounded (tanh) vector fields can move the state by O(1) between
 # observations; the generator's initial network scaled by 3 and its vector fields by 0.5 at
 # initialisation (so the untrained t = 0 spread is about the data's); reversible Heun, one step per
-# observation interval. The critic's Lipschitz
-# control is the gradient penalty (WGAN-GP, Gulrajani et al. 2017, λ = 10, Adam with β1 = 0, as
-# Kidger et al. 2021 train the SDE-GAN) with two critic steps per generator step: with weight
-# clipping (their later paper's cheaper control) the critic was too weak to pin the mean, which
-# swung by up to four sds between checkpoints and never settled in our budget. The generator still
-# fluctuates about the data's law to the end (its late mean by 10-45 % of the sd from one
-# checkpoint to the next), so the model we sample is averaged over the second half of training, in
-# law rather than in parameters: the samples come from the uniform mixture of the generator's
-# snapshots taken every GAN_SNAPSHOT_EVERY steps. Averaging the parameters (stochastic weight
+# observation interval. The critic's Lipschitz control is the gradient penalty (WGAN-GP, Gulrajani
+# et al. 2017, λ = 10, Adam with β1 = 0, as Kidger et al. 2021 train the SDE-GAN) with two critic
+# steps per generator step: with weight clipping (their later paper's cheaper control) the critic
+# was too weak to pin the mean, which swung by up to four sds between checkpoints and never settled
+# in our budget. The generator still fluctuates about the data's law to the end (its late mean by
+# 10-45 % of the sd from one checkpoint to the next), so the model we sample is averaged over the
+# second half of training, in law rather than in parameters: the samples come from the uniform
+# mixture of the generator's snapshots taken every GAN_SNAPSHOT_EVERY steps. Averaging the parameters (stochastic weight
 # averaging, as Kidger et al. do) kept the mean but shrank the late spread by 11-19 % on six of
 # eleven trajectories measured (the average of two generators does not generate the average law);
 # a mixture is too wide instead where the snapshots' means swing. One learning rate for the whole
