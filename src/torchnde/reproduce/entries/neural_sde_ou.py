@@ -49,13 +49,13 @@ OBS_STD = 0.07
 # in our budget. The generator still fluctuates about the data's law to the end (its late mean by
 # 10-45 % of the sd from one checkpoint to the next), so the model we sample is averaged over the
 # second half of training, in law rather than in parameters: the samples come from the uniform
-# mixture of the generator's snapshots taken every GAN_SNAPSHOT_EVERY steps. Averaging the parameters (stochastic weight
-# averaging, as Kidger et al. do) kept the mean but shrank the late spread by 11-19 % on six of
-# eleven trajectories measured (the average of two generators does not generate the average law);
-# a mixture is too wide instead where the snapshots' means swing. One learning rate for the whole
-# generator: with its readout learning 10x faster (our earlier setting) the snapshots' laws swung
-# more. Neither choice removes the fluctuation: single trajectories end 3-21 % off (the table in
-# docs/generative.md).
+# mixture of the generator's snapshots taken every GAN_SNAPSHOT_EVERY steps. Averaging the
+# parameters (stochastic weight averaging, as Kidger et al. do) kept the mean but shrank the late
+# spread by 11-19 % on six of eleven trajectories measured (the average of two generators does not
+# generate the average law); a mixture is too wide instead where the snapshots' means swing. One
+# learning rate for the whole generator: with its readout learning 10x faster (our earlier setting)
+# the snapshots' laws swung more. Neither choice removes the fluctuation: single trajectories end
+# 3-21 % off (the table in docs/generative.md).
 GAN_TIME_SCALE = 20.0
 GAN_LR = (2e-4, 1e-3)  # generator, critic (Adam)
 GAN_BETAS = (0.0, 0.9)
