@@ -57,8 +57,9 @@ OBS_STD = 0.07
 # the snapshots' laws swung more. Neither choice removes the fluctuation: at batch 128 single
 # trajectories ended 3-21 % off (the table in docs/generative.md). Batch 512 (1.7x the time of a
 # step, 4x the paths): the critic sees a tenth of an sd in the mean or the spread above the
-# batch's own sampling noise (0.044 sd against 0.088 at 128); on two trajectories the spread's
-# errors fell to <= 4.6 % and the worst from 13.2 and 6.5 % to 7.7 and 7.5 %.
+# batch's own sampling noise (0.044 sd against 0.088 at 128). On three trajectories the worst
+# went from 13.2, 6.5, 6.8 % to 7.7, 7.5, 8.1 %: a narrower spread of outcomes, not a cure (the
+# raw generator still swings by 15-40 % between checkpoints).
 GAN_TIME_SCALE = 20.0
 GAN_LR = (2e-4, 1e-3)  # generator, critic (Adam)
 GAN_BETAS = (0.0, 0.9)
