@@ -55,12 +55,10 @@ OBS_STD = 0.07
 # generate the average law); a mixture is too wide instead where the snapshots' means swing. One
 # learning rate for the whole generator: with its readout learning 10x faster (our earlier setting)
 # the snapshots' laws swung more. Neither choice removes the fluctuation: at batch 128 single
-# trajectories ended 3-21 % off (the table in docs/generative.md). Batch 512 (1.7x the time of a
-# step, 4x the paths): the critic sees a tenth of an sd in the mean or the spread above the
-# batch's own sampling noise (0.044 sd against 0.088 at 128). On three trajectories the worst
-# went from 13.2, 6.5, 6.8 % to 7.7, 7.5, 8.1 %, but the entry's own seeds did not follow (22.3,
-# 9.1, 5.9 % against 20.6, 6.7, 2.8 at 128): not a cure, the raw generator still swings by 15-40 %
-# between checkpoints.
+# trajectories ended 3-21 % off. Batch 512 (1.7x the time of a step) halves the noise of the
+# critic's batch estimates (0.044 sd against 0.088), but over six trajectories it was no better
+# than 128 (10.1 against 9.4 %): the raw generator still swings by 15-40 % between checkpoints
+# (the measurements are in docs/generative.md, "What the full runs measured").
 GAN_TIME_SCALE = 20.0
 GAN_LR = (2e-4, 1e-3)  # generator, critic (Adam)
 GAN_BETAS = (0.0, 0.9)
