@@ -101,6 +101,40 @@ def test_each_seed_starts_from_its_own_seeded_generators(tmp_path):
     assert "98.0 ± 1.0 % (3 seeds)" in report and "seeds: 0, 1, 2" in report
 
 
+def _crash_on_seed_one(ctx: rp.RunContext, seed: int) -> dict[str, float]:
+    if seed == 1:
+        raise RuntimeError("diverged")
+    return {"a": 1.0}
+
+
+def test_seeds_in_parallel_processes_give_the_serial_run(tmp_path):
+    serial = rp.run_entry(_dummy(), seeds=3, run_dir=tmp_path / "serial", progress=False)
+    parallel = rp.run_entry(_dummy(), seeds=3, jobs=2, run_dir=tmp_path / "jobs", progress=False)
+    assert parallel.per_seed == serial.per_seed and parallel.seeds == [0, 1, 2]
+    folder = parallel.run_dir
+    assert rp.verify_run_folder(folder) == [] and rp.is_complete_png(folder / "draw.png")
+    lines = (folder / "log.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"dummy-entry seed {s}" for s in range(3)]
+    assert json.loads((folder / "metrics.json").read_text())["jobs"] == 2
+    assert "1 thread in each of 2 processes" in (folder / "report.md").read_text()
+    assert torch.get_num_threads() == 1
+
+
+def test_a_seed_failing_in_a_worker_leaves_no_report(tmp_path):
+    entry = _dummy(run=_crash_on_seed_one)
+    with pytest.raises(RuntimeError, match="diverged"):
+        rp.run_entry(entry, seeds=2, jobs=2, run_dir=tmp_path, progress=False)
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_parallel_seeds_need_an_entry_that_pickles(tmp_path):
+    entry = _dummy(run=lambda ctx, seed: {"a": 1.0})
+    with pytest.raises(ValueError, match="jobs=1"):
+        rp.run_entry(entry, seeds=2, jobs=2, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="`jobs` must be an int >= 1, got 0"):
+        rp.run_entry(_dummy(), seeds=2, jobs=0, run_dir=tmp_path, progress=False)
+
+
 def test_a_failed_criterion_reads_not_held(tmp_path):
     def failing(per_seed, ctx):
         return rp.Outcome(rows=[rp.Row("x", "1", "2")], criterion_met=False)

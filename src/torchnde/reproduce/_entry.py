@@ -174,7 +174,9 @@ class RunContext:
         out: the run folder.
         progress: a tqdm-like bar (``update``, ``set_postfix``, ``set_description``,
             ``reset(total)``), or a no-op when progress is off.
-        threads: torch threads during the run (default 1: small models run fastest so).
+        threads: torch threads during the run (default 1: small models run fastest so), in each
+            process.
+        jobs: how many seeds run at once, each in its own process (default 1).
         seed: the seed being run (``None`` in ``summarise``).
     """
 
@@ -185,11 +187,13 @@ class RunContext:
         out: Path,
         progress: Any | None = None,
         threads: int = 1,
+        jobs: int = 1,
     ):
         self.quick = bool(quick)
         self.out = Path(out)
         self.progress = progress if progress is not None else NoProgress()
         self.threads = threads
+        self.jobs = jobs
         self.seed: int | None = None
         self.messages: list[str] = []
 
