@@ -7,7 +7,8 @@ the Wasserstein loss with a neural CDE critic kept Lipschitz by a gradient penal
 generate fresh paths, whose mean and standard deviation are compared with the exact ones (the
 process is linear: its moments solve two ODEs).
 
-Run ``python examples/latent_sde_ou.py`` (several minutes) or with ``--quick`` (seconds).
+Run ``python examples/latent_sde_ou.py`` (one seed of the reproduce entry's settings: about 25
+minutes of CPU time on one thread) or with ``--quick`` (seconds).
 """
 
 from __future__ import annotations
