@@ -63,7 +63,7 @@ OBS_STD = 0.07
 # (the measurements are in docs/generative.md, "What the full runs measured"). What settles it is
 # the step size: both learning rates decay linearly to 0 over the second half, the half whose
 # snapshots make the mixture, so the swings shrink with them (seed 0, measured outside the entry:
-# 6.9 %, the snapshots of the last quarter 5.8-10.4 % each; 22.3 % at constant rates in the
+# 6.9 %, the snapshots from step 1900 on 5.8-10.4 % each; 22.3 % at constant rates in the
 # previous published run, on the Euler-Maruyama data of then).
 GAN_TIME_SCALE = 20.0
 GAN_LR = (2e-4, 1e-3)  # generator, critic (Adam)
@@ -113,6 +113,9 @@ def _transitions(ts: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
     import torchnde as tn
 
     tt = ts.double()
+    gaps = tt.diff()
+    if len(tt) < 2 or (gaps <= 0).any() or (gaps - gaps[0]).abs().max() > 1e-5 * gaps[0]:
+        raise ValueError(f"`ts` must be equally spaced and increasing, got {ts.tolist()}")
     zero = torch.zeros(len(tt) - 1, dtype=torch.float64)
     # each interval [t_k, t_{k+1}] as a batch entry over a shared local clock s in [0, h]
     h = float(tt[1] - tt[0])
